@@ -14,8 +14,11 @@ or parquet files: `<split>.parquet`, `<split>-*.parquet` or the hub's own layout
 
 from __future__ import annotations
 
+import argparse
 import os
+import tomllib
 from pathlib import Path
+from typing import Any
 
 
 def data_roots() -> list[Path]:
@@ -74,3 +77,25 @@ def load_split(task_id: str, hub_id: str, split: str, source: Path | None = None
     except Exception as exc:  # offline, or the hub refused
         raise SystemExit(f"cannot load {hub_id} split {split!r} from the hub ({type(exc).__name__}: {exc}). "
                          f"Without network, download it elsewhere and run `mlgym data import {task_id} PATH`.") from None
+
+
+def prepare_args(source_help: str = "a local copy of the data set") -> tuple[argparse.Namespace, dict[str, Any], str]:
+    """Parse the arguments `mlgym` gives every prepare.py; returns (args, the task's params,
+    its id), read from <task dir>/task.toml."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--task-dir", type=Path, required=True)
+    p.add_argument("--public", type=Path, required=True)
+    p.add_argument("--secret", type=Path, required=True)
+    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
+    p.add_argument("--source", type=Path, default=None, help=source_help)
+    a = p.parse_args()
+    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
+    return a, spec["params"], spec["id"]
+
+
+def require_columns(splits: dict[str, Any], *columns: str) -> None:
+    """Exit with a clear message when a split lacks one of `columns`."""
+    for name, ds in splits.items():
+        if any(c not in ds.column_names for c in columns):
+            wanted = "/".join(repr(c) for c in columns)
+            raise SystemExit(f"split {name} lacks the columns {wanted}: {ds.column_names}")

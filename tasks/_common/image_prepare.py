@@ -9,29 +9,15 @@ folders. Secret: test_labels.csv (`label`, in test order).
 
 from __future__ import annotations
 
-import argparse
-import tomllib
-from pathlib import Path
-
-from hub_data import load_split
+from hub_data import load_split, prepare_args, require_columns
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--source", type=Path, default=None, help="a local copy of the data set")
-    a = p.parse_args()
-    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
-    params, task_id = spec["params"], spec["id"]
+    a, params, task_id = prepare_args()
     image, label = params["image_column"], params["label_column"]
     train = load_split(task_id, params["hub_dataset"], params["train_split"], a.source)
     test = load_split(task_id, params["hub_dataset"], params["test_split"], a.source)
-    for name, ds in (("train", train), ("test", test)):
-        if image not in ds.column_names or label not in ds.column_names:
-            raise SystemExit(f"split {name} lacks the columns {image!r}/{label!r}: {ds.column_names}")
+    require_columns({"train": train, "test": test}, image, label)
     data = a.public / "data"
     data.mkdir(parents=True, exist_ok=True)
     a.secret.mkdir(parents=True, exist_ok=True)

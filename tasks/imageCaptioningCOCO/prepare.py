@@ -11,33 +11,21 @@ Public: data/train (image, captions) and data/test (id, image). Secret: test_cap
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
 
-from hub_data import load_split  # noqa: E402
+from hub_data import load_split, prepare_args, require_columns  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--source", type=Path, default=None, help="a local copy of the data set")
-    a = p.parse_args()
-    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
-    params, task_id = spec["params"], spec["id"]
+    a, params, task_id = prepare_args()
     image, caps = params["image_column"], params["captions_column"]
     train = load_split(task_id, params["hub_dataset"], params["train_split"], a.source)
     test = load_split(task_id, params["hub_dataset"], params["test_split"], a.source)
-    for name, ds in (("train", train), ("test", test)):
-        if image not in ds.column_names or caps not in ds.column_names:
-            raise SystemExit(f"split {name} lacks the columns {image!r}/{caps!r}: {ds.column_names}")
+    require_columns({"train": train, "test": test}, image, caps)
     data = a.public / "data"
     data.mkdir(parents=True, exist_ok=True)
     a.secret.mkdir(parents=True, exist_ok=True)

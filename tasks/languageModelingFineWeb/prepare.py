@@ -10,15 +10,13 @@ Secret: the validation shard(s), scored by the evaluator.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
 
-from hub_data import local_copy  # noqa: E402
+from hub_data import local_copy, prepare_args  # noqa: E402
 
 
 def fetch(name: str, repo: str, task_id: str, source: Path | None) -> Path:
@@ -38,15 +36,7 @@ def fetch(name: str, repo: str, task_id: str, source: Path | None) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--source", type=Path, default=None, help="a folder holding the .bin shards")
-    a = p.parse_args()
-    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
-    params, task_id = spec["params"], spec["id"]
+    a, params, task_id = prepare_args("a folder holding the .bin shards")
     out = a.public / "data" / "fineweb10B"
     out.mkdir(parents=True, exist_ok=True)
     a.secret.mkdir(parents=True, exist_ok=True)

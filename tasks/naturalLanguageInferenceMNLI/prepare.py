@@ -10,15 +10,13 @@ genre, label) and models/<name>/ (the pretrained BERT). Secret: validation_match
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
 
-from hub_data import load_split, local_copy  # noqa: E402
+from hub_data import load_split, local_copy, prepare_args  # noqa: E402
 
 COLUMNS = ["premise", "hypothesis", "genre", "label"]
 MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -42,15 +40,7 @@ def fetch_model(repo: str, task_id: str, source: Path | None, dest: Path) -> Non
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--source", type=Path, default=None, help="a local copy of the data set")
-    a = p.parse_args()
-    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
-    params, task_id = spec["params"], spec["id"]
+    a, params, task_id = prepare_args()
     hub = params["hub_dataset"]
     data = a.public / "data"
     data.mkdir(parents=True, exist_ok=True)
