@@ -7,7 +7,14 @@ MLGYM_REQUIRE_SERVICES=1 (set by .ci/run) a missing service is a failure, never 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +40,22 @@ def pytest_runtest_makereport(item, call):  # noqa: ARG001
     if STRICT and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under MLGYM_REQUIRE_SERVICES=1: {report.longrepr}"
+
+
+@contextlib.contextmanager
+def external_agent_run(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """`mlgym run` on battleOfSexes whose one agent ("agent") is left to join from outside:
+    yields the supervisor process and its run.json once the run is running; kills it on exit."""
+    run_dir = tmp_path / "run"
+    sup = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "single",
+                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress", "--json"],
+                           stdout=subprocess.PIPE, stderr=open(tmp_path / "sup.log", "wb"), env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "run.json").exists() or json.loads((run_dir / "run.json").read_text())["status"] != "running":
+            assert sup.poll() is None and time.monotonic() < deadline, (tmp_path / "sup.log").read_text()[-3000:]
+            time.sleep(0.05)
+        yield sup, json.loads((run_dir / "run.json").read_text())
+    finally:
+        if sup.poll() is None:
+            sup.kill()

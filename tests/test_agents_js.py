@@ -8,12 +8,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import external_agent_run, require
 
 ROOT = Path(__file__).resolve().parents[1]
 JS_DIR = ROOT / "examples" / "js"
@@ -37,24 +35,14 @@ def test_a_javascript_agent_plays_a_run(node, tmp_path):
     run_dir = tmp_path / "run"
     strategy = tmp_path / "always_zero.py"
     strategy.write_text('def row_strategy(history):\n    """Always 0."""\n    return 0\n')
-    sup = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "single",
-                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress", "--json"],
-                           stdout=subprocess.PIPE, stderr=open(tmp_path / "sup.log", "wb"), env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "run.json").exists() or json.loads((run_dir / "run.json").read_text())["status"] != "running":
-            assert sup.poll() is None and time.monotonic() < deadline, (tmp_path / "sup.log").read_text()[-3000:]
-            time.sleep(0.05)
-        bus_url = json.loads((run_dir / "run.json").read_text())["bus"]
+    with external_agent_run(tmp_path, env) as (sup, run_info):
+        bus_url = run_info["bus"]
         js = subprocess.run([node, str(AGENT), "--bus", bus_url, "--name", "agent", "--strategy-file", str(strategy)],
                             capture_output=True, text=True, timeout=120)
         assert js.returncode == 0, js.stderr[-3000:]
         last = json.loads(js.stdout.strip().splitlines()[-1])
         assert last["exit_status"] == "submitted" and last["scores"]["Score"] > 1.0227
         out, _ = sup.communicate(timeout=60)
-    finally:
-        if sup.poll() is None:
-            sup.kill()
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["exit_status"] == "submitted"
     assert result["final_submission"]["scores"]["Score"] == last["scores"]["Score"]

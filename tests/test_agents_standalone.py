@@ -7,33 +7,23 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import external_agent_run
 
 
 @pytest.mark.timeout(150)
 def test_mlgym_agent_joins_a_run(tmp_path):
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     run_dir = tmp_path / "run"
-    sup = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "single",
-                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress", "--json"],
-                           stdout=subprocess.PIPE, stderr=open(tmp_path / "sup.log", "wb"), env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "run.json").exists() or json.loads((run_dir / "run.json").read_text())["status"] != "running":
-            assert sup.poll() is None and time.monotonic() < deadline, (tmp_path / "sup.log").read_text()[-3000:]
-            time.sleep(0.05)
-        run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    with external_agent_run(tmp_path, env) as (sup, run_info):
+        run_id = run_info["run_id"]
         agent = subprocess.run([sys.executable, "-m", "mlgym.cli", "agent", "--role", "single", "--name", "agent",
                                 "--run", run_id, "--bus", str(run_dir), "--model", "scripted:auto"],
                                capture_output=True, text=True, env=env, timeout=120)
         assert agent.returncode == 0, agent.stderr[-3000:]
         assert json.loads(agent.stdout.strip().splitlines()[-1]) == {"agent": "agent", "exit_status": "submitted"}
         out, _ = sup.communicate(timeout=60)
-    finally:
-        if sup.poll() is None:
-            sup.kill()
     assert sup.returncode == 0, (tmp_path / "sup.log").read_text()[-3000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["exit_status"] == "submitted" and result["final_submission"]["scores"]["Score"] > 1.0227
