@@ -215,11 +215,13 @@ class Supervisor:
                 self._submitted.set()
 
     async def _snapshot(self, att: Attempt) -> None:
-        """Keep a copy of what was just validated (a crash or a budget stop restores it)."""
+        """Keep a copy of what was just validated (a crash or a budget stop restores it): the
+        server's copy of the bytes it scored, not the workspace, which the agent's next edit may
+        already be rewriting."""
         if self.env is None:
             return
         try:
-            fc = await self.env.request("env", P.ReadFile(session=att.session, path=self.submission), timeout=30)
+            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step), timeout=30)
         except (RpcError, TimeoutError) as exc:
             logger.warning("could not copy the validated artefact", error=str(exc))
             return

@@ -232,6 +232,15 @@ class FileContent(Body, tag="file_content"):
     truncated: bool = False
 
 
+class ReadArtefact(Body, tag="read_artefact"):
+    """The exact copy of the submission artefact that validate/submit evaluated at `step`
+    (file artefacts only; the server keeps the last few). Reading the workspace after a
+    score event races with the agent's next edit; this does not. Reply: FileContent."""
+
+    session: str
+    step: int
+
+
 class WriteFile(Body, tag="write_file"):
     session: str
     path: str
@@ -469,6 +478,7 @@ AnyBody = Union[
     ToolCall,
     Observation,
     ReadFile,
+    ReadArtefact,
     FileContent,
     WriteFile,
     FileWritten,

@@ -89,6 +89,8 @@ class EnvServer:
                         body.tool, body.args, timeout_s=body.timeout_s, agent=env.sender)
                 case p.ReadFile():
                     return await self._session(body.session).read_file(body.path, body.max_bytes)
+                case p.ReadArtefact():
+                    return await self._session(body.session).read_artefact(body.step)
                 case p.WriteFile():
                     return await self._session(body.session).write_file(body.path, body.data)
                 case p.SessionClose():

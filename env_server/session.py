@@ -9,6 +9,7 @@ auto-submitted and the episode is truncated. Scores come from the evaluation san
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ Publish = Callable[[str, p.Body], Awaitable[None]]
 
 DEFAULT_COMMAND_TIMEOUT = 1800.0  # MLGym's training timeout for most tasks
 FILE_WRITING_TOOLS = {"create", "edit", "insert"}  # ACI tools that write on the host side
+KEEP_EVALUATED = 8  # evaluated file artefacts kept per session for read_artefact
 
 
 class SessionError(Exception):
@@ -79,6 +81,7 @@ class Session:
         self.exit_status = ""
         self.created = time.time()
         self.attempts: list[Attempt] = []
+        self._evaluated: list[int] = []  # steps whose scored artefact is kept
         self._publish = publish
         self._sandbox_factory = sandbox_factory
         self._lock = asyncio.Lock()
@@ -303,6 +306,8 @@ class Session:
                 sandbox=self.sandbox, task=self.task.task, prepared=self.task.prepared, artefact=artefact,
                 timeout_s=self.spec.evaluation.timeout_s, seed=self.spec.evaluation.seed, scratch=scratch,
             )
+            if self.spec.files.submission_kind == "file":
+                await asyncio.to_thread(self._keep_evaluated, artefact, self.step)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         self.attempts.append(Attempt(self.step, action, outcome.scores, outcome.error, outcome.seconds))
@@ -348,6 +353,23 @@ class Session:
         truncated = bool(max_bytes) and size > max_bytes
         return p.FileContent(session=self.id, path=path, data=data[:max_bytes] if truncated else data,
                              size=size, truncated=truncated)
+
+    def _keep_evaluated(self, artefact: Path, step: int) -> None:
+        """Keep the exact bytes that were scored, for read_artefact; only the last few."""
+        kept = self.root / "evaluated"
+        kept.mkdir(exist_ok=True)
+        os.replace(artefact, kept / f"step-{step}")
+        self._evaluated.append(step)
+        while len(self._evaluated) > KEEP_EVALUATED:
+            (kept / f"step-{self._evaluated.pop(0)}").unlink(missing_ok=True)
+
+    async def read_artefact(self, step: int) -> p.FileContent:
+        path = self.root / "evaluated" / f"step-{step}"
+        if step not in self._evaluated or not path.is_file():
+            kept = ", ".join(map(str, self._evaluated)) or "none"
+            raise SessionError("not_found", f"no evaluated artefact kept for step {step} (kept: {kept})")
+        data = await asyncio.to_thread(path.read_bytes)
+        return p.FileContent(session=self.id, path=self.spec.files.submission, data=data, size=len(data))
 
     async def write_file(self, path: str, data: bytes) -> p.FileWritten:
         assert self.sandbox is not None

@@ -85,6 +85,23 @@ async def test_validate_submit_scores_structured(server):
     assert err.value.code == "episode_over"
 
 
+async def test_read_artefact_returns_the_bytes_that_were_scored(server):
+    # the supervisor snapshots validated artefacts; reading the workspace instead raced with the
+    # agent's next edit (it once copied a half-written, empty file as the "best" artefact)
+    _, client = server
+    sid = (await open_session(client)).info.session
+    await client.request("env", p.WriteFile(session=sid, path="strategy.py", data=ALWAYS_DEFECT.encode()))
+    obs = await act(client, sid, "validate", timeout=300)
+    assert obs.scores and obs.step == 1
+    await client.request("env", p.WriteFile(session=sid, path="strategy.py", data=b""))
+    kept = await client.request("env", p.ReadArtefact(session=sid, step=obs.step))
+    assert isinstance(kept, p.FileContent)
+    assert kept.data == ALWAYS_DEFECT.encode() and kept.path == "strategy.py" and kept.size == len(kept.data)
+    with pytest.raises(RpcError) as err:
+        await client.request("env", p.ReadArtefact(session=sid, step=obs.step + 5))
+    assert err.value.code == "not_found" and f"kept: {obs.step}" in err.value.message
+
+
 async def test_bad_submission_is_a_clear_error(server):
     _, client = server
     sid = (await open_session(client)).info.session
