@@ -4,10 +4,14 @@ before they run, validate/submit callbacks, extra tools and structured calls."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlgym.tools.aci import ACI, Arg, ToolDef, ToolResult
 from mlgym.tools.aci.localshell import LocalShell
+from mlgym.tools.aci import shell_guard
 from mlgym.tools.aci.shell_guard import refusal
 
 WS = "/home/agent/workspace"
@@ -238,3 +242,21 @@ async def test_empty_action(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("  \n \n")
     assert r.exit_code == 1 and r.data["error"] == "format" and "empty command" in r.output
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["vim", "python", "ls", "-i", "-la", "x=1", "a.py", "sudo", "-u",
+                                 "bob", "timeout", "5", "git", "commit", "-m", "m", "top", "~/d",
+                                 "a%b", "bash", "-c", "echo", "less", "node", "sqlite3", "db"]),
+                max_size=6),
+       st.sampled_from([" ", "  "]))
+def test_plain_command_fast_path_matches_the_tokeniser(words, sep):
+    # lines without quotes or operators skip shlex; they must split exactly as shlex does
+    line = sep.join(words)
+    assert shell_guard._PLAIN.fullmatch(line)
+    fast = shell_guard.simple_commands(line)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shell_guard, "_PLAIN", re.compile(r"(?!)"))
+        slow = shell_guard.simple_commands(line)
+        slow_refusal = refusal(line, ["open"])
+    assert fast == slow and refusal(line, ["open"]) == slow_refusal

@@ -45,7 +45,7 @@ class Cgroup:
     dirs: list[Path]
     version: int
     controls: set[str] = field(default_factory=set)  # "memory", "pids": what it enforces
-    _oom_file: Path | None = field(default=None, repr=False)  # where oom_kills() reads
+    _oom_fd: int | None = field(default=None, repr=False)  # the file oom_kills() reads, held open
 
     def procs(self) -> list[int]:
         pids: set[int] = set()
@@ -67,6 +67,7 @@ class Cgroup:
             time.sleep(0.01)
 
     def remove(self) -> None:
+        self.close()
         self.kill_all()
         for d in self.dirs:
             for _ in range(50):
@@ -82,23 +83,30 @@ class Cgroup:
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed for exceeding the memory limit. Called twice
-        per command, so the file that has the count (v2 or v1) is looked for only once."""
-        if self._oom_file is None:
+        per command, so the file that has the count (v2 or v1) is looked for once and then
+        held open: a pread costs ~1.5 us where opening the file each time cost ~17 us."""
+        if self._oom_fd is None:
             for d in self.dirs:
                 for name in ("memory.events", "memory.oom_control"):
                     with contextlib.suppress(OSError):
                         if _OOM_KILL.search((d / name).read_text()):
-                            self._oom_file = d / name
+                            self._oom_fd = os.open(d / name, os.O_RDONLY | os.O_CLOEXEC)
                             break
-                if self._oom_file is not None:
+                if self._oom_fd is not None:
                     break
             else:
                 return 0
         try:
-            m = _OOM_KILL.search(self._oom_file.read_text())
+            m = _OOM_KILL.search(os.pread(self._oom_fd, 4096, 0).decode())
         except OSError:
             return 0
         return int(m.group(1)) if m else 0
+
+    def close(self) -> None:
+        if self._oom_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._oom_fd)
+            self._oom_fd = None
 
     def join_prefix(self) -> list[str]:
         """Shell words that put the current process in the cgroup before exec'ing on."""
