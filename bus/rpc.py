@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import msgspec
 import zmq
@@ -26,6 +26,7 @@ from mlgym import log
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 from mlgym.bus.security import ClientCurve, ServerCurve, enable_auth
+from mlgym.bus.zdrain import Drain
 
 logger = log.get(__name__)
 
@@ -96,12 +97,13 @@ class RpcServer:
         self.requests = 0
         self.errors = 0  # protocol errors (requests that could not be decoded or routed)
         self.bound: list[str] = []
-        self._sock: zmq.asyncio.Socket | None = None
-        self._task: asyncio.Task | None = None
+        self._sock: zmq.Socket | None = None
+        self._drain: Drain | None = None
         self._inflight: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        sock = self.ctx.socket(zmq.ROUTER)
+        # a plain socket read from the loop's reader callback (zdrain.py): a loop turn less per hop
+        sock = zmq.Socket(self.ctx, zmq.ROUTER)
         sock.linger = 0
         sock.sndhwm = 100_000
         sock.rcvhwm = 100_000
@@ -117,15 +119,13 @@ class RpcServer:
             sock.close(0)
             raise
         self._sock = sock
-        self._task = asyncio.create_task(self._serve(), name=f"rpc-{self.service}")
+        self._drain = Drain(sock, self._dispatch)
         logger.debug("rpc serving", service=self.service, endpoints=self.bound)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
         for t in list(self._inflight):
             t.cancel()
         if self._inflight:
@@ -142,15 +142,6 @@ class RpcServer:
         await self.stop()
 
     # ------------------------------------------------------------------ receiving
-
-    async def _serve(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart()
-            try:
-                self._dispatch(frames)
-            except Exception:  # never let one request kill the server
-                logger.exception("rpc dispatch failed", service=self.service)
 
     def _dispatch(self, frames: list[bytes]) -> None:
         identity, rest = frames[0], frames[1:]
@@ -185,11 +176,7 @@ class RpcServer:
     def _protocol_error(self, route: list[bytes], encoding: bytes, req_id: str, code: str, message: str) -> None:
         self.errors += 1
         logger.warning("rpc protocol error", service=self.service, code=code, error=message)
-        task = asyncio.create_task(
-            self._send(route, encoding, req_id, P.Error(code=code, message=message), more=False)
-        )
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._send(route, encoding, req_id, P.Error(code=code, message=message), more=False)
 
     # ------------------------------------------------------------------ handling
 
@@ -202,7 +189,7 @@ class RpcServer:
                 if inspect.isawaitable(result):
                     result = await result
             if isinstance(result, P.Body):
-                await self._send(route, encoding, env.id, result, more=False)
+                self._send(route, encoding, env.id, result, more=False)
             elif hasattr(result, "__aiter__"):
                 await self._stream(route, encoding, env.id, result)
             else:
@@ -210,7 +197,7 @@ class RpcServer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._send(route, encoding, env.id, _error_body(exc, self.service), more=False)
+            self._send(route, encoding, env.id, _error_body(exc, self.service), more=False)
 
     async def _stream(self, route: list[bytes], encoding: bytes, req_id: str, items: AsyncIterator[P.Body]) -> None:
         """Send each body with more=True except the last: one item is held back so the end of
@@ -219,27 +206,31 @@ class RpcServer:
         try:
             async for body in items:
                 if held is not None:
-                    await self._send(route, encoding, req_id, held, more=True)
+                    self._send(route, encoding, req_id, held, more=True)
                 held = body
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if held is not None:
-                await self._send(route, encoding, req_id, held, more=True)
+                self._send(route, encoding, req_id, held, more=True)
             held = _error_body(exc, self.service)
         if held is None:
             held = P.Error(code=INTERNAL, message=f"{self.service}: empty reply stream")
-        await self._send(route, encoding, req_id, held, more=False)
+        self._send(route, encoding, req_id, held, more=False)
 
-    async def _send(self, route: list[bytes], encoding: bytes, req_id: str, body: P.Body, *, more: bool) -> None:
+    def _send(self, route: list[bytes], encoding: bytes, req_id: str, body: P.Body, *, more: bool) -> None:
+        """Send at once: a ROUTER never blocks (a reply to a peer that is gone or over its
+        high-water mark is dropped, as ZeroMQ does)."""
         if self._sock is None:
             return
         env = P.Envelope(body=body, id=P.new_id(), topic=self.service, sender=self.sender,
                          epoch=self.epoch, reply_to=req_id, more=more)
         try:
-            await self._sock.send_multipart([*route, encoding, P.encode(env, encoding)])
+            self._sock.send_multipart([*route, encoding, P.encode(env, encoding)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone: nothing to tell anyone
             logger.debug("rpc reply not sent", service=self.service, error=str(exc))
+        if self._drain is not None:
+            self._drain.kick()
 
 
 def _error_body(exc: Exception, service: str) -> P.Error:
@@ -249,6 +240,38 @@ def _error_body(exc: Exception, service: str) -> P.Error:
         return P.Error(code=exc.code, message=exc.message)
     logger.error("rpc handler failed", service=service, exc_info=exc)
     return P.Error(code=INTERNAL, message=f"{type(exc).__name__}: {exc}")
+
+
+class _Sink(Protocol):
+    def put_nowait(self, item: P.Envelope | BaseException) -> None: ...
+
+
+class _OneReply:
+    """The sink of a single-reply request: the first item settles the future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[P.Envelope | BaseException]) -> None:
+        self.future = future
+
+    def put_nowait(self, item: P.Envelope | BaseException) -> None:
+        if not self.future.done():
+            self.future.set_result(item)
+
+
+class _Replies:
+    """The sink of a streamed reply: every item queued; an error also settles `failed`."""
+
+    __slots__ = ("queue", "failed")
+
+    def __init__(self, failed: asyncio.Future[Any]) -> None:
+        self.queue: asyncio.Queue[P.Envelope | BaseException] = asyncio.Queue()
+        self.failed = failed
+
+    def put_nowait(self, item: P.Envelope | BaseException) -> None:
+        self.queue.put_nowait(item)
+        if isinstance(item, BaseException) and not self.failed.done():
+            self.failed.set_result(item)
 
 
 class RpcClient:
@@ -271,15 +294,17 @@ class RpcClient:
         self.run = run
         self.sender = sender
         self.bad_replies = 0
-        self._sock: zmq.asyncio.Socket | None = None
-        self._pending: dict[str, asyncio.Queue[P.Envelope | BaseException]] = {}
+        self._sock: zmq.Socket | None = None
+        self._drain: Drain | None = None
+        self._pending: dict[str, _Sink] = {}  # request id -> where its replies go
         self._tasks: list[asyncio.Task] = []
         self._auth_error: RpcError | None = None
 
     async def connect(self) -> None:
         if self._sock is not None:
             return
-        sock = self.ctx.socket(zmq.DEALER)
+        # a plain socket read from the loop's reader callback (zdrain.py): a loop turn less per hop
+        sock = zmq.Socket(self.ctx, zmq.DEALER)
         sock.linger = 0
         sock.immediate = True  # queue only on finished connections: no requests lost in limbo
         sock.sndhwm = 100_000
@@ -294,7 +319,7 @@ class RpcClient:
             self._tasks.append(asyncio.create_task(self._watch_auth(monitor)))
         sock.connect(self.endpoint)
         self._sock = sock
-        self._tasks.append(asyncio.create_task(self._read(), name=f"rpc-client-{self.endpoint}"))
+        self._drain = Drain(sock, self._on_reply)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -303,14 +328,17 @@ class RpcClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
         if self._sock is not None:
             if self.curve is not None:
                 with contextlib.suppress(zmq.ZMQError):
                     self._sock.disable_monitor()
             self._sock.close(0)
             self._sock = None
-        for q in self._pending.values():
-            q.put_nowait(RpcError(UNAVAILABLE, "client closed"))
+        for sink in list(self._pending.values()):
+            sink.put_nowait(RpcError(UNAVAILABLE, "client closed"))
 
     async def __aenter__(self) -> RpcClient:
         await self.connect()
@@ -321,86 +349,93 @@ class RpcClient:
 
     async def request(self, service: str, body: P.Body, *, timeout: float = 10.0) -> P.Body:
         """One request, one reply body. An `Error` reply raises RpcError; no reply within
-        `timeout` seconds raises asyncio.TimeoutError. (For streamed replies use `stream`.)"""
-        gen = self._exchange(service, body, first_only=True)
+        `timeout` seconds raises asyncio.TimeoutError. (For streamed replies use `stream`.)
+
+        The hot path of every env action: the reply settles one future straight from the
+        socket's reader callback; no queue, no generator, no reader task."""
+        await self.connect()
+        if self._auth_error is not None:
+            raise self._auth_error
+        env = P.make(body, topic=service, run=self.run, sender=self.sender)
+        reply = _OneReply(asyncio.get_running_loop().create_future())
+        self._pending[env.id] = reply
         try:
             async with asyncio.timeout(timeout):
-                return await anext(gen)
+                await self._send([self.encoding, P.encode(env, self.encoding)], reply.future)
+                got = await reply.future
         finally:
-            await gen.aclose()
+            self._pending.pop(env.id, None)
+        if isinstance(got, BaseException):
+            raise got
+        if isinstance(got.body, P.Error):
+            raise RpcError(got.body.code, got.body.message, got.body.detail)
+        return got.body
 
     def stream(self, service: str, body: P.Body, *, timeout: float = 10.0) -> AsyncIterator[P.Body]:
         """Every reply body of a streamed reply, in order; `timeout` applies to each reply.
         Close it (`aclose`) if you stop early."""
-        return self._exchange(service, body, first_only=False, each_timeout=timeout)
+        return self._exchange(service, body, each_timeout=timeout)
 
-    async def _exchange(
-        self, service: str, body: P.Body, *, first_only: bool, each_timeout: float | None = None
-    ) -> AsyncIterator[P.Body]:
+    async def _exchange(self, service: str, body: P.Body, *, each_timeout: float | None) -> AsyncIterator[P.Body]:
         await self.connect()
-        assert self._sock is not None
         if self._auth_error is not None:
             raise self._auth_error
         env = P.make(body, topic=service, run=self.run, sender=self.sender)
-        queue: asyncio.Queue[P.Envelope | BaseException] = asyncio.Queue()
-        self._pending[env.id] = queue
+        sink = _Replies(asyncio.get_running_loop().create_future())
+        self._pending[env.id] = sink
         try:
             async with asyncio.timeout(each_timeout):
-                await self._send_or_fail(queue, [self.encoding, P.encode(env, self.encoding)])
+                await self._send([self.encoding, P.encode(env, self.encoding)], sink.failed)
             while True:
                 async with asyncio.timeout(each_timeout):
-                    reply = await queue.get()
+                    reply = await sink.queue.get()
                 if isinstance(reply, BaseException):
                     raise reply
                 if isinstance(reply.body, P.Error):
                     raise RpcError(reply.body.code, reply.body.message, reply.body.detail)
                 yield reply.body
-                if first_only or not reply.more:
+                if not reply.more:
                     return
         finally:
             self._pending.pop(env.id, None)
 
-    async def _send_or_fail(self, queue: asyncio.Queue[P.Envelope | BaseException], frames: list[bytes]) -> None:
-        """Send, unless the request fails first: with no usable connection (IMMEDIATE) a send
-        waits, and a refused CURVE handshake must end that wait with a typed error."""
-        assert self._sock is not None
-        send = asyncio.ensure_future(self._sock.send_multipart(frames))
-        if send.done():
-            return send.result()
-        failed = asyncio.ensure_future(queue.get())
-        try:
-            await asyncio.wait({send, failed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not send.done():
-                send.cancel()
-            if not failed.done():
-                failed.cancel()
-        if failed.done() and not failed.cancelled():
-            item = failed.result()
-            if isinstance(item, BaseException):
-                raise item
-            queue.put_nowait(item)  # a reply can't beat its request, but never drop one
-            return
-        send.result()
-
-    async def _read(self) -> None:
-        assert self._sock is not None
+    async def _send(self, frames: list[bytes], failed: asyncio.Future[Any]) -> None:
+        """Send now if the socket can take it. It cannot while no connection is up (IMMEDIATE)
+        or the peer is over its high-water mark: then retry, backing off, until it goes out or
+        `failed` is settled (a refused CURVE handshake, the client closed). The caller's
+        timeout bounds the wait."""
+        pause = 0.001
         while True:
-            frames = await self._sock.recv_multipart()
-            if frames and frames[0] == b"":
-                frames = frames[1:]
-            if len(frames) != 2:
-                self.bad_replies += 1
-                continue
+            if self._sock is None:
+                raise RpcError(UNAVAILABLE, "client closed")
             try:
-                env = P.decode(frames[1], frames[0])
-            except P.ProtocolError as exc:
-                self.bad_replies += 1
-                logger.warning("undecodable rpc reply", endpoint=self.endpoint, code=exc.code)
-                continue
-            queue = self._pending.get(env.reply_to)
-            if queue is not None:
-                queue.put_nowait(env)
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            finally:
+                if self._drain is not None:
+                    self._drain.kick()
+            await asyncio.wait({failed}, timeout=pause)
+            if failed.done():
+                return  # the reply slot holds the error; the caller raises it
+            pause = min(pause * 2, 0.05)
+
+    def _on_reply(self, frames: list[bytes]) -> None:
+        if frames and frames[0] == b"":
+            frames = frames[1:]
+        if len(frames) != 2:
+            self.bad_replies += 1
+            return
+        try:
+            env = P.decode(frames[1], frames[0])
+        except P.ProtocolError as exc:
+            self.bad_replies += 1
+            logger.warning("undecodable rpc reply", endpoint=self.endpoint, code=exc.code)
+            return
+        sink = self._pending.get(env.reply_to)
+        if sink is not None:
+            sink.put_nowait(env)
 
     async def _watch_auth(self, monitor: zmq.asyncio.Socket) -> None:
         """Turn a CURVE refusal into a prompt typed error instead of a silent timeout."""
@@ -414,7 +449,7 @@ class RpcClient:
                     UNAUTHORIZED, f"{self.endpoint} refused the CURVE handshake (key not allowed?)",
                     {"zmq_event": int(event["event"]), "value": int(event["value"])},
                 )
-                for q in self._pending.values():
-                    q.put_nowait(self._auth_error)
+                for sink in list(self._pending.values()):
+                    sink.put_nowait(self._auth_error)
         finally:
             monitor.close(0)

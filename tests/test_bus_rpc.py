@@ -78,6 +78,34 @@ async def test_concurrent_requests_are_multiplexed(served) -> None:
     assert (await slow).text == "released"
 
 
+async def test_a_burst_larger_than_one_drain_batch_is_all_answered(served, tmp_path) -> None:
+    # the sockets are read from the loop's reader callback, BATCH messages per turn; nothing
+    # may be stranded when a burst outruns one batch or a send swallows the readiness edge
+    from mlgym.bus.zdrain import BATCH
+
+    _, server, client = served
+    other = RpcClient(server.bound[0], sender="other")
+    try:
+        n = 3 * BATCH + 7
+        replies = await asyncio.gather(
+            *(c.request("svc", P.Note(text="echo", data={"i": i}), timeout=30)
+              for i in range(n) for c in (client, other)))
+        assert sorted(r.data["i"] for r in replies) == sorted(list(range(n)) * 2)
+        assert {r.data["sender"] for r in replies} == {"tester", "other"}
+    finally:
+        await other.close()
+
+
+async def test_a_request_sent_before_the_server_starts_goes_out_once_it_does(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/late.rpc"
+    async with RpcClient(endpoint) as client:
+        pending = asyncio.create_task(client.request("svc", P.Ping(payload=b"early"), timeout=20))
+        await asyncio.sleep(0.3)  # no connection: the send waits (IMMEDIATE), nothing is lost
+        assert not pending.done()
+        async with RpcServer(endpoint, "svc", Service()):
+            assert (await pending).payload == b"early"
+
+
 async def test_timeout_raises_and_late_replies_are_dropped(served) -> None:
     _, server, client = served
     with pytest.raises(TimeoutError):
