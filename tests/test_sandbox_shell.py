@@ -53,6 +53,18 @@ async def test_cwd_and_environment_persist(shell, tmp_path):
     assert shell.cwd == str(tmp_path / "sub")
 
 
+async def test_command_text_reaches_bash_exactly(shell, tmp_path):
+    # the command travels as one $'...' word: quotes, backslashes, control characters, the
+    # wrapper's own markers and multi-line scripts must all arrive unchanged
+    text = "a'b\"c\\d \\' $'x' \t tab \x1b[1m __MLGYM_END_x__ \u65e5\u672c \U0001f642 %s"
+    (tmp_path / "expected.txt").write_text(text)
+    r = await shell.run("cat > got.txt <<'EOF'\n" + text + "\nEOF\ncmp <(printf '%s\\n' \"$(cat got.txt)\") "
+                        "<(printf '%s\\n' \"$(cat expected.txt)\") && echo same")
+    assert r.output.strip().endswith("same"), r.output
+    r = await shell.run("for i in 1 2; do\n  echo \"line $i\"\ndone\necho 'it''s'\r")
+    assert r.output == "line 1\nline 2\nits\n" and r.exit_code == 0
+
+
 async def test_exit_codes_and_output_without_trailing_newline(shell):
     assert (await shell.run("false")).exit_code == 1
     assert (await shell.run("bash -c 'exit 7'")).exit_code == 7

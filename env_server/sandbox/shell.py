@@ -5,8 +5,10 @@ subprocess) and hands over the two streams (stderr merged into stdout).
 
 How a command runs (all of it plain bash, no helper binaries, and no process started per
 command: a trivial command costs a fraction of a millisecond):
-- The host writes `__mlgym_run TOKEN <<'__MLGYM_TOKEN'`, the command text, the delimiter. TOKEN is
-  random per command, so no output can fake the frame around it.
+- The host writes one line, `__mlgym_run TOKEN SYNC $'COMMAND'`: the command in bash's ANSI-C
+  quotes (backslash, quote and control characters escaped, so nothing in it can end the quoting;
+  a here-document cost 17 us more per command). TOKEN is random per command, so no output can
+  fake the frame around it.
 - bash runs with job control (`set -m`), so every pipeline the command starts lands in its own
   process group; the command itself is `eval`ed inside a function in the shell process, so `cd`,
   `export` and `source venv/bin/activate` persist. Its stdin is /dev/null.
@@ -197,9 +199,8 @@ __mlgym_sync() {  # $1 token: wait until the watcher has dealt with every earlie
   done
 }
 __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests since the last
-  # command (they are dealt with first); the command text arrives on stdin (a here-document)
-  local __mlgym_c __mlgym_rc
-  IFS= read -r -d '' __mlgym_c
+  # command (they are dealt with first), else "-"; $3 the command
+  local __mlgym_c=$3 __mlgym_rc
   # the agent killed the watcher? (`-e cwd` is the cheap test, false for a zombie too; the
   # /proc read that confirms it costs ~80 us, so it runs only when the cheap test fails)
   [[ -e /proc/$__mlgym_w/cwd ]] || { __mlgym_gone "$__mlgym_w" && __mlgym_spawn; }
@@ -234,6 +235,17 @@ readonly -f exit logout __mlgym_stat __mlgym_gone __mlgym_killfg __mlgym_killsid
   __mlgym_watch __mlgym_spawn __mlgym_setup __mlgym_body __mlgym_sync __mlgym_run \
   __mlgym_job
 """
+
+
+# Inside $'...' only a backslash or a quote is special; control characters are escaped as
+# well, so the whole command stays on one line of the shell's input.
+_ANSI_C = {ord("\\"): "\\\\", ord("'"): "\\'", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+           **{c: f"\\x{c:02x}" for c in [*range(1, 32), 127] if c not in (9, 10, 13)}}
+
+
+def ansi_c_quote(text: str) -> str:
+    """`text` as one bash word that expands to exactly `text` (no NUL: bash cannot hold it)."""
+    return "$'" + text.replace("\0", "").translate(_ANSI_C) + "'"
 
 
 def kill_host_session(sid: int) -> int:
@@ -338,10 +350,9 @@ class ShellDriver:
         self._started.clear()
         started = time.monotonic()
         command = command.replace("\0", "")
-        sync = " sync" if self._sync_next else ""
+        sync = "sync" if self._sync_next else "-"
         self._sync_next = False
-        await self._send(
-            f"__mlgym_run {token}{sync} <<'__MLGYM_{token}'\n{command}\n__MLGYM_{token}\n")
+        await self._send(f"__mlgym_run {token} {sync} {ansi_c_quote(command)}\n")
         task = self._task = asyncio.create_task(self._collect(token, collector))
         timed_out = False
         try:
