@@ -139,3 +139,16 @@ def test_schema_command_prints_every_body() -> None:
     names = set(schema["$defs"])
     for cls in P.body_types():
         assert cls.__name__ in names
+
+
+def test_ids_are_ulids_time_ordered_and_unique(monkeypatch):
+    alphabet = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    ids = [P.new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids) and all(len(i) == 26 and set(i) <= alphabet for i in ids)
+    # the first 10 characters are the milliseconds, big-endian base 32 (ULID layout)
+    monkeypatch.setattr(P.time, "time_ns", lambda: 1_700_000_000_123 * 1_000_000)
+    stamp = P.new_id()[:10]
+    assert sum("0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(c) << 5 * (9 - k) for k, c in enumerate(stamp)) \
+        == 1_700_000_000_123
+    monkeypatch.setattr(P.time, "time_ns", lambda: 1_700_000_000_124 * 1_000_000)
+    assert P.new_id()[:10] > stamp
