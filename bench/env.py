@@ -18,14 +18,17 @@ Phases:
               SWE-ReX and inspect_ai run in this process with no RPC and no isolation, so the
               comparison favours them.
               Every reply is checked (output "hi", exit code 0); anything else is an error.
+  concurrent  32 sessions on one server, each running 100 `echo hi` back to back, all at once;
+              latency of every command, errors (error replies, timeouts, wrong output). Run
+              before `open`, so that containers the docker phases leave for the engine to clean
+              up do not load the machine meanwhile.
   open        opening a session (SessionOpen -> SessionOpened, workspace copied, sandbox up):
               local and docker "cold" through a server without a pool (sandbox started on
               demand); local and docker "warm" through a second server run with a warm pool
               (pool_size 2, filled before the first open, refilled between opens).
               Docker figures are null (with the reason printed) without an engine or image.
-  concurrent  32 sessions on one server, each running 100 `echo hi` back to back, all at once;
-              latency of every command, errors (error replies, timeouts, wrong output).
 
+Docker uses $MLGYM_DOCKER_IMAGE when set (as `mlgym env serve` does), else mlgym/task:latest.
 Options: --iterations/--rounds (trivial), --sessions/--commands (concurrent), --task, --no-docker,
 --profile DIR (py-spy the server during the trivial and concurrent phases, print hot spots).
 The last line printed is one JSON object.
@@ -447,10 +450,18 @@ def docker_unavailable() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"no Docker engine: {exc}"
     try:
-        cli.images.get(dsb.DEFAULT_IMAGE)
+        cli.images.get(docker_image())
     except Exception:  # noqa: BLE001
-        return f"image {dsb.DEFAULT_IMAGE} not built (`mlgym image build`)"
+        return f"image {docker_image()} not built (`mlgym image build`)"
     return None
+
+
+def docker_image() -> str:
+    """The image the servers use: $MLGYM_DOCKER_IMAGE (as `mlgym env serve` reads it), else
+    the full task image."""
+    from mlgym.env_server.sandbox import docker as dsb
+
+    return os.environ.get("MLGYM_DOCKER_IMAGE") or dsb.DEFAULT_IMAGE
 
 
 async def pooled_opens(base: Path, task: str, backend: str, n: int, pause_s: float) -> list[float]:
@@ -487,6 +498,7 @@ async def phase_open(client: Any, task: str, n: int, base: Path, docker: bool) -
         say(f"open: docker figures are null: {why}")
         out["docker_note"] = why
         return out
+    out["docker_image"] = docker_image()
     cold = [await open_close(client, task, "docker") for _ in range(max(3, n // 4))]
     out["docker_cold"] = summary_of(cold)
     pause = max(1.0, 3 * statistics.median(cold))  # a refill is one cold start
@@ -603,16 +615,6 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                         f"  mean {r['mean_ms']:8.3f}"
                         f"  n {r['n']}  errors {r['errors']['count']} {r['errors']['kinds'] or ''}")
 
-            # open a session
-            client = RpcClient(server.endpoint)
-            try:
-                opened = await phase_open(client, task, a.opens, base, not a.no_docker)
-            finally:
-                await client.close()
-            result["open"] = opened
-            say("open a session, ms: " + ", ".join(
-                f"{k} p50 {v['median_ms']}" for k, v in opened.items() if isinstance(v, dict)))
-
             # concurrent sessions
             profiler.start("concurrent")
             conc = await phase_concurrent(server.endpoint, task, a.sessions, a.commands)
@@ -622,6 +624,16 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                 f" p99 {conc['p99_ms']} ms, {conc['commands_per_s']} commands/s,"
                 f" errors {conc['errors']['count']} {conc['errors']['kinds'] or ''}"
                 f" (opening all took {conc['open_all_s']} s)")
+
+            # open a session
+            client = RpcClient(server.endpoint)
+            try:
+                opened = await phase_open(client, task, a.opens, base, not a.no_docker)
+            finally:
+                await client.close()
+            result["open"] = opened
+            say("open a session, ms: " + ", ".join(
+                f"{k} p50 {v['median_ms']}" for k, v in opened.items() if isinstance(v, dict)))
         finally:
             server.stop()
             if a.verbose:
@@ -655,7 +667,7 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         "open_local_pool_ms": o.get("local_pool", {}).get("median_ms"),
         "open_docker_warm_ms": o.get("docker_warm", {}).get("median_ms"),
         "open_docker_cold_ms": o.get("docker_cold", {}).get("median_ms"),
-        "docker_note": o.get("docker_note"),
+        "docker_note": o.get("docker_note"), "docker_image": o.get("docker_image"),
         "concurrent_p50_ms": c["p50_ms"], "concurrent_p99_ms": c["p99_ms"],
         "concurrent_commands_per_s": c["commands_per_s"],
         "errors": errors,
