@@ -20,7 +20,10 @@ import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # jobs.py builds on this module
+    from mlgym.env_server.sandbox.jobs import JobManager
 
 HOME = "/home/agent"
 WORKSPACE = "/home/agent/workspace"  # same inside every backend, as in MLGym
@@ -118,24 +121,32 @@ class Sandbox(abc.ABC):
     async def interrupt(self) -> None:
         """Kill the command running now in the shell (like Ctrl-C, but certain)."""
 
-    # -- background jobs ---------------------------------------------------------------
-    @abc.abstractmethod
+    # -- background jobs (both backends keep them in a JobManager, jobs.py) -----------------
+    jobs: JobManager | None = None
+
+    def _need_jobs(self) -> JobManager:
+        """The job manager, once the sandbox is started (backends may check more first)."""
+        if self.jobs is None:
+            raise SandboxError("the sandbox is not started")
+        return self.jobs
+
     async def start_background(self, command: str, on_output: OutputCallback | None = None) -> str:
         """Start `command` detached from the shell (training runs); returns a job id. Its output
         is streamed to on_output and kept in a log under STATE/jobs/."""
+        return await self._need_jobs().start(command, on_output)
 
-    @abc.abstractmethod
     async def job_status(self, job: str) -> dict[str, Any]:
         """{"job", "command", "running", "exit_code" (None while running), "started",
         "ended", "output_bytes", "log_path" (inside path)}."""
+        return await self._need_jobs().status(job)
 
-    @abc.abstractmethod
     async def job_output(self, job: str, offset: int = 0, limit: int = 100_000) -> str:
         """Up to `limit` bytes of the job's log from byte `offset`, decoded."""
+        return await self._need_jobs().output(job, offset, limit)
 
-    @abc.abstractmethod
     async def kill_job(self, job: str) -> None:
         """Kill the job's whole process group. No error if it already ended."""
+        await self._need_jobs().kill(job)
 
     # -- files (inside paths, confined to the workspace) -----------------------------------
     async def read_file(self, path: str) -> bytes:

@@ -450,25 +450,11 @@ class DockerSandbox(Sandbox):
     async def interrupt(self) -> None:
         await self._driver().interrupt()
 
-    # -- background jobs (shared JobManager; they live in the container, not the shell) ----
-    def _need_jobs(self) -> JobManager:
-        if self.jobs is None:
-            raise SandboxError("sandbox not started")
-        return self.jobs
-
-    async def start_background(self, command: str,
-                               on_output: OutputCallback | None = None) -> str:
+    # -- background jobs (job_status, job_output, kill_job in base.Sandbox; they live in the
+    # container, not the shell, but are started through it)
+    async def start_background(self, command: str, on_output: OutputCallback | None = None) -> str:
         self._driver()
-        return await self._need_jobs().start(command, on_output)
-
-    async def job_status(self, job: str) -> dict[str, Any]:
-        return await self._need_jobs().status(job)
-
-    async def job_output(self, job: str, offset: int = 0, limit: int = 100_000) -> str:
-        return await self._need_jobs().output(job, offset, limit)
-
-    async def kill_job(self, job: str) -> None:
-        await self._need_jobs().kill(job)
+        return await super().start_background(command, on_output)
 
     # -- files -----------------------------------------------------------------------------
     async def write_file(self, path: str, data: bytes) -> None:

@@ -367,24 +367,10 @@ class LocalSandbox(Sandbox):
         if self.shell is not None:
             await self.shell.interrupt()
 
-    # -- jobs --------------------------------------------------------------------------------
+    # -- jobs (start_background, job_status, ... in base.Sandbox) ----------------------------
     def _need_jobs(self) -> JobManager:
         self._need_shell()
-        assert self.jobs is not None
-        return self.jobs
-
-    async def start_background(self, command: str, on_output: OutputCallback | None = None
-                               ) -> str:
-        return await self._need_jobs().start(command, on_output)
-
-    async def job_status(self, job: str) -> dict[str, Any]:
-        return await self._need_jobs().status(job)
-
-    async def job_output(self, job: str, offset: int = 0, limit: int = 100_000) -> str:
-        return await self._need_jobs().output(job, offset, limit)
-
-    async def kill_job(self, job: str) -> None:
-        await self._need_jobs().kill(job)
+        return super()._need_jobs()
 
     # -- evaluation --------------------------------------------------------------------------
     async def run_isolated(self, argv: list[str], timeout: float, mounts: Sequence[Mount] = (),
