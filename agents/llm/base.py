@@ -55,6 +55,25 @@ class ModelError(Exception):
         self.retryable = retryable
 
 
+def http_error(status: int, detail: str, *, provider: str, model: str, tries: str, key_hint: str
+               ) -> ModelError:
+    """The ModelError for an HTTP error status, the same for every provider: 429 rate limited,
+    401/403 auth (naming `key_hint`), 404 not found, 408 timeout, 5xx server error (the
+    retryable ones say `tries`), anything else a bad request."""
+    kw: dict[str, Any] = {"provider": provider, "model": model, "status": status}
+    if status == 429:
+        return ModelError("rate_limited", f"rate limited{tries}: {detail}", retryable=True, **kw)
+    if status in (401, 403):
+        return ModelError("auth", f"{detail} (check {key_hint})", **kw)
+    if status == 404:
+        return ModelError("not_found", f"{detail} (is the model name right?)", **kw)
+    if status == 408:
+        return ModelError("timeout", f"timed out{tries}: {detail}", retryable=True, **kw)
+    if status >= 500:
+        return ModelError("server_error", f"server error{tries}: {detail}", retryable=True, **kw)
+    return ModelError("bad_request", detail, **kw)
+
+
 class MissingApiKey(ModelError):
     """No API key in the environment; the message names the variable to set."""
 

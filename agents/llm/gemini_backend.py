@@ -31,6 +31,7 @@ from .base import (
     ToolSpec,
     Usage,
     emit_token,
+    http_error,
 )
 from .prices import PriceTable
 
@@ -292,22 +293,8 @@ class GeminiBackend(ModelBackend):
         if isinstance(exc, genai_errors.APIError):
             code = exc.code or 0
             detail = f"HTTP {code} {exc.status or ''} from {where}: {exc.message or exc.details}"
-            if code == 429:
-                return ModelError("rate_limited", f"rate limited{tries}: {detail}", provider=p,
-                                  model=m, status=code, retryable=True)
-            if code in (401, 403):
-                return ModelError("auth", f"{detail} (check {' / '.join(KEY_ENVS)})", provider=p,
-                                  model=m, status=code)
-            if code == 404:
-                return ModelError("not_found", f"{detail} (is the model name right?)", provider=p,
-                                  model=m, status=code)
-            if code == 408:
-                return ModelError("timeout", f"timed out{tries}: {detail}", provider=p, model=m,
-                                  status=code, retryable=True)
-            if code >= 500:
-                return ModelError("server_error", f"server error{tries}: {detail}", provider=p,
-                                  model=m, status=code, retryable=True)
-            return ModelError("bad_request", detail, provider=p, model=m, status=code)
+            return http_error(code, detail, provider=p, model=m, tries=tries,
+                              key_hint=" / ".join(KEY_ENVS))
         if isinstance(exc, _TIMEOUTS):
             return ModelError("timeout", f"request to {where} timed out{tries}", provider=p, model=m,
                               retryable=True)

@@ -29,6 +29,7 @@ from .base import (
     ToolSpec,
     Usage,
     emit_token,
+    http_error,
 )
 from .prices import PriceTable
 
@@ -209,21 +210,8 @@ class OpenAIBackend(ModelBackend):
             return ModelError("connection", f"cannot reach {where}{tries}: {exc.__cause__ or exc}",
                               provider=p, model=m, retryable=True)
         if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            detail = f"HTTP {status} from {where}: {exc.message}"
-            if isinstance(exc, openai.RateLimitError):
-                return ModelError("rate_limited", f"rate limited{tries}: {detail}", provider=p,
-                                  model=m, status=status, retryable=True)
-            if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-                return ModelError("auth", f"{detail} (check {KEY_ENV})", provider=p, model=m,
-                                  status=status)
-            if isinstance(exc, openai.NotFoundError):
-                return ModelError("not_found", f"{detail} (is the model name right?)", provider=p,
-                                  model=m, status=status)
-            if status >= 500:
-                return ModelError("server_error", f"server error{tries}: {detail}", provider=p,
-                                  model=m, status=status, retryable=True)
-            return ModelError("bad_request", detail, provider=p, model=m, status=status)
+            return http_error(exc.status_code, f"HTTP {exc.status_code} from {where}: {exc.message}",
+                              provider=p, model=m, tries=tries, key_hint=KEY_ENV)
         return ModelError("bad_response", f"{type(exc).__name__}: {exc}", provider=p, model=m)
 
     async def aclose(self) -> None:
