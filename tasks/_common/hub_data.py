@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from prepare_cli import prepare_args as common_prepare_args
 
 
 def data_roots() -> list[Path]:
@@ -80,17 +81,8 @@ def load_split(task_id: str, hub_id: str, split: str, source: Path | None = None
 
 
 def prepare_args(source_help: str = "a local copy of the data set") -> tuple[argparse.Namespace, dict[str, Any], str]:
-    """Parse the arguments `mlgym` gives every prepare.py; returns (args, the task's params,
-    its id), read from <task dir>/task.toml."""
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--source", type=Path, default=None, help=source_help)
-    a = p.parse_args()
-    spec = tomllib.loads((a.task_dir / "task.toml").read_text())
-    return a, spec["params"], spec["id"]
+    """The common prepare.py arguments (prepare_cli.py) plus `--source PATH`."""
+    return common_prepare_args(("--source", {"type": Path, "default": None, "help": source_help}))
 
 
 def require_columns(splits: dict[str, Any], *columns: str) -> None:

@@ -9,12 +9,14 @@ validation (public, labelled) and test (features public, labels secret).
 
 from __future__ import annotations
 
-import argparse
-import tomllib
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
+from prepare_cli import prepare_args  # noqa: E402
 
 
 def generate(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,13 +33,7 @@ def frame(x: np.ndarray) -> pd.DataFrame:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    a = p.parse_args()
-    params = tomllib.loads((a.task_dir / "task.toml").read_text())["params"]
+    a, params, _ = prepare_args()
     n_train, n_val, n_test = params["train_size"], params["validation_size"], params["test_size"]
     x, y = generate(int(params["seed"]), n_train + n_val + n_test)
     data = a.public / "data"

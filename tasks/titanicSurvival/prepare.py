@@ -14,17 +14,19 @@ each test passenger matched goes to the secret folder (match_report.json).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
 import shutil
-import tomllib
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_common"))
+from prepare_cli import prepare_args  # noqa: E402
 
 NO_EDGE = 1e6
 
@@ -84,14 +86,8 @@ def match(kaggle: pd.DataFrame, ts: pd.DataFrame) -> tuple[np.ndarray, list[str]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--task-dir", type=Path, required=True)
-    p.add_argument("--public", type=Path, required=True)
-    p.add_argument("--secret", type=Path, required=True)
-    p.add_argument("--data-file", action="append", default=[], help="NAME=PATH")
-    a = p.parse_args()
-    files = dict(item.split("=", 1) for item in a.data_file)
-    params = tomllib.loads((a.task_dir / "task.toml").read_text())["params"]
+    a, params, _ = prepare_args()
+    files = a.files
 
     train, test = pd.read_csv(files["train.csv"]), pd.read_csv(files["test.csv"])
     ts = true_outcomes()
