@@ -117,7 +117,7 @@ def role_server(a: argparse.Namespace) -> None:
     async def main() -> None:
         ready = asyncio.Event()
         server = asyncio.create_task(run_server(a.endpoint, Path(a.root), None, backend=a.backend,
-                                                ready=ready, **extra))
+                                                ready=ready, freeze_gc=True, **extra))
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if server.done():

@@ -81,7 +81,7 @@ def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str
     try:
         asyncio.run(run_server(endpoint, root / "sessions", bus_url, run=run_id, backend=backend, curve=curve,
                                bus_curve=keys,
-                               pool_size=pool_size, warm=warm))
+                               pool_size=pool_size, warm=warm, freeze_gc=True))
     except KeyboardInterrupt:
         pass
 
