@@ -4,7 +4,10 @@ Phases (publisher and subscriber are separate OS processes: this script re-runs 
 --role):
   throughput  N messages of 1 KiB through the broker (validate, stamp, SQLite WAL commit,
               publish) and through a raw XPUB->SUB pair with no broker; msgs/s at the
-              subscriber, first to last message. Repeated; medians reported.
+              subscriber, first to last message. Also through libzmq's own C forwarder
+              (zmq.proxy: no stamping, validation or log) between the same publisher and
+              subscriber: the ceiling for any second hop on this machine (proxy_ratio).
+              Repeated; medians reported.
   latency     10,000 msg/s paced, one-way publisher->subscriber latency p50/p99 (broker and
               raw). Repeated; medians reported.
   burst       100,000 messages as fast as possible at a slow subscriber (the real BusClient)
@@ -147,6 +150,21 @@ def role_sub(a: argparse.Namespace) -> None:
     print(json.dumps(out), flush=True)
 
 
+def role_proxy(a: argparse.Namespace) -> None:
+    """libzmq's forwarder in C, XSUB (publishers connect to --endpoint) to XPUB (subscribers
+    connect to --url), nothing dropped: the reference for what a second hop costs here."""
+    ctx = zmq.Context()
+    front = ctx.socket(zmq.XSUB)
+    front.rcvhwm = 100_000
+    front.bind(a.endpoint)
+    back = ctx.socket(zmq.XPUB)
+    back.sndhwm = 100_000
+    back.setsockopt(zmq.XPUB_NODROP, 1)
+    back.bind(a.url)
+    print("READY", flush=True)
+    zmq.proxy(front, back)  # until killed
+
+
 def role_client_sub(a: argparse.Namespace) -> None:
     """The real BusClient subscription: slow (sleeps while consuming) or a late joiner."""
     from mlgym.bus import connect
@@ -239,10 +257,20 @@ def throughput(broker_url: str, broker_pid: int, tmp: Path, n: int, k: int) -> d
     raw_ep = free_ipc(tmp, f"raw-{k}")
     r = pair(["--role", "pub", "--endpoint", raw_ep, "--bind", "--count", str(n)],
              ["--role", "sub", "--endpoint", raw_ep, "--count", str(n)])
+    front, back = free_ipc(tmp, f"proxy-in-{k}"), free_ipc(tmp, f"proxy-out-{k}")
+    proxy = child("--role", "proxy", "--endpoint", front, "--url", back)
+    try:
+        wait_ready(proxy)
+        x = pair(["--role", "pub", "--endpoint", front, "--count", str(n)],
+                 ["--role", "sub", "--endpoint", back, "--count", str(n)])
+    finally:
+        proxy.kill()
+        proxy.communicate()
     return {"broker_msgs_per_s": b["received"] / b["seconds"], "broker_received": b["received"],
             "broker_gaps": b["gaps"], "broker_cpu_us_per_msg": broker_cpu / n * 1e6,
             "raw_msgs_per_s": r["received"] / r["seconds"],
-            "raw_received": r["received"]}
+            "raw_received": r["received"],
+            "proxy_msgs_per_s": x["received"] / x["seconds"], "proxy_received": x["received"]}
 
 
 def latency(broker_url: str, tmp: Path, n: int, rate: int, k: int) -> dict[str, Any]:
@@ -334,7 +362,9 @@ def main_bench(a: argparse.Namespace) -> None:
                 runs_t.append(t)
                 print(f"  throughput #{k + 1}: broker {t['broker_msgs_per_s']:,.0f} msg/s "
                       f"({t['broker_received']} recv, {t['broker_gaps']} gaps, {t['broker_cpu_us_per_msg']:.1f} us CPU/msg), raw "
-                      f"{t['raw_msgs_per_s']:,.0f} msg/s, ratio {t['broker_msgs_per_s'] / t['raw_msgs_per_s']:.2f}",
+                      f"{t['raw_msgs_per_s']:,.0f} msg/s, ratio {t['broker_msgs_per_s'] / t['raw_msgs_per_s']:.2f}; "
+                      f"C proxy {t['proxy_msgs_per_s']:,.0f} msg/s ({t['proxy_received']} recv), ratio "
+                      f"{t['proxy_msgs_per_s'] / t['raw_msgs_per_s']:.2f}",
                       flush=True)
                 lat = latency(broker.url, tmp, a.lat_rate * a.latency_seconds, a.lat_rate, k)
                 runs_l.append(lat)
@@ -359,6 +389,8 @@ def main_bench(a: argparse.Namespace) -> None:
         "broker_msgs_per_s": round(broker_rate),
         "raw_msgs_per_s": round(raw_rate),
         "ratio": round(med(ratios), 3),
+        "proxy_msgs_per_s": round(med(t["proxy_msgs_per_s"] for t in runs_t)),
+        "proxy_ratio": round(med(t["proxy_msgs_per_s"] / t["raw_msgs_per_s"] for t in runs_t), 3),
         "broker_cpu_us_per_msg": round(med(t["broker_cpu_us_per_msg"] for t in runs_t), 1),
         "p50_ms": round(med(r["p50_ms"] for r in runs_l), 3),
         "p99_ms": round(med(r["p99_ms"] for r in runs_l), 3),
@@ -377,14 +409,14 @@ def main_bench(a: argparse.Namespace) -> None:
         "load_after": round(os.getloadavg()[0], 1),
     }
     print(f"bus: broker {summary['broker_msgs_per_s']:,} msg/s vs raw {summary['raw_msgs_per_s']:,} "
-          f"(ratio {summary['ratio']}); p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at "
+          f"(ratio {summary['ratio']}; libzmq's C proxy {summary['proxy_ratio']}); p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at "
           f"{a.lat_rate}/s; lost {summary['lost']}, duplicated {summary['duplicated']}", flush=True)
     print(json.dumps(summary), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--role", default="bench", choices=["bench", "pub", "sub", "client-sub"])
+    ap.add_argument("--role", default="bench", choices=["bench", "pub", "sub", "client-sub", "proxy"])
     ap.add_argument("--endpoint")
     ap.add_argument("--url")
     ap.add_argument("--bind", action="store_true")
@@ -405,7 +437,8 @@ def main() -> None:
     ap.add_argument("--slow-every", type=int, default=0)
     ap.add_argument("--slow-ms", type=float, default=0.0)
     a = ap.parse_args()
-    {"bench": main_bench, "pub": role_pub, "sub": role_sub, "client-sub": role_client_sub}[a.role](a)
+    {"bench": main_bench, "pub": role_pub, "sub": role_sub, "client-sub": role_client_sub,
+     "proxy": role_proxy}[a.role](a)
 
 
 if __name__ == "__main__":
