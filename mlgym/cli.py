@@ -42,9 +42,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            @click.command(name=name, help=f"(unavailable: {exc})")
+            why = str(exc)  # `exc` is unbound once the except block ends; the command runs later
+
+            @click.command(name=name, help=f"(unavailable: {why})")
             def unavailable() -> None:
-                raise click.ClickException(f"`mlgym {name}` is unavailable: {exc}")
+                raise click.ClickException(f"`mlgym {name}` is unavailable: {why}")
 
             return unavailable
 

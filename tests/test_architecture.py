@@ -47,3 +47,16 @@ def test_imports_point_one_way():
 def test_agents_never_reach_into_env_server():
     for path in (ROOT / "agents").rglob("*.py"):
         assert "env_server" not in path.read_text(), f"{path} mentions env_server"
+
+
+def test_a_subcommand_that_cannot_load_says_why(monkeypatch):
+    # the CLI loads subcommands lazily; one whose module is missing (an optional extra) must
+    # still answer with a clear message, not crash
+    from click.testing import CliRunner
+
+    from mlgym import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", "mlgym_no_such_module:cmd")
+    result = CliRunner().invoke(cli.cli, ["broken"])
+    assert result.exit_code == 1
+    assert "`mlgym broken` is unavailable: No module named 'mlgym_no_such_module'" in result.output
