@@ -242,6 +242,15 @@ def _error_body(exc: Exception, service: str) -> P.Error:
     return P.Error(code=INTERNAL, message=f"{type(exc).__name__}: {exc}")
 
 
+def _checked(reply: P.Envelope | BaseException) -> P.Envelope:
+    """A reply as is; an exception put in its place (closed, refused) or an Error body raises."""
+    if isinstance(reply, BaseException):
+        raise reply
+    if isinstance(reply.body, P.Error):
+        raise RpcError(reply.body.code, reply.body.message, reply.body.detail)
+    return reply
+
+
 class _Sink(Protocol):
     def put_nowait(self, item: P.Envelope | BaseException) -> None: ...
 
@@ -353,23 +362,14 @@ class RpcClient:
 
         The hot path of every env action: the reply settles one future straight from the
         socket's reader callback; no queue, no generator, no reader task."""
-        await self.connect()
-        if self._auth_error is not None:
-            raise self._auth_error
-        env = P.make(body, topic=service, run=self.run, sender=self.sender)
         reply = _OneReply(asyncio.get_running_loop().create_future())
-        self._pending[env.id] = reply
+        req_id, frames = await self._register(service, body, reply)
         try:
             async with asyncio.timeout(timeout):
-                await self._send([self.encoding, P.encode(env, self.encoding)], reply.future)
-                got = await reply.future
+                await self._send(frames, reply.future)
+                return _checked(await reply.future).body
         finally:
-            self._pending.pop(env.id, None)
-        if isinstance(got, BaseException):
-            raise got
-        if isinstance(got.body, P.Error):
-            raise RpcError(got.body.code, got.body.message, got.body.detail)
-        return got.body
+            self._pending.pop(req_id, None)
 
     def stream(self, service: str, body: P.Body, *, timeout: float = 10.0) -> AsyncIterator[P.Body]:
         """Every reply body of a streamed reply, in order; `timeout` applies to each reply.
@@ -377,27 +377,29 @@ class RpcClient:
         return self._exchange(service, body, each_timeout=timeout)
 
     async def _exchange(self, service: str, body: P.Body, *, each_timeout: float | None) -> AsyncIterator[P.Body]:
-        await self.connect()
-        if self._auth_error is not None:
-            raise self._auth_error
-        env = P.make(body, topic=service, run=self.run, sender=self.sender)
         sink = _Replies(asyncio.get_running_loop().create_future())
-        self._pending[env.id] = sink
+        req_id, frames = await self._register(service, body, sink)
         try:
             async with asyncio.timeout(each_timeout):
-                await self._send([self.encoding, P.encode(env, self.encoding)], sink.failed)
+                await self._send(frames, sink.failed)
             while True:
                 async with asyncio.timeout(each_timeout):
-                    reply = await sink.queue.get()
-                if isinstance(reply, BaseException):
-                    raise reply
-                if isinstance(reply.body, P.Error):
-                    raise RpcError(reply.body.code, reply.body.message, reply.body.detail)
+                    reply = _checked(await sink.queue.get())
                 yield reply.body
                 if not reply.more:
                     return
         finally:
-            self._pending.pop(env.id, None)
+            self._pending.pop(req_id, None)
+
+    async def _register(self, service: str, body: P.Body, sink: _Sink) -> tuple[str, list[bytes]]:
+        """Connect if need be, make the request envelope and route its replies to `sink`:
+        (request id, frames to send). The caller removes the id from _pending when done."""
+        await self.connect()
+        if self._auth_error is not None:
+            raise self._auth_error
+        env = P.make(body, topic=service, run=self.run, sender=self.sender)
+        self._pending[env.id] = sink
+        return env.id, [self.encoding, P.encode(env, self.encoding)]
 
     async def _send(self, frames: list[bytes], failed: asyncio.Future[Any]) -> None:
         """Send now if the socket can take it. It cannot while no connection is up (IMMEDIATE)

@@ -356,15 +356,17 @@ class Session:
 
     def _keep_evaluated(self, artefact: Path, step: int) -> None:
         """Keep the exact bytes that were scored, for read_artefact; only the last few."""
-        kept = self.root / "evaluated"
-        kept.mkdir(exist_ok=True)
-        os.replace(artefact, kept / f"step-{step}")
+        self._evaluated_path(step).parent.mkdir(exist_ok=True)
+        os.replace(artefact, self._evaluated_path(step))
         self._evaluated.append(step)
         while len(self._evaluated) > KEEP_EVALUATED:
-            (kept / f"step-{self._evaluated.pop(0)}").unlink(missing_ok=True)
+            self._evaluated_path(self._evaluated.pop(0)).unlink(missing_ok=True)
+
+    def _evaluated_path(self, step: int) -> Path:
+        return self.root / "evaluated" / f"step-{step}"
 
     async def read_artefact(self, step: int) -> p.FileContent:
-        path = self.root / "evaluated" / f"step-{step}"
+        path = self._evaluated_path(step)
         if step not in self._evaluated or not path.is_file():
             kept = ", ".join(map(str, self._evaluated)) or "none"
             raise SessionError("not_found", f"no evaluated artefact kept for step {step} (kept: {kept})")

@@ -349,7 +349,6 @@ class ShellDriver:
         self._current, self._interrupted = token, False
         self._started.clear()
         started = time.monotonic()
-        command = command.replace("\0", "")
         sync = "sync" if self._sync_next else "-"
         self._sync_next = False
         await self._send(f"__mlgym_run {token} {sync} {ansi_c_quote(command)}\n")
