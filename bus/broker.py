@@ -8,13 +8,14 @@ repeat across crashes. Late joiners and subscribers that lost messages (a full X
 them) catch up from history over the ROUTER socket (RPC service "bus"), from a bounded
 in-memory window or from the log.
 
-Why plain threads with zmq.Poller for the proxy, not asyncio: the proxy is CPU-bound per
+Why a plain thread with zmq.Poller for the proxy, not asyncio: the proxy is CPU-bound per
 message, and an asyncio await costs tens of microseconds, which caps throughput far below
-the 50,000 msg/s target; a poll/drain-a-batch loop on non-blocking sockets costs a few. Two
-threads form a pipeline ("bus-in" receives, validates and stamps; "bus-out" commits, then
-publishes), and SQLite and libzmq release the GIL while they work, so the two overlap. The
-RPC side (asyncio, in the main thread) stays responsive; history reads run on their own
-SQLite connections in worker threads.
+the 50,000 msg/s target; a poll/drain-a-batch loop on non-blocking sockets costs a few. Why
+one thread ("bus-proxy": receive a batch, validate, stamp, commit, publish), not a pipeline
+of two: pyzmq releases the GIL in every send and receive, so two busy Python threads hand
+the GIL back and forth on every call; the pipeline spent more on that than it overlapped
+(docs/performance.md). The RPC side (asyncio, in the main thread) stays responsive; history
+reads run on their own SQLite connections in worker threads.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from mlgym import log
 from mlgym.bus import endpoints as E
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
-from mlgym.bus.eventlog import EventLog, LogReader, Row
+from mlgym.bus.eventlog import EventLog, LogReader, Record, Row
 from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
@@ -64,15 +65,24 @@ _raw_recv = zmq.backend.Socket.recv
 _raw_get = zmq.backend.Socket.get
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
-MAX_INFLIGHT = 8  # stamped batches waiting for their commit
 INGRESS_HWM = 100_000
 
 
 @dataclasses.dataclass(slots=True)
 class _Batch:
-    rows: list[Row]  # for the log
-    out: list[tuple[bytes, bytes, bytes, bytes]]  # frames to publish after the commit
+    """Messages stamped together: seqs first_seq, first_seq+1, ... in one epoch."""
+
+    first_seq: int
+    epoch: int
+    ts: float
+    records: list[Record]  # (topic, encoding name, payload): what the log and history keep
+    out: list[list[bytes]]  # [topic, encoding, payload] frames to publish after the commit
     acks: list[tuple[bytes, int]]  # acked publishes: (token, seq)
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.records) - 1
+
 _ENC_NAMES = {P.MSGPACK: "msgpack", P.JSON: "json"}
 
 
@@ -118,7 +128,9 @@ class Broker:
         self.dropped_version = 0
         self.history_served = 0
         self.endpoints: E.BusEndpoints | None = None
-        self._history: collections.deque[Row] = collections.deque(maxlen=max(history, 0))
+        self.history = max(history, 0)
+        self._history: collections.deque[_Batch] = collections.deque()  # >= `history` messages
+        self._history_len = 0
         self._hist_lock = threading.Lock()
         self._next_seq = 1
         self._log: EventLog | None = None
@@ -126,8 +138,6 @@ class Broker:
         self._actx: zmq.asyncio.Context | None = None
         self._ctrl: zmq.asyncio.Socket | None = None
         self._threads: list[threading.Thread] = []
-        self._inflight: collections.deque[_Batch | None] = collections.deque()
-        self._inflight_cv = threading.Condition()
         self._rpc: RpcServer | None = None
         self._acks: dict[bytes, asyncio.Future[int]] = {}
         self._ack_counter = itertools.count()
@@ -160,14 +170,8 @@ class Broker:
         ctrl_in.bind(ctrl_ep)
         self._ctrl = self._actx.socket(zmq.PAIR)
         self._ctrl.connect(ctrl_ep)
-        wake_ep = f"inproc://broker-wake-{id(self)}"
-        wake_out = self._ctx.socket(zmq.PAIR)
-        wake_out.bind(wake_ep)
-        wake_in = self._ctx.socket(zmq.PAIR)
-        wake_in.connect(wake_ep)
         self._threads = [
-            threading.Thread(target=self._run_in, args=(xsub, ctrl_in, wake_in), name="bus-in", daemon=True),
-            threading.Thread(target=self._run_out, args=(xpub, wake_out), name="bus-out", daemon=True),
+            threading.Thread(target=self._run, args=(xsub, xpub, ctrl_in), name="bus-proxy", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -287,42 +291,35 @@ class Broker:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # ------------------------------------------------------------------ proxy threads
+    # ------------------------------------------------------------------ proxy thread
     #
-    # Two threads, one pipeline: "bus-in" receives, validates and stamps batches; "bus-out"
-    # commits each batch to the log, then publishes it (and sends heartbeats). SQLite and
-    # libzmq release the GIL while they work, so receiving batch k+1 overlaps committing
-    # batch k. At most MAX_INFLIGHT batches wait between the two; beyond that "bus-in" stops
-    # reading, the XSUB queue fills and publishers wait (XPUB_NODROP) instead of memory growing.
+    # One loop: drain up to `batch` messages, validate and stamp them, commit them to the log,
+    # publish them; acked publishes (from the RPC side, over the ctrl socket) join the same
+    # batches; heartbeats and greetings go out between batches. While a batch commits nothing
+    # is read: the XSUB queue absorbs bursts, and when it is full publishers wait.
 
-    def _run_in(self, xsub: zmq.Socket, ctrl: zmq.Socket, wake: zmq.Socket) -> None:
+    def _run(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         try:
-            self._ingress(xsub, ctrl, wake)
+            self._proxy(xsub, xpub, ctrl)
         except Exception:  # pragma: no cover - a bug; logged loudly, sockets still closed
-            logger.exception("broker ingress loop crashed")
+            logger.exception("broker proxy loop crashed")
         finally:
-            self._enqueue(None, wake)
-            for s in (xsub, ctrl, wake):
+            for s in (xsub, xpub, ctrl):
                 s.close(0)
 
-    def _run_out(self, xpub: zmq.Socket, wake: zmq.Socket) -> None:
-        try:
-            self._egress(xpub, wake)
-        except Exception:  # pragma: no cover
-            logger.exception("broker egress loop crashed")
-        finally:
-            for s in (xpub, wake):
-                s.close(0)
-
-    def _ingress(self, xsub: zmq.Socket, ctrl: zmq.Socket, wake: zmq.Socket) -> None:
+    def _proxy(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(xsub, zmq.POLLIN)
         poller.register(ctrl, zmq.POLLIN)
+        poller.register(xpub, zmq.POLLIN)
         noblock, again = zmq.NOBLOCK, zmq.Again
         batch = self.batch
+        interval = self.heartbeat_interval
+        next_heartbeat = time.monotonic()
         while True:
-            ready = dict(poller.poll())
-            stopping = False
+            timeout_ms = max(0.0, next_heartbeat - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout_ms))
+            stopping = greet = False
             acked: list[list[bytes]] = []
             if ctrl in ready:
                 while True:
@@ -334,20 +331,34 @@ class Broker:
                         stopping = True
                     elif msg[0] == b"pub":
                         acked.append(msg[1:])
+            if xpub in ready:
+                while True:
+                    try:
+                        sub = xpub.recv(noblock)
+                    except again:
+                        break
+                    if sub[:1] == b"\x01":
+                        greet = True  # a new subscription: tell it the head and epoch now
             incoming = self._read(xsub, batch) if xsub in ready else []
             if incoming or acked:
                 work = self._stamp(incoming, acked)
                 if work is not None:
-                    self._enqueue(work, wake)
+                    self._commit_and_publish(work, xpub)
             if stopping:
                 return
+            now = time.monotonic()
+            if greet or now >= next_heartbeat:
+                self._send_heartbeat(xpub)
+                next_heartbeat = now + interval
 
     def _read(self, xsub: zmq.Socket, limit: int) -> list[list[bytes]]:
         """Up to `limit` messages of three frames, without blocking.
 
         Why not recv_multipart: asking ZeroMQ "more frames?" (RCVMORE) costs pyzmq ~1.5 us, as
         much as the rest of the work on a message, and recv_multipart asks after every frame.
-        Here three frames are read blind and RCVMORE is asked once. A message of other length
+        Here three frames are read blind and only the third is asked, through the `more` flag
+        of a zero-copy Frame (pyzmq sets it in C, without the option lookup `get` does: 0.4 us
+        less per message). A message of other length
         is still caught: shorter ones run into the next message, which then shows "more" after
         the third frame; longer ones show "more" directly. Either way everything up to the end
         of that message is read and only its last three frames are kept as a candidate (they
@@ -364,11 +375,12 @@ class Broker:
                 break
             try:
                 f2 = recv(xsub, noblock)
-                f3 = recv(xsub, noblock)
+                last = recv(xsub, noblock, False)
             except again:
                 self.dropped_malformed += 1  # one or two single/double-frame messages
                 break
-            if not get(xsub, rcvmore):
+            f3 = last.bytes
+            if not last.more:
                 out.append([f1, f2, f3])
                 continue
             frames = [f1, f2, f3]
@@ -380,100 +392,50 @@ class Broker:
 
     def _stamp(self, incoming: list[list[bytes]], acked: list[list[bytes]]) -> _Batch | None:
         """Validate and stamp a batch (sequence numbers are assigned here, in arrival order)."""
-        now = time.time()
-        epoch = self.epoch
-        seq = self._next_seq
-        pack = P.STAMP.pack
-        rows: list[Row] = []
-        out: list[tuple[bytes, bytes, bytes, bytes]] = []
+        records: list[Record] = []
+        out: list[list[bytes]] = []
         for frames in incoming:
             checked = self._validate(frames)
-            if checked is None:
-                continue
-            topic, enc_name = checked
-            rows.append((seq, epoch, now, topic, enc_name, frames[2]))
-            out.append((frames[0], pack(seq, epoch), frames[1], frames[2]))
-            seq += 1
+            if checked is not None:
+                records.append((checked[0], checked[1], frames[2]))
+                out.append(frames)
         acks: list[tuple[bytes, int]] = []
+        seq = self._next_seq + len(records)
         for token, topic_b, enc, payload in acked:  # validated by the RPC handler
-            rows.append((seq, epoch, now, topic_b.decode(), _ENC_NAMES[enc], payload))
-            out.append((topic_b, pack(seq, epoch), enc, payload))
+            records.append((topic_b.decode(), _ENC_NAMES[enc], payload))
+            out.append([topic_b, enc, payload])
             acks.append((token, seq))
             seq += 1
-        if not rows:
+        if not records:
             return None
+        batch = _Batch(self._next_seq, self.epoch, time.time(), records, out, acks)
         self._next_seq = seq
-        return _Batch(rows, out, acks)
+        return batch
 
-    def _enqueue(self, work: _Batch | None, wake: zmq.Socket) -> None:
-        """Hand a batch (None: stop) to the egress thread, waiting while too many are queued."""
-        with self._inflight_cv:
-            while work is not None and len(self._inflight) >= MAX_INFLIGHT:
-                self._inflight_cv.wait(0.1)
-            self._inflight.append(work)
-        wake.send(b"")
-
-    def _egress(self, xpub: zmq.Socket, wake: zmq.Socket) -> None:
-        poller = zmq.Poller()
-        poller.register(wake, zmq.POLLIN)
-        poller.register(xpub, zmq.POLLIN)
-        noblock, again = zmq.NOBLOCK, zmq.Again
-        interval = self.heartbeat_interval
-        next_heartbeat = time.monotonic()
-        while True:
-            timeout_ms = max(0.0, next_heartbeat - time.monotonic()) * 1000
-            ready = dict(poller.poll(timeout_ms))
-            greet = False
-            if xpub in ready:
-                while True:
-                    try:
-                        sub = xpub.recv(noblock)
-                    except again:
-                        break
-                    if sub[:1] == b"\x01":
-                        greet = True  # a new subscription: tell it the head and epoch now
-            if wake in ready:
-                while True:
-                    try:
-                        wake.recv(noblock)
-                    except again:
-                        break
-                with self._inflight_cv:
-                    batches = list(self._inflight)
-                    self._inflight.clear()
-                    self._inflight_cv.notify_all()
-                stop = None in batches
-                batches = [b for b in batches if b is not None]
-                if batches:
-                    self._commit_and_publish(batches, xpub)
-                if stop:
-                    return
-            now = time.monotonic()
-            if greet or now >= next_heartbeat:
-                self._send_heartbeat(xpub)
-                next_heartbeat = now + interval
-
-    def _commit_and_publish(self, batches: list[_Batch], xpub: zmq.Socket) -> None:
+    def _commit_and_publish(self, b: _Batch, xpub: zmq.Socket) -> None:
         """Log and commit, then publish: the write-then-publish order is what makes every
         delivered message durable."""
-        rows = [r for b in batches for r in b.rows] if len(batches) > 1 else batches[0].rows
-        self._append(rows)
+        self._append(b)
         with self._hist_lock:
-            self._history.extend(rows)
-            self.head_seq = rows[-1][0]
-        self.published += len(rows)
+            self._history.append(b)
+            self._history_len += len(b.records)
+            while self._history and self._history_len - len(self._history[0].records) >= self.history:
+                self._history_len -= len(self._history.popleft().records)
+            self.head_seq = b.last_seq
         # XPUB never blocks: a full subscriber queue drops, which the subscriber sees as a gap.
         # The frames go out with the backend's send and integer flags: pyzmq's send_multipart
         # costs several times more per message (flag enums), and this is the hot path.
-        send = _raw_send
-        for b in batches:
-            for topic_b, stamp, enc, payload in b.out:
-                send(xpub, topic_b, _SNDMORE)
-                send(xpub, stamp, _SNDMORE)
-                send(xpub, enc, _SNDMORE)
-                send(xpub, payload, 0)
-            if b.acks and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._resolve_acks, b.acks)
+        send, pack = _raw_send, P.STAMP.pack
+        seq, epoch = b.first_seq, b.epoch
+        for topic_b, enc, payload in b.out:
+            send(xpub, topic_b, _SNDMORE)
+            send(xpub, pack(seq, epoch), _SNDMORE)
+            send(xpub, enc, _SNDMORE)
+            send(xpub, payload, 0)
+            seq += 1
+        self.published += len(b.out)
+        if b.acks and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._resolve_acks, b.acks)
 
     def _validate(self, frames: list[bytes]) -> tuple[str, str] | None:
         """(topic, encoding name) of a well-formed message, or None (counted) for anything
@@ -492,7 +454,8 @@ class Broker:
             return None
         try:
             env = P.decode(payload, enc)
-            P.check_version(env)
+            if env.v != P.PROTOCOL_VERSION:
+                P.check_version(env)  # raises the typed error
         except P.ProtocolError as exc:
             if exc.code == "bad_version":
                 self.dropped_version += 1
@@ -507,17 +470,17 @@ class Broker:
             return None
         return topic, enc_name
 
-    def _append(self, rows: Sequence[Row]) -> None:
+    def _append(self, b: _Batch) -> None:
         """Commit a batch; if the disk refuses (full, I/O error) keep retrying rather than
         publish something that is not logged."""
         assert self._log is not None
         delay = 0.05
         while True:
             try:
-                self._log.append(rows)
+                self._log.append_batches([(b.first_seq, b.epoch, b.ts, b.records)])
                 return
             except Exception as exc:
-                logger.error("event log append failed; retrying", error=str(exc), rows=len(rows))
+                logger.error("event log append failed; retrying", error=str(exc), messages=len(b.records))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -586,11 +549,20 @@ class Broker:
         back that far."""
         match_all = "" in prefixes
         with self._hist_lock:
-            if not self._history or self._history[0][0] > start:
+            if not self._history or self._history[0].first_seq > start:
                 return None
-            first = self._history[0][0]
-            window = itertools.islice(self._history, start - first, to - first + 1)
-            rows = [r for r in window if match_all or r[3].startswith(prefixes)]
+            batches = list(self._history)
+        rows: list[Row] = []
+        for b in batches:
+            if b.last_seq < start:
+                continue
+            if b.first_seq > to:
+                break
+            seq = b.first_seq
+            for topic, enc, payload in b.records:
+                if start <= seq <= to and (match_all or topic.startswith(prefixes)):
+                    rows.append((seq, b.epoch, b.ts, topic, enc, payload))
+                seq += 1
         return rows[:limit] if limit else rows
 
     def _history_reply(self, req: P.HistoryRequest) -> AsyncIterator[P.Body]:

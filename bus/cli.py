@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -97,6 +98,38 @@ def tail(url: str | None, run_dir: str | None, keys: str | None, from_seq: int |
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+@bus.command("log")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("prefixes", nargs=-1)
+@click.option("--from-seq", type=int, default=1, show_default=True, help="First seq to print.")
+@click.option("--to-seq", type=int, default=0, help="Last seq to print (0: the end).")
+@click.option("--json", "as_json", is_flag=True, help="Print each envelope as one JSON line.")
+def log_cmd(run_dir: str, prefixes: tuple[str, ...], from_seq: int, to_seq: int, as_json: bool) -> None:
+    """Print a run's event log (RUN_DIR/events.sqlite) from the file, no broker needed
+    (topic PREFIXES, default everything)."""
+    from mlgym.bus.broker import LOG_FILE
+    from mlgym.bus.eventlog import LogReader
+
+    path = Path(run_dir) / LOG_FILE
+    if not path.is_file():
+        raise click.ClickException(f"no event log at {path}")
+    reader = LogReader(path)
+    try:
+        for rows in reader.read(from_seq, to_seq, prefixes or ("",)):
+            for seq, epoch, _ts, _topic, encoding, payload in rows:
+                try:
+                    env = P.decode(payload, encoding.encode())
+                except P.ProtocolError as exc:  # the broker logs only valid messages
+                    click.echo(f"{seq:>8} e{epoch} undecodable: {exc.message}", err=True)
+                    continue
+                env.seq, env.epoch = seq, epoch
+                click.echo(json.dumps(msgspec.to_builtins(env)) if as_json else format_line(env))
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    finally:
+        reader.close()
 
 
 def format_line(env: P.Envelope, width: int = 100) -> str:

@@ -322,12 +322,9 @@ class Recorder:
             if not batch:
                 self._ack(taken)
                 continue
-            now = time.time()
-            rows = []
-            for i, item in enumerate(batch, start=self.head + 1):
-                rows.append((i, self.epoch, now, item.topic, item.encoding.decode(), item.payload))
+            records = [(item.topic, item.encoding.decode(), item.payload) for item in batch]
             try:
-                await asyncio.to_thread(self._log.append, rows)
+                await asyncio.to_thread(self._log.append_batches, [(self.head + 1, self.epoch, time.time(), records)])
             except Exception as exc:  # the log is the source of truth: without it, no seq
                 logger.exception("event log append failed; batch not published")
                 for item in batch:

@@ -53,7 +53,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_subscribers_resync(tmp_pat
         broker.stop()
     # the log on disk agrees, and the epoch is recorded
     with sqlite3.connect(run / "events.sqlite") as db:
-        epochs = {e for (e,) in db.execute("SELECT DISTINCT epoch FROM events")}
+        epochs = {e for (e,) in db.execute("SELECT DISTINCT epoch FROM batches")}
         assert epochs == {old_epoch, old_epoch + 1}
 
 

@@ -90,6 +90,28 @@ def test_tail_prints_messages(broker: BrokerProcess) -> None:
     assert env["seq"] == seq and env["body"] == {"kind": "note", "text": "for the tail"}
 
 
+def test_log_prints_the_event_log_without_a_broker(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    b = spawn(run)
+    try:
+        with SyncBusClient(b.url) as bus:
+            seqs = [bus.publish(f"log/{t}", P.Note(text=f"n{i}"), acked=True) for i, t in enumerate("abab")]
+    finally:
+        b.stop()  # the log is read from the file alone
+    cmd = [sys.executable, "-m", "mlgym.cli", "bus", "log", str(run)]
+    out = subprocess.run([*cmd, "log/b", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    envs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(e["seq"], e["body"]["text"]) for e in envs] == [(seqs[1], "n1"), (seqs[3], "n3")]
+    assert all(e["epoch"] == 1 and e["topic"] == "log/b" for e in envs)
+    out = subprocess.run([*cmd, "--from-seq", str(seqs[1]), "--to-seq", str(seqs[2])],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [str(seqs[1]), str(seqs[2])]
+    missing = subprocess.run([*cmd[:-1], str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "no event log" in missing.stderr
+
+
 def test_demo_runs_and_ends_with_json(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bus", "demo", "--messages", "50"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
