@@ -66,6 +66,7 @@ _raw_get = zmq.backend.Socket.get
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 INGRESS_HWM = 100_000
+BATCH_BYTES = 8 * 1024 * 1024  # a batch stops growing at this much payload
 
 
 @dataclasses.dataclass(slots=True)
@@ -352,7 +353,8 @@ class Broker:
                 next_heartbeat = now + interval
 
     def _read(self, xsub: zmq.Socket, limit: int) -> list[list[bytes]]:
-        """Up to `limit` messages of three frames, without blocking.
+        """Up to `limit` messages of three frames, or fewer once they hold BATCH_BYTES of
+        payload (large messages: memory and commit time stay bounded), without blocking.
 
         Why not recv_multipart: asking ZeroMQ "more frames?" (RCVMORE) costs pyzmq ~1.5 us, as
         much as the rest of the work on a message, and recv_multipart asks after every frame.
@@ -368,7 +370,10 @@ class Broker:
         recv, get, rcvmore = _raw_recv, _raw_get, _RCVMORE
         noblock, again = zmq.NOBLOCK, zmq.Again
         out: list[list[bytes]] = []
+        budget = BATCH_BYTES
         for _ in range(limit):
+            if budget <= 0:
+                break
             try:
                 f1 = recv(xsub, noblock)
             except again:
@@ -380,6 +385,7 @@ class Broker:
                 self.dropped_malformed += 1  # one or two single/double-frame messages
                 break
             f3 = last.bytes
+            budget -= len(f3)
             if not last.more:
                 out.append([f1, f2, f3])
                 continue

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 SCHEMA_VERSION = 2  # PRAGMA user_version; 1 (no batches table): one row per message in `events`
 
+# payload bytes in one batch row at most (more are split over rows; one larger message gets a
+# row of its own): SQLite refuses values over 1 GB, and a row is read into memory whole
+MAX_ROW_BYTES = 32 * 1024 * 1024
 WAL_KEEP = 64 * 1024 * 1024  # a WAL larger than this is truncated in the next lull
 LULL = 5.0  # seconds without an append that count as a lull
 
@@ -141,7 +144,8 @@ class EventLog:
         seqs from its first, in one transaction; returns once it is committed. The broker's
         hot path: one bind and one insert per batch, whatever its size."""
         params = [(first, first + len(recs) - 1, epoch, ts, _encode_records(recs))
-                  for first, epoch, ts, recs in batches if recs]
+                  for batch_first, epoch, ts, batch in batches
+                  for first, recs in _pieces(batch_first, batch)]
         if not params:
             return
         conn = self._conn
@@ -175,8 +179,9 @@ class EventLog:
         for i in range(1, len(rows) + 1):
             if i == len(rows) or rows[i][1:3] != rows[start][1:3] or rows[i][0] != rows[i - 1][0] + 1:
                 first, epoch, ts = rows[start][:3]
-                blob = _encode_records([(r[3], r[4], r[5]) for r in rows[start:i]])
-                self._conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", (first, rows[i - 1][0], epoch, ts, blob))
+                for piece_first, recs in _pieces(first, [(r[3], r[4], r[5]) for r in rows[start:i]]):
+                    self._conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                                       (piece_first, piece_first + len(recs) - 1, epoch, ts, _encode_records(recs)))
                 start = i
 
     def close(self) -> None:
@@ -209,6 +214,18 @@ class EventLog:
                     logger.warning("checkpoint failed", error=str(exc))
         finally:
             conn.close()
+
+
+def _pieces(first: int, records: Sequence[Record]) -> Iterator[tuple[int, Sequence[Record]]]:
+    """(first seq, records) runs of at most MAX_ROW_BYTES of payload, in order."""
+    start, size = 0, 0
+    for i, rec in enumerate(records):
+        if size and size + len(rec[2]) > MAX_ROW_BYTES:
+            yield first + start, records[start:i]
+            start, size = i, 0
+        size += len(rec[2])
+    if start < len(records):
+        yield first + start, records[start:] if start else records
 
 
 def _size(path: Path) -> int:

@@ -114,6 +114,36 @@ async def test_acked_publish_is_logged_before_it_returns(broker: Broker) -> None
         assert [e.seq for e in history] == seqs
 
 
+async def test_large_messages_are_batched_by_size_and_all_logged(broker: Broker, monkeypatch) -> None:
+    """A burst of multi-MB messages: batches stop growing at BATCH_BYTES (so a batch of 512
+    such messages never reaches SQLite's 1 GB value limit), and every message arrives and is
+    logged, in order."""
+    from mlgym.bus import broker as broker_mod
+
+    monkeypatch.setattr(broker_mod, "BATCH_BYTES", 4 * 1024 * 1024)
+    ctx = zmq.asyncio.Context.instance()
+    raw = ctx.socket(zmq.XPUB)
+    raw.setsockopt(zmq.XPUB_NODROP, 1)
+    raw.connect(broker.endpoints.pub)
+    await raw.recv()
+    n, size = 12, 3 * 1024 * 1024
+    async with connect(broker.endpoints.url) as bus:
+        sub = bus.subscribe("big/")
+        await sub.ready()
+        for i in range(n):
+            env = P.make(P.Note(text=f"{i:02d}" * (size // 2)), topic="big/x")
+            await raw.send_multipart([b"big/x", P.MSGPACK, P.encode(env)])
+        got = await drain(sub, n, timeout=30)
+        assert [e.body.text[:2] for e in got] == [f"{i:02d}" for i in range(n)]
+    raw.close(0)
+    rows = broker._log._conn.execute("SELECT first_seq, last_seq FROM batches ORDER BY first_seq").fetchall()
+    assert len(rows) >= n // 2  # at most two 3 MB messages reach 4 MB
+    assert all(last - first <= 1 for first, last in rows)
+    reader = LogReader(broker.log_path)
+    assert [len(r[5]) > size for c in reader.read(1, prefixes=["big/"]) for r in c] == [True] * n
+    reader.close()
+
+
 async def test_history_request_ranges_limits_and_chunks(tmp_path: Path) -> None:
     async with Broker(tmp_path / "run", history=100, chunk_records=70) as broker:
         async with connect(broker.endpoints.url) as bus:

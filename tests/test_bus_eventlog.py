@@ -150,3 +150,22 @@ def test_a_version_1_log_is_read_as_is_and_upgraded_by_the_writer(tmp_path):
     assert [r for c in reader.read(1) for r in c] == rows + [(1501, 4, 20.0, "t/new", "msgpack", b"new")]
     assert [r[0] for c in reader.read(1499, 1500) for r in c] == [1499, 1500]
     reader.close()
+
+
+def test_a_batch_over_the_row_limit_is_split_over_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "MAX_ROW_BYTES", 100)
+    sizes = [30, 30, 30, 30, 250, 10, 99, 1]  # 250 > the limit: a row of its own
+    recs = [("t/x", "msgpack", bytes([i]) * n) for i, n in enumerate(sizes)]
+    log = EventLog(tmp_path / "events.sqlite")
+    try:
+        log.append_batches([(7, 2, 5.0, recs)])
+        log.append([(15 + i, 2, 6.0, *r) for i, r in enumerate(recs[:3])])
+        spans = log._conn.execute("SELECT first_seq, last_seq FROM batches ORDER BY first_seq").fetchall()
+        assert spans == [(7, 9), (10, 10), (11, 11), (12, 12), (13, 14), (15, 17)]
+        assert log.head() == (17, 2)
+    finally:
+        log.close()
+    reader = LogReader(tmp_path / "events.sqlite")
+    rows = [r for c in reader.read(1) for r in c]
+    reader.close()
+    assert rows == [(7 + i, 2, 5.0, *r) for i, r in enumerate(recs)] + [(15 + i, 2, 6.0, *r) for i, r in enumerate(recs[:3])]
