@@ -15,6 +15,7 @@ import base64
 import random
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Union
 
 import msgspec
@@ -596,6 +597,12 @@ def decode(payload: bytes | memoryview, encoding: bytes = MSGPACK) -> Envelope:
         raise ProtocolError("invalid", f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
+
+
+def raw_decoder(encoding: bytes) -> Callable[[bytes], Envelope]:
+    """The bare decode function for an encoding: msgspec's own errors, no size check or error
+    mapping (the broker's hot path; everything else uses `decode`)."""
+    return {MSGPACK: _mp_decoder, JSON: _js_decoder}[encoding].decode
 
 
 def check_version(env: Envelope) -> None:
