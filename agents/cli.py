@@ -80,11 +80,16 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--host", default=None, help="Serve the bus and services on tcp at this address (remote agents).")
 @click.option("--keys", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --host: CURVE key folder (`mlgym keys init`) for the bus, env and memory sockets.")
+@click.option("--memory", "memory", default=None, metavar="PATH|shared",
+              help="The team's memory store: an SQLite file to share across runs (kept per task), or "
+                   "`shared` for ~/.mlgym/memory.sqlite (what `mlgym memory` serves and searches). "
+                   "Default: each run its own, RUN_DIR/memory.sqlite.")
 @click.option("--no-progress", is_flag=True, help="No live table.")
 @click.option("--json", "as_json", is_flag=True, help="End with the result as one JSON line.")
 def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path | None, backend: str,
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
-        external: tuple[str, ...], host: str | None, keys: str | None, no_progress: bool, as_json: bool) -> None:
+        external: tuple[str, ...], host: str | None, keys: str | None, memory: str | None, no_progress: bool,
+        as_json: bool) -> None:
     """Run a team of agents on TASK: broker, environment server, memory service and one process per
     agent, supervised, with budgets; writes a run directory (event log, result.json, .traj files)."""
     import msgspec
@@ -102,6 +107,7 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
     b = C.Budget(steps=b.steps if steps is None else steps, tokens=b.tokens if tokens is None else tokens,
                  dollars=b.dollars if dollars is None else dollars,
                  wall_clock_s=b.wall_clock_s if wall_clock is None else wall_clock)
+    memory_db = _memory_db(memory)
     agents = [msgspec.structs.replace(a, external=a.external or a.name in external) for a in cfg.agents]
     cfg = msgspec.structs.replace(cfg, budget=b, agents=agents)
     results = []
@@ -114,13 +120,28 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
                        err=True)
         try:
             result = asyncio.run(run_team(task, cfg, run_dir=rdir, run_id=rid, backend=backend, host=host,
-                                          keys=keys, progress=not no_progress, seed=i))
+                                          keys=keys, progress=not no_progress, seed=i, memory=memory_db))
         except RunError as exc:
             raise click.ClickException(str(exc)) from None
         _print_result(result, as_json)
         results.append(result)
     if any(not r.get("final_submission") for r in results):
         sys.exit(1)
+
+
+def _memory_db(memory: str | None) -> Path | None:
+    """--memory: None (the run's own store), `shared` (the per-user store) or a file path."""
+    if memory is None:
+        return None
+    if memory == "shared":
+        from mlgym.tools.memory import default_db
+
+        return default_db()
+    path = Path(memory).expanduser()
+    if path.is_dir():
+        raise click.BadParameter(f"{memory} is a directory; give the SQLite file (e.g. {path / 'memory.sqlite'})",
+                                 param_hint="--memory")
+    return path
 
 
 @click.command("resume")

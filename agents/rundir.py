@@ -14,6 +14,7 @@ from mlgym.bus import protocol as P
 
 RUN_FILE = "run.json"
 PIDS_FILE = "pids.json"
+MEMORY_FILE = "memory.sqlite"
 
 
 class RunError(RuntimeError):
@@ -33,11 +34,15 @@ class RunConfig:
     grace_s: float = 5.0
     seed: int = 0
     method: str = ""
+    memory: str | None = None  # the memory store's SQLite file; None: RUN_DIR/memory.sqlite, this run's own
+
+    def memory_db(self) -> Path:
+        return Path(self.memory) if self.memory else self.run_dir / MEMORY_FILE
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "team": json.loads(C.team_json(self.team)), "run_id": self.run_id,
                 "backend": self.backend, "host": self.host, "keys": self.keys, "grace_s": self.grace_s, "seed": self.seed,
-                "method": self.method}
+                "method": self.method, "memory_db": self.memory}
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -45,7 +50,7 @@ class RunConfig:
         team = C.team_from_json(json.dumps(data["team"]).encode())
         cfg = cls(task=data["task"], team=team, run_id=data["run_id"], run_dir=run_dir,
                   backend=data.get("backend", "local"), host=data.get("host"), keys=data.get("keys"), grace_s=data.get("grace_s", 5.0),
-                  seed=data.get("seed", 0), method=data.get("method", ""))
+                  seed=data.get("seed", 0), method=data.get("method", ""), memory=data.get("memory_db"))
         return cfg, data
 
 

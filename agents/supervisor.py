@@ -237,7 +237,7 @@ class Supervisor:
         self.memory_endpoint = self._endpoint("memory", 1)
         ready = asyncio.Event()
         curve = server_curve(self.cfg.keys) if self.cfg.keys else None
-        self._memory_task = asyncio.create_task(run_memory(self.memory_endpoint, self.dir / "memory.sqlite",
+        self._memory_task = asyncio.create_task(run_memory(self.memory_endpoint, self.cfg.memory_db(),
                                                            curve=curve, ready=ready), name="memory")
         done, _ = await asyncio.wait({self._memory_task, asyncio.ensure_future(ready.wait())}, timeout=30,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -579,11 +579,15 @@ class Supervisor:
 
 async def run_team(task: str, team: C.TeamConfig, *, run_dir: Path | None = None, run_id: str | None = None,
                    backend: str = "local", host: str | None = None, keys: str | None = None, progress: bool = True,
-                   seed: int = 0, method: str = "", grace_s: float = 5.0) -> dict[str, Any]:
+                   seed: int = 0, method: str = "", grace_s: float = 5.0, memory: str | Path | None = None,
+                   ) -> dict[str, Any]:
+    """`memory`: the memory store's SQLite file, to share one across runs (rows are kept per
+    task); None gives the run its own, RUN_DIR/memory.sqlite."""
     run_id = run_id or new_run_id(task, team.name)
     run_dir = run_dir or paths.runs_root() / run_id
     cfg = RunConfig(task=task, team=team, run_id=run_id, run_dir=Path(run_dir), backend=backend, host=host, keys=keys,
-                    progress=progress, seed=seed, method=method, grace_s=grace_s)
+                    progress=progress, seed=seed, method=method, grace_s=grace_s,
+                    memory=str(Path(memory).resolve()) if memory else None)
     return await Supervisor(cfg).run()
 
 

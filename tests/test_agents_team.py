@@ -75,3 +75,33 @@ async def test_run_over_tcp_with_curve_keys(tmp_path):
     assert all(run[k].startswith("tcp://127.0.0.1:") for k in ("bus", "env", "memory"))
     assert json.loads((run_dir / "bus.json").read_text())["curve"] is True
     assert len(events(run_dir, ["env/"])) > 0  # the environment server reached the secured bus
+
+
+@pytest.mark.timeout(240)
+async def test_runs_can_share_one_memory_store(tmp_path):
+    """`mlgym run --memory FILE`: what one run's literature agent saved is in the store for the
+    next run (kept per task), the run directories hold no store of their own, and run.json
+    records the store so `mlgym resume` opens the same one."""
+    from mlgym.agents.rundir import RunConfig
+    from mlgym.tools.memory import MemoryStore
+
+    shared = tmp_path / "memory" / "team.sqlite"
+    per_run = []
+    for name in ("run1", "run2"):
+        run_dir = tmp_path / name
+        result = await run_team("prisonersDilemma", C.load_team("default"), run_dir=run_dir, progress=False,
+                                memory=shared)
+        assert result["exit_status"] == "submitted"
+        assert not (run_dir / "memory.sqlite").exists()
+        assert RunConfig.from_run_dir(run_dir)[0].memory_db() == shared.resolve()
+        store = MemoryStore(shared)
+        try:
+            per_run.append(store.count("prisonersDilemma"))
+            assert store.count("battleOfSexes") == 0
+        finally:
+            store.close()
+    assert per_run[0] > 0 and per_run[1] == 2 * per_run[0]  # the second run added to the first's
+    own = tmp_path / "run3"
+    await run_team("prisonersDilemma", C.load_team("default"), run_dir=own, progress=False)
+    assert (own / "memory.sqlite").is_file()  # the default: each run its own
+    assert RunConfig.from_run_dir(own)[0].memory_db() == own / "memory.sqlite"

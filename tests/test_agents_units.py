@@ -239,3 +239,18 @@ def test_budget_checks():
     over = [(a.name, why) for a, why in B.agents_exhausted(agents, L, 0.0, set())]
     assert over == [("lit", "tokens"), ("coder", "steps")]
     assert [a.name for a, _ in B.agents_exhausted(agents, L, 0.0, {"lit"})] == ["coder"]
+
+
+def test_run_memory_option(tmp_path, monkeypatch):
+    """`mlgym run --memory`: the run's own store by default, `shared` the per-user one, else
+    the file named; a directory is refused with a hint."""
+    import click
+
+    from mlgym.agents.cli import _memory_db
+
+    monkeypatch.setenv("MLGYM_HOME", str(tmp_path / "home"))
+    assert _memory_db(None) is None
+    assert _memory_db("shared") == tmp_path / "home" / "memory.sqlite"
+    assert _memory_db(str(tmp_path / "m.sqlite")) == tmp_path / "m.sqlite"
+    with pytest.raises(click.BadParameter, match="is a directory"):
+        _memory_db(str(tmp_path))

@@ -8,10 +8,7 @@ from pathlib import Path
 import click
 
 from mlgym import paths
-
-
-def default_db() -> Path:
-    return paths.home() / "memory.sqlite"
+from mlgym.tools.memory import default_db
 
 
 @click.group()

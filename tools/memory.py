@@ -15,9 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mlgym import paths
 from mlgym.bus.protocol import MemoryHit
 
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
+
+def default_db() -> Path:
+    """The per-user store (~/.mlgym/memory.sqlite, or under MLGYM_HOME): what `mlgym memory`
+    serves and searches, and what `mlgym run --memory shared` gives a team."""
+    return paths.home() / "memory.sqlite"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories(
