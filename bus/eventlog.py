@@ -106,6 +106,7 @@ class EventLog:
         its copy is committed with it)."""
         conn = self._conn
         if "events" in _tables(conn):
+            logger.info("upgrading the event log to batches (once; a large log takes a while)", path=str(self.path))
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute("SELECT seq, epoch, ts, topic, encoding, payload FROM events ORDER BY seq")
