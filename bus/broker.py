@@ -131,7 +131,10 @@ class Broker:
         self.history_served = 0
         self.endpoints: E.BusEndpoints | None = None
         self.history = max(history, 0)
-        self._history: collections.deque[_Batch] = collections.deque()  # >= `history` messages
+        # >= `history` messages, as (first seq, epoch, ts, records): tuples of strings and bytes
+        # only, which the garbage collector stops tracking; a window of lists (as the _Batch
+        # objects hold) made its full passes walk every message kept
+        self._history: collections.deque[tuple[int, int, float, tuple[Record, ...]]] = collections.deque()
         self._history_len = 0
         self._hist_lock = threading.Lock()
         self._next_seq = 1
@@ -439,10 +442,10 @@ class Broker:
         delivered message durable."""
         self._append(b)
         with self._hist_lock:
-            self._history.append(b)
+            self._history.append((b.first_seq, b.epoch, b.ts, tuple(b.records)))
             self._history_len += len(b.records)
-            while self._history and self._history_len - len(self._history[0].records) >= self.history:
-                self._history_len -= len(self._history.popleft().records)
+            while self._history and self._history_len - len(self._history[0][3]) >= self.history:
+                self._history_len -= len(self._history.popleft()[3])
             self.head_seq = b.last_seq
         # XPUB never blocks: a full subscriber queue drops, which the subscriber sees as a gap.
         # The frames go out with the backend's send and integer flags: pyzmq's send_multipart
@@ -571,19 +574,19 @@ class Broker:
         back that far."""
         match_all = "" in prefixes
         with self._hist_lock:
-            if not self._history or self._history[0].first_seq > start:
+            if not self._history or self._history[0][0] > start:
                 return None
             batches = list(self._history)
         rows: list[Row] = []
-        for b in batches:
-            if b.last_seq < start:
+        for first, epoch, ts, records in batches:
+            if first + len(records) <= start:
                 continue
-            if b.first_seq > to:
+            if first > to:
                 break
-            seq = b.first_seq
-            for topic, enc, payload in b.records:
+            seq = first
+            for topic, enc, payload in records:
                 if start <= seq <= to and (match_all or topic.startswith(prefixes)):
-                    rows.append((seq, b.epoch, b.ts, topic, enc, payload))
+                    rows.append((seq, epoch, ts, topic, enc, payload))
                 seq += 1
         return rows[:limit] if limit else rows
 
