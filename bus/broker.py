@@ -76,13 +76,14 @@ class _Batch:
     first_seq: int
     epoch: int
     ts: float
-    records: list[Record]  # (topic, encoding name, payload): what the log and history keep
+    records: list[Record]  # (topic, encoding name, payload): what the log (and, as a tuple, history) keeps
     out: list[list[bytes]]  # [topic, encoding, payload] frames to publish after the commit
     acks: list[tuple[bytes, int]]  # acked publishes: (token, seq)
 
     @property
     def last_seq(self) -> int:
         return self.first_seq + len(self.records) - 1
+
 
 _ENC_NAMES = {P.MSGPACK: "msgpack", P.JSON: "json"}
 _DECODERS = {enc: (P.raw_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
