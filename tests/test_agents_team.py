@@ -100,7 +100,7 @@ async def test_runs_can_share_one_memory_store(tmp_path):
             assert store.count("battleOfSexes") == 0
         finally:
             store.close()
-    assert per_run[0] > 0 and per_run[1] == 2 * per_run[0]  # the second run added to the first's
+    assert 0 < per_run[0] < per_run[1]  # the second run added to what the first saved
     own = tmp_path / "run3"
     await run_team("prisonersDilemma", C.load_team("default"), run_dir=own, progress=False)
     assert (own / "memory.sqlite").is_file()  # the default: each run its own
