@@ -60,6 +60,13 @@ def main() -> int:
     if "--no-taskenv" not in sys.argv:
         step("building the task environment (the Python that sandboxed programs run with)")
         run(VENV / "bin" / "mlgym", "env", "setup")
+    loop = subprocess.run([str(PY), "-c", "from mlgym.bus import hotpath; print(hotpath.name())"],
+                          capture_output=True, text=True).stdout.strip()
+    if loop == "c":
+        step("bus broker: C loop built")
+    else:
+        step("bus broker: C loop not built (no C compiler or Python headers: apt-get install gcc "
+             "python3-dev, then rerun); the broker uses its Python loop, same behaviour, less throughput")
     step("done: try  .venv/bin/mlgym demo")
     return 0
 

@@ -1,11 +1,14 @@
-"""Map the architecture's root folders onto the `mlgym` namespace.
+"""Map the architecture's root folders onto the `mlgym` namespace, and build the bus broker's
+optional C loop.
 
-The repository shows one folder per job (bus/, env_server/, agents/, tools/, tasks/); installed,
-they become `mlgym.bus`, `mlgym.env_server`, ... so no generic top-level names (`tools`,
-`tasks`) leak into site-packages. Everything else lives in pyproject.toml.
+The repository shows one folder per job (bus/, env_server/, ...); installed, they become
+`mlgym.bus`, `mlgym.env_server`, ... so no generic top-level names (`tools`, `tasks`) leak
+into site-packages. `mlgym.bus._hotpath` is optional: without a C compiler and Python's
+headers the install goes on and the broker uses its Python loop (slower, same behaviour).
+Everything else lives in pyproject.toml.
 """
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 ROOTS = ["bus", "env_server", "agents", "tools", "tasks"]
 
@@ -16,4 +19,7 @@ for root in ROOTS:
     packages.append(f"mlgym.{root}")
     packages += [f"mlgym.{root}.{p}" for p in find_packages(root)]
 
-setup(packages=packages, package_dir=package_dir)
+hotpath = Extension("mlgym.bus._hotpath", ["bus/_hotpath.c"], optional=True,
+                    extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
+
+setup(packages=packages, package_dir=package_dir, ext_modules=[hotpath])

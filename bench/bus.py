@@ -3,7 +3,7 @@
 Phases (publisher and subscriber are separate OS processes: this script re-runs itself with
 --role):
   throughput  N messages of 1 KiB through the broker (validate, stamp, SQLite WAL commit,
-              publish) and through a raw XPUB->SUB pair with no broker; msgs/s at the
+              publish; its C loop when built, MLGYM_BUS_LOOP=python for the Python one) and through a raw XPUB->SUB pair with no broker; msgs/s at the
               subscriber, first to last message. Also through libzmq's own C forwarder
               (zmq.proxy: no stamping, validation or log) between the same publisher and
               subscriber: the ceiling for any second hop on this machine (proxy_ratio).
@@ -355,6 +355,9 @@ def main_bench(a: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mlgym-bench-bus-") as tmp_s:
         tmp = Path(tmp_s)
         broker = spawn(tmp / "main")
+        loop = broker.info.get("loop", "python")
+        print(f"  broker loop: {loop}" + ("" if loop == "c" else " (the C loop is not built or MLGYM_BUS_LOOP=python)"),
+              flush=True)
         runs_t, runs_l = [], []
         try:
             for k in range(a.repeats):
@@ -392,6 +395,7 @@ def main_bench(a: argparse.Namespace) -> None:
         "proxy_msgs_per_s": round(med(t["proxy_msgs_per_s"] for t in runs_t)),
         "proxy_ratio": round(med(t["proxy_msgs_per_s"] / t["raw_msgs_per_s"] for t in runs_t), 3),
         "broker_cpu_us_per_msg": round(med(t["broker_cpu_us_per_msg"] for t in runs_t), 1),
+        "broker_loop": loop,
         "p50_ms": round(med(r["p50_ms"] for r in runs_l), 3),
         "p99_ms": round(med(r["p99_ms"] for r in runs_l), 3),
         "raw_p50_ms": round(med(r["raw_p50_ms"] for r in runs_l), 3),

@@ -16,6 +16,11 @@ of two: pyzmq releases the GIL in every send and receive, so two busy Python thr
 the GIL back and forth on every call; the pipeline spent more on that than it overlapped
 (docs/performance.md). The RPC side (asyncio, in the main thread) stays responsive; history
 reads run on their own SQLite connections in worker threads.
+
+The per-message part of that loop (three receives, four sends) runs in C when the optional
+extension bus/_hotpath.c was built (`bus/hotpath.py`); validation then happens once per batch
+(`_batch_valid`). Everything that decides (what is valid, sequence numbers, the log, history)
+is here, the same for both loops; MLGYM_BUS_LOOP=python picks the Python loop.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import gc
 import itertools
+import operator
 import os
 import random
 import signal
@@ -34,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,7 @@ import zmq.backend
 
 from mlgym import log
 from mlgym.bus import endpoints as E
+from mlgym.bus import hotpath
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 from mlgym.bus.eventlog import EventLog, LogReader, Record, Row
@@ -76,8 +84,7 @@ class _Batch:
     first_seq: int
     epoch: int
     ts: float
-    records: list[Record]  # (topic, encoding name, payload): what the log (and, as a tuple, history) keeps
-    out: list[list[bytes]]  # [topic, encoding, payload] frames to publish after the commit
+    records: list[Record]  # (topic, encoding name, payload): logged, kept (as a tuple) and published
     acks: list[tuple[bytes, int]]  # acked publishes: (token, seq)
 
     @property
@@ -85,8 +92,39 @@ class _Batch:
         return self.first_seq + len(self.records) - 1
 
 
-_ENC_NAMES = {P.MSGPACK: "msgpack", P.JSON: "json"}
+_ENC_NAMES = hotpath.ENCODING_NAMES
+_ENC_FRAMES = {name: enc for enc, name in _ENC_NAMES.items()}
 _DECODERS = {enc: (P.raw_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# whole-batch validation (the C loop): element boundaries first, then the envelopes
+_RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.Envelope])
+_topic_of = operator.attrgetter("topic")
+_version_of = operator.attrgetter("v")
+_record_topic = operator.itemgetter(0)
+_record_payload = operator.itemgetter(2)
+
+
+def _batch_valid(records: list[Record], packed: bytes | None) -> bool:
+    """Whether every record of a batch from the C loop passes the broker's checks, decided
+    with a few calls for the whole batch instead of a few per message. `packed` is all the
+    payloads back to back in one msgpack array: decoding it as raw elements proves that each
+    payload is exactly one msgpack value (a truncated one would borrow its neighbour's bytes
+    and shift every boundary); decoding it as envelopes then checks each against the
+    schema. False sends the batch to the per-message checks, which decide and count."""
+    if packed is None:  # some record is not msgpack
+        return False
+    try:
+        raws = _RAW_LIST.decode(packed)
+        if list(map(len, raws)) != list(map(len, map(_record_payload, records))):
+            return False
+        envelopes = _ENVELOPE_LIST.decode(packed)
+    except _DECODE_ERRORS:
+        return False
+    topics = list(map(_record_topic, records))
+    return (all(v == P.PROTOCOL_VERSION for v in set(map(_version_of, envelopes)))
+            and list(map(_topic_of, envelopes)) == topics
+            and all(t and not t.startswith(RESERVED_PREFIX) for t in set(topics)))
 
 
 class Broker:
@@ -149,6 +187,7 @@ class Broker:
         self._ack_counter = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
+        self._hotpath: Any = None  # the C loop's module (bus/_hotpath.c), or None: Python's
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,6 +200,7 @@ class Broker:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._hotpath = hotpath.load()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         self._log = await asyncio.to_thread(EventLog, self.log_path)
@@ -184,7 +224,8 @@ class Broker:
         assert self.endpoints is not None
         E.write_descriptor(self.run_dir, self.descriptor())
         logger.info("broker started", url=self.endpoints.url, epoch=self.epoch,
-                    next_seq=self._next_seq, log=str(self.log_path), curve=self.curve is not None)
+                    next_seq=self._next_seq, log=str(self.log_path), curve=self.curve is not None,
+                    loop="python" if self._hotpath is None else "c")
 
     def _take_lock(self) -> None:
         """One broker per run directory: an exclusive lock on <run_dir>/broker.lock, which the
@@ -207,6 +248,7 @@ class Broker:
             "log": str(self.log_path),
             "protocol_version": P.PROTOCOL_VERSION,
             "curve": self.curve is not None,
+            "loop": "python" if self._hotpath is None else "c",
         }
         if self.curve is not None:
             info["server_public_key"] = self.curve.public_key()
@@ -320,6 +362,7 @@ class Broker:
         poller.register(xpub, zmq.POLLIN)
         noblock, again = zmq.NOBLOCK, zmq.Again
         batch = self.batch
+        read, publish = self._loop_functions(xsub, xpub)
         interval = self.heartbeat_interval
         next_heartbeat = time.monotonic()
         while True:
@@ -345,11 +388,13 @@ class Broker:
                         break
                     if sub[:1] == b"\x01":
                         greet = True  # a new subscription: tell it the head and epoch now
-            records, out = self._read(xsub, batch) if xsub in ready else ([], [])
+            records = read(batch) if xsub in ready else []
             if records or acked:
-                work = self._stamp(records, out, acked)
+                work = self._stamp(records, acked)
                 if work is not None:
-                    self._commit_and_publish(work, xpub)
+                    self._commit(work)
+                    publish(work.records, work.first_seq, work.epoch)
+                    self._after_publish(work)
             if stopping:
                 return
             now = time.monotonic()
@@ -357,7 +402,29 @@ class Broker:
                 self._send_heartbeat(xpub)
                 next_heartbeat = now + interval
 
-    def _read(self, xsub: zmq.Socket, limit: int) -> tuple[list[Record], list[list[bytes]]]:
+    def _loop_functions(self, xsub: zmq.Socket, xpub: zmq.Socket) -> tuple[
+            Callable[[int], list[Record]], Callable[[list[Record], int, int], Any]]:
+        """(read a batch, publish a batch): the C loop's when it is built, else Python's."""
+        hp = self._hotpath
+        if hp is None:
+            return functools.partial(self._read, xsub), functools.partial(_send_records, xpub)
+        recv_batch, xsub_h = hp.recv_batch, xsub.underlying
+
+        def read(limit: int) -> list[Record]:
+            records, odd, packed, malformed = recv_batch(xsub_h, limit, BATCH_BYTES)
+            self.dropped_malformed += malformed
+            for frames in odd:  # unknown encoding, oversized or a topic that is not UTF-8
+                checked = self._validate(frames)  # counts why
+                if checked is not None:  # not expected: C passes on only what fails
+                    records.append((checked[0], checked[1], frames[2]))
+            if records and not _batch_valid(records, packed):
+                records = [r for r in records
+                           if self._validate([r[0].encode(), _ENC_FRAMES[r[1]], r[2]]) is not None]
+            return records
+
+        return read, functools.partial(hp.send_batch, xpub.underlying)
+
+    def _read(self, xsub: zmq.Socket, limit: int) -> list[Record]:
         """Up to `limit` messages, or fewer once they hold BATCH_BYTES of payload (large
         messages: memory and commit time stay bounded), without blocking; the valid ones as
         (records for the log, frames to publish), the rest counted and dropped.
@@ -381,7 +448,6 @@ class Broker:
         decoders, errors = _DECODERS, (msgspec.DecodeError, msgspec.ValidationError)
         version, reserved, max_bytes = P.PROTOCOL_VERSION, RESERVED_PREFIX, P.MAX_FRAME_BYTES
         records: list[Record] = []
-        out: list[list[bytes]] = []
         budget = BATCH_BYTES
         for _ in range(limit):
             if budget <= 0:
@@ -414,33 +480,30 @@ class Broker:
                     topic = env.topic
                     if env.v == version and topic and not topic.startswith(reserved) and topic.encode() == f1:
                         records.append((topic, decoder[1], f3))
-                        out.append([f1, f2, f3])
                         continue
             checked = self._validate([f1, f2, f3])
             if checked is not None:  # not expected: the inline checks are the same
                 records.append((checked[0], checked[1], f3))
-                out.append([f1, f2, f3])
-        return records, out
+        return records
 
-    def _stamp(self, records: list[Record], out: list[list[bytes]], acked: list[list[bytes]]) -> _Batch | None:
+    def _stamp(self, records: list[Record], acked: list[list[bytes]]) -> _Batch | None:
         """Stamp a batch of valid messages (sequence numbers are assigned here, in arrival
         order), acked publishes after the rest."""
         acks: list[tuple[bytes, int]] = []
         seq = self._next_seq + len(records)
         for token, topic_b, enc, payload in acked:  # validated by the RPC handler
             records.append((topic_b.decode(), _ENC_NAMES[enc], payload))
-            out.append([topic_b, enc, payload])
             acks.append((token, seq))
             seq += 1
         if not records:
             return None
-        batch = _Batch(self._next_seq, self.epoch, time.time(), records, out, acks)
+        batch = _Batch(self._next_seq, self.epoch, time.time(), records, acks)
         self._next_seq = seq
         return batch
 
-    def _commit_and_publish(self, b: _Batch, xpub: zmq.Socket) -> None:
-        """Log and commit, then publish: the write-then-publish order is what makes every
-        delivered message durable."""
+    def _commit(self, b: _Batch) -> None:
+        """Log and commit, and keep in the history window, before anything is published: the
+        write-then-publish order is what makes every delivered message durable."""
         self._append(b)
         with self._hist_lock:
             self._history.append((b.first_seq, b.epoch, b.ts, tuple(b.records)))
@@ -448,18 +511,9 @@ class Broker:
             while self._history and self._history_len - len(self._history[0][3]) >= self.history:
                 self._history_len -= len(self._history.popleft()[3])
             self.head_seq = b.last_seq
-        # XPUB never blocks: a full subscriber queue drops, which the subscriber sees as a gap.
-        # The frames go out with the backend's send and integer flags: pyzmq's send_multipart
-        # costs several times more per message (flag enums), and this is the hot path.
-        send, pack = _raw_send, P.STAMP.pack
-        seq, epoch = b.first_seq, b.epoch
-        for topic_b, enc, payload in b.out:
-            send(xpub, topic_b, _SNDMORE)
-            send(xpub, pack(seq, epoch), _SNDMORE)
-            send(xpub, enc, _SNDMORE)
-            send(xpub, payload, 0)
-            seq += 1
-        self.published += len(b.out)
+
+    def _after_publish(self, b: _Batch) -> None:
+        self.published += len(b.records)
         if b.acks and self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve_acks, b.acks)
 
@@ -633,6 +687,21 @@ class Broker:
                     yield row
         finally:
             await asyncio.to_thread(reader.close)
+
+
+def _send_records(xpub: zmq.Socket, records: list[Record], first_seq: int, epoch: int) -> None:
+    """The Python loop's publish: [topic][stamp][encoding][payload] per record, seqs counting
+    up from first_seq. XPUB never blocks: a full subscriber queue drops, which the subscriber
+    sees as a gap. The backend's send with integer flags: pyzmq's send_multipart costs several
+    times more per message (flag enums)."""
+    send, pack, more, frames = _raw_send, P.STAMP.pack, _SNDMORE, _ENC_FRAMES
+    seq = first_seq
+    for topic, enc, payload in records:
+        send(xpub, topic.encode(), more)
+        send(xpub, pack(seq, epoch), more)
+        send(xpub, frames[enc], more)
+        send(xpub, payload, 0)
+        seq += 1
 
 
 async def serve(run_dir: str | Path, **kwargs: Any) -> None:

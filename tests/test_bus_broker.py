@@ -1,5 +1,6 @@
 """Broker and ZeroMQ client over real sockets: ordering, late joiners, gap recovery, acked
-publish, and bad input that must be counted and contained."""
+publish, and bad input that must be counted and contained. Every test runs with both proxy
+loops: the C one (bus/_hotpath.c) and the Python fallback."""
 
 from __future__ import annotations
 
@@ -17,6 +18,20 @@ from mlgym.bus.base import RpcError
 from mlgym.bus.broker import Broker
 from mlgym.bus.client import BusClient
 from mlgym.bus.eventlog import LogReader
+from conftest import require
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def bus_loop(request, monkeypatch) -> str:
+    """MLGYM_BUS_LOOP for the brokers this test starts."""
+    if request.param == "c":
+        from mlgym.bus import hotpath
+
+        monkeypatch.delenv(hotpath.ENV_VAR, raising=False)
+        require(hotpath.load() is not None, "the broker's C loop is not built (needs a C compiler "
+                "and Python headers at install time)")
+    monkeypatch.setenv("MLGYM_BUS_LOOP", request.param)
+    return request.param
 
 
 @pytest.fixture
