@@ -107,10 +107,10 @@ def tail(url: str | None, run_dir: str | None, keys: str | None, from_seq: int |
 @click.option("--to-seq", type=int, default=0, help="Last seq to print (0: the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print each envelope as one JSON line.")
 def log_cmd(run_dir: str, prefixes: tuple[str, ...], from_seq: int, to_seq: int, as_json: bool) -> None:
-    """Print a run's event log (RUN_DIR/events.sqlite) from the file, no broker needed
+    """Print a run's event log (RUN_DIR/events.sqlite and its .data file), no broker needed
     (topic PREFIXES, default everything)."""
     from mlgym.bus.broker import LOG_FILE
-    from mlgym.bus.eventlog import LogReader
+    from mlgym.bus.eventlog import LogCorrupt, LogReader
 
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
@@ -126,7 +126,7 @@ def log_cmd(run_dir: str, prefixes: tuple[str, ...], from_seq: int, to_seq: int,
                     continue
                 env.seq, env.epoch = seq, epoch
                 click.echo(json.dumps(msgspec.to_builtins(env)) if as_json else format_line(env))
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, LogCorrupt) as exc:
         raise click.ClickException(f"cannot read {path}: {exc}") from None
     finally:
         reader.close()

@@ -1,13 +1,17 @@
-"""The event log's WAL handling: the writer never shrinks the WAL (that stalled commits),
-the checkpointer truncates it once the log has been quiet for a while."""
+"""The event log: batches read back as rows, older schemas read and upgraded, the WAL's
+handling (never shrunk by the writer, truncated in a lull), and the data file's crash
+safety (a write whose row never committed is cut off; data lost with the power is dropped with
+its rows, not served)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import pytest
 
 from mlgym.bus import eventlog
 from mlgym.bus.eventlog import EventLog, LogReader
@@ -27,18 +31,17 @@ def _wait_for(cond, timeout: float = 10.0) -> bool:
 
 
 def test_wal_truncated_only_in_a_lull(tmp_path, monkeypatch):
-    monkeypatch.setattr(eventlog, "WAL_KEEP", 64 * 1024)
+    monkeypatch.setattr(eventlog, "WAL_KEEP", 32 * 1024)
     monkeypatch.setattr(eventlog, "LULL", 0.5)
     log = EventLog(tmp_path / "events.sqlite", checkpoint_interval=0.05)
     wal = tmp_path / "events.sqlite-wal"
     try:
         for k in range(20):
             log.append(_rows(1 + k * 100, 100))
-        grown = wal.stat().st_size
-        assert grown > 1024 * 1024
+        assert wal.stat().st_size > 2 * 32 * 1024  # index rows only (the data is in its own file)
         # passive checkpoints copy the WAL back but leave its size alone while appends go on
         log.append(_rows(2001, 10))
-        assert wal.stat().st_size >= 64 * 1024
+        assert wal.stat().st_size >= 32 * 1024
         assert _wait_for(lambda: wal.stat().st_size == 0), "WAL not truncated in the lull"
         log.append(_rows(2011, 5))  # the log still takes appends afterwards
         reader = LogReader(tmp_path / "events.sqlite")
@@ -117,15 +120,18 @@ def test_rows_become_batches_and_read_back(tmp_path):
     reader.close()
 
 
+def _old_log(path, table: str, epoch: int, rows: list[tuple]) -> None:
+    """A log as an older version wrote it: `table`'s definition, a meta table, `rows`."""
+    with sqlite3.connect(path) as db:
+        db.executescript(f"CREATE TABLE {table}; CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                         f"INSERT INTO meta VALUES ('epoch', '{epoch}');")
+        db.executemany(f"INSERT INTO {table.split()[0]} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+
+
 def _version_1_log(path, rows):
     """A log as version 1 wrote it: one row per message in `events`."""
-    with sqlite3.connect(path) as db:
-        db.executescript(
-            "CREATE TABLE events (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, ts REAL NOT NULL,"
-            " topic TEXT NOT NULL, encoding TEXT NOT NULL, payload BLOB NOT NULL);"
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-            "INSERT INTO meta VALUES ('epoch', '3');")
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+    _old_log(path, "events (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, ts REAL NOT NULL,"
+             " topic TEXT NOT NULL, encoding TEXT NOT NULL, payload BLOB NOT NULL)", 3, rows)
 
 
 def test_a_version_1_log_is_read_as_is_and_upgraded_by_the_writer(tmp_path):
@@ -169,3 +175,121 @@ def test_a_batch_over_the_row_limit_is_split_over_rows(tmp_path, monkeypatch):
     rows = [r for c in reader.read(1) for r in c]
     reader.close()
     assert rows == [(7 + i, 2, 5.0, *r) for i, r in enumerate(recs)] + [(15 + i, 2, 6.0, *r) for i, r in enumerate(recs[:3])]
+
+
+def _read_all(path) -> list[eventlog.Row]:
+    reader = LogReader(path)
+    try:
+        return [r for c in reader.read(1) for r in c]
+    finally:
+        reader.close()
+
+
+def _version_2_log(path, batches):
+    """A log as version 2 wrote it: batches inline, no data file columns."""
+    _old_log(path, "batches (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, epoch INTEGER NOT NULL,"
+             " ts REAL NOT NULL, records BLOB NOT NULL)", 2,
+             [(f, f + len(r) - 1, e, ts, eventlog._encode_records(r)) for f, e, ts, r in batches])
+
+
+def test_a_version_2_log_is_read_as_is_and_extended_in_the_data_file(tmp_path):
+    path = tmp_path / "events.sqlite"
+    old = [(1, 1, 1.0, [("t/a", "msgpack", b"a1"), ("t/b", "json", b"b2")]), (3, 2, 2.0, [("t/a", "msgpack", b"a3")])]
+    _version_2_log(path, old)
+    old_rows = [(1, 1, 1.0, "t/a", "msgpack", b"a1"), (2, 1, 1.0, "t/b", "json", b"b2"), (3, 2, 2.0, "t/a", "msgpack", b"a3")]
+    assert _read_all(path) == old_rows
+    log = EventLog(path)
+    try:
+        assert log.begin_epoch() == (3, 4)
+        log.append_batches([(4, 3, 3.0, [("t/a", "msgpack", b"new")])])
+        assert log._conn.execute("SELECT data_offset FROM batches WHERE first_seq = 1").fetchone() == (None,)
+    finally:
+        log.close()
+    assert _read_all(path) == old_rows + [(4, 3, 3.0, "t/a", "msgpack", b"new")]
+    assert eventlog.data_path(path).stat().st_size > 0
+
+
+def test_data_written_but_never_committed_is_cut_off(tmp_path):
+    """A crash between writing a batch's data and committing its row leaves bytes past the
+    last row's end: the next writer cuts them off and appends where the committed data ends."""
+    path = tmp_path / "events.sqlite"
+    log = EventLog(path)
+    log.append(_rows(1, 10))
+    log.close()
+    end = eventlog.data_path(path).stat().st_size
+    with open(eventlog.data_path(path), "ab") as f:
+        f.write(b"half a batch")
+    log = EventLog(path)
+    try:
+        assert eventlog.data_path(path).stat().st_size == end
+        log.append(_rows(11, 5))
+    finally:
+        log.close()
+    assert [r[0] for r in _read_all(path)] == list(range(1, 16))
+
+
+def _unclean(log: EventLog) -> None:
+    """Stop a writer the way a crash does: no final sync, no clean-stop mark."""
+    log._stop.set()
+    log._checkpointer.join()
+    os.close(log._data)
+    log._conn.close()
+
+
+def test_data_lost_with_the_power_is_dropped_with_its_rows(tmp_path):
+    """Rows can survive a power loss whose data did not: past the last synced mark a new
+    writer checks each row, drops the first broken one and everything after it, and the log
+    reads as the intact prefix."""
+    path = tmp_path / "events.sqlite"
+    log = EventLog(path, checkpoint_interval=0.05)
+    log.append(_rows(1, 20))
+    assert _wait_for(lambda: log._synced == log._data_end)  # the checkpointer synced it...
+    log.append(_rows(21, 10))  # ...and this commit records the mark
+    synced = int(log._conn.execute("SELECT value FROM meta WHERE key='data_synced'").fetchone()[0])
+    assert synced > 0
+    log._stop.set()  # no more syncs: what follows is past the mark
+    log._checkpointer.join()
+    log.append(_rows(31, 10))
+    log.append(_rows(41, 10))
+    offset = log._conn.execute("SELECT data_offset FROM batches WHERE first_seq = 31").fetchone()[0]
+    _unclean(log)
+    with open(eventlog.data_path(path), "r+b") as f:  # the power took batch 31-40's data
+        f.seek(offset)
+        f.write(b"\0" * 4096)
+    log = EventLog(path)
+    try:
+        assert log.head()[0] == 30
+        assert eventlog.data_path(path).stat().st_size == offset
+        log.append(_rows(31, 3))
+    finally:
+        log.close()
+    assert [r[0] for r in _read_all(path)] == list(range(1, 34))
+
+
+def test_a_clean_stop_needs_no_check_and_an_unclean_one_keeps_intact_rows(tmp_path, monkeypatch):
+    path = tmp_path / "events.sqlite"
+    log = EventLog(path, checkpoint_interval=60)
+    log.append(_rows(1, 10))
+    _unclean(log)  # nothing synced: every row is checked, and all are intact
+    log = EventLog(path, checkpoint_interval=60)
+    assert log.head()[0] == 10
+    log.append(_rows(11, 10))
+    log.close()  # a clean stop marks everything synced
+    checked = []
+    monkeypatch.setattr(EventLog, "_drop_broken_tail", lambda self, synced: checked.append(synced))
+    log = EventLog(path)
+    log.close()
+    assert checked == []
+    assert [r[0] for r in _read_all(path)] == list(range(1, 21))
+
+
+def test_a_missing_data_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "events.sqlite"
+    log = EventLog(path)
+    log.append(_rows(1, 3))
+    log.close()
+    eventlog.data_path(path).unlink()
+    reader = LogReader(path)
+    with pytest.raises(eventlog.LogCorrupt, match="missing"):
+        list(reader.read(1))
+    reader.close()

@@ -110,6 +110,10 @@ def test_log_prints_the_event_log_without_a_broker(tmp_path: Path) -> None:
     assert [line.split()[0] for line in out.stdout.splitlines()] == [str(seqs[1]), str(seqs[2])]
     missing = subprocess.run([*cmd[:-1], str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no event log" in missing.stderr
+    (run / "events.sqlite.data").unlink()  # the index alone: a clear error, not a traceback
+    no_data = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert no_data.returncode == 1 and "events.sqlite.data is missing" in no_data.stderr
+    assert "Traceback" not in no_data.stderr
 
 
 def test_demo_runs_and_ends_with_json(tmp_path: Path) -> None:
