@@ -427,7 +427,7 @@ class Broker:
     def _read(self, xsub: zmq.Socket, limit: int) -> list[Record]:
         """Up to `limit` messages, or fewer once they hold BATCH_BYTES of payload (large
         messages: memory and commit time stay bounded), without blocking; the valid ones as
-        (records for the log, frames to publish), the rest counted and dropped.
+        records (to log, keep and publish), the rest counted and dropped. The Python loop.
 
         Why not recv_multipart: asking ZeroMQ "more frames?" (RCVMORE) costs pyzmq ~1.5 us, as
         much as the rest of the work on a message, and recv_multipart asks after every frame.

@@ -9,9 +9,9 @@ themselves (`LogReader`), so callers still see one row per message.
 
 Why the packed batches go to a data file and the row only says where (offset, length): in
 SQLite every byte is written twice, into the WAL and again when a checkpoint copies it into the
-database, and read once more in between; the kernel's part of that (page cache, block
-allocation) was a quarter of the broker's CPU. Appended to a plain file each byte is written
-once. The order keeps it as safe as before: the data is written before the row that points to
+database, and read once more in between; the insert, half of it the kernel's writing (page
+cache, block allocation), was a quarter of the broker's proxy thread, and the checkpointer
+added a tenth more. Appended to a plain file each byte is written once. The order keeps it as safe as before: the data is written before the row that points to
 it is committed, so a committed row always has its data, and a writer that opens the log cuts
 off anything past the last committed row (a crash between the two). Against power loss, where
 a committed row can survive and its data not: the checkpointer fdatasyncs the data file and the
@@ -367,8 +367,6 @@ class LogReader:
         tables = _tables(self._conn)
         # an old log nobody has upgraded, or a new file whose writer has not made its tables
         self._legacy = "events" in tables and "batches" not in tables
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batches)")}
-        self._where = "data_offset, data_length" if "data_offset" in columns else "NULL, NULL"  # version 2
         self._data: int | None = None
 
     def _blob(self, inline: bytes, offset: int | None, length: int | None) -> bytes:
@@ -398,8 +396,11 @@ class LogReader:
         want = tuple(prefixes)
         match_all = not want or "" in want
         last = to_seq or (1 << 62)
+        # asked on every read: a reader may be opened before its writer has made the table
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batches)")}
+        location = "data_offset, data_length" if "data_offset" in columns else "NULL, NULL"  # version 2
         cur = self._conn.execute(
-            f"SELECT first_seq, epoch, ts, records, {self._where} FROM batches WHERE first_seq >= "
+            f"SELECT first_seq, epoch, ts, records, {location} FROM batches WHERE first_seq >= "
             "(SELECT COALESCE(MAX(first_seq), 0) FROM batches WHERE first_seq <= ?) AND first_seq <= ? "
             "ORDER BY first_seq", (from_seq, last))
         out: list[Row] = []
