@@ -8,7 +8,7 @@ headers the install goes on and the broker uses its Python loop (slower, same be
 Everything else lives in pyproject.toml.
 """
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, find_namespace_packages, find_packages, setup
 
 ROOTS = ["bus", "env_server", "agents", "tools", "tasks"]
 
@@ -17,7 +17,8 @@ package_dir = {"mlgym": "mlgym"}
 for root in ROOTS:
     package_dir[f"mlgym.{root}"] = root
     packages.append(f"mlgym.{root}")
-    packages += [f"mlgym.{root}.{p}" for p in find_packages(root)]
+    # every folder, with or without __init__.py: task folders carry code and data files
+    packages += [f"mlgym.{root}.{p}" for p in find_namespace_packages(root, exclude=["*__pycache__*"])]
 
 hotpath = Extension("mlgym.bus._hotpath", ["bus/_hotpath.c"], optional=True,
                     extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
