@@ -376,4 +376,15 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__hotpath(void) { return PyModule_Create(&module); }
+/* Bumped whenever a function's arguments or results change: bus/hotpath.py refuses a module
+ * built from other sources (an editable install whose extension was not rebuilt). */
+#define HOTPATH_ABI 1
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", HOTPATH_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

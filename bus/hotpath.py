@@ -20,6 +20,7 @@ from mlgym.bus import protocol as P
 logger = log.get(__name__)
 
 ENV_VAR = "MLGYM_BUS_LOOP"
+ABI = 1  # must equal HOTPATH_ABI in _hotpath.c
 ENCODING_NAMES = {P.MSGPACK: "msgpack", P.JSON: "json"}  # msgpack first: the C loop packs those
 
 
@@ -39,6 +40,9 @@ def _load(required: bool) -> ModuleType | None:
 
         from mlgym.bus import _hotpath  # type: ignore[attr-defined]
 
+        if getattr(_hotpath, "ABI", None) != ABI:
+            raise ImportError(f"the built extension is stale (ABI {getattr(_hotpath, 'ABI', None)}, "
+                              f"these sources expect {ABI}): rerun python3 install.py")
         found = _hotpath.bind(pyzmq_backend.__file__, tuple(ENCODING_NAMES),
                               tuple(ENCODING_NAMES.values()), P.MAX_FRAME_BYTES)
         if found != zmq.zmq_version_info():

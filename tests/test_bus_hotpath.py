@@ -185,3 +185,12 @@ def test_forced_c_loop_that_is_missing_is_an_error(monkeypatch) -> None:
         hotpath.load()
     monkeypatch.setenv(hotpath.ENV_VAR, "python")
     assert hotpath.load() is None
+
+
+def test_c_sources_and_loader_agree_on_the_abi() -> None:
+    """bus/hotpath.py refuses an extension built from other sources; both must name the same
+    ABI, or every build would be refused (the source is read, so this holds without a build)."""
+    import re
+
+    source = (Path(hotpath.__file__).with_name("_hotpath.c")).read_text()
+    assert int(re.search(r"#define HOTPATH_ABI (\d+)", source).group(1)) == hotpath.ABI
