@@ -96,19 +96,24 @@ def counters(b: Broker) -> dict[str, int]:
     return {"malformed": b.dropped_malformed, "oversized": b.dropped_oversized, "version": b.dropped_version}
 
 
+END = message("good", "zz/end", "end")  # sent after every test batch: reading stops at it
+
+
 def send_all(sock: zmq.Socket, batch: list[list[bytes]]) -> None:
-    for frames in batch:
+    for frames in [*batch, END]:
         sock.send_multipart(frames)
-    time.sleep(0.002)  # inproc delivers at once; leave a margin for the pipe's activation
 
 
 def read_all(read, sock: zmq.Socket, limit: int = 7) -> list[tuple]:
-    """Everything queued, in batches of `limit` (batch edges fall anywhere; a batch of only bad
-    messages reads as empty)."""
+    """Everything sent up to END, in batches of `limit` (batch edges fall anywhere; a batch of
+    only bad messages reads as empty)."""
     out: list[tuple] = []
-    while sock.poll(0):
+    deadline = time.monotonic() + 10
+    while not out or out[-1][0] != "zz/end":
+        assert time.monotonic() < deadline, f"END not read; got {out}"
+        sock.poll(100)
         out += read(limit)
-    return out
+    return out[:-1]
 
 
 def expand(msgs: list[tuple[str, str, str]]) -> list[list[bytes]]:
@@ -123,12 +128,11 @@ def expand(msgs: list[tuple[str, str, str]]) -> list[list[bytes]]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(msgs=messages)
-def test_c_and_python_loops_keep_and_drop_the_same_messages(hp, pair, monkeypatch, msgs) -> None:
+def test_c_and_python_loops_keep_and_drop_the_same_messages(hp, pair, msgs) -> None:
     a, b = pair
     batch = expand(msgs)
     want_records, want_counts = expected(batch)
 
-    monkeypatch.delenv(hotpath.ENV_VAR, raising=False)
     c_broker = Broker(Path("/nonexistent"))
     c_broker._hotpath = hp
     c_read, _ = c_broker._loop_functions(b, a)
@@ -170,8 +174,9 @@ def test_send_batch_stamps_consecutive_seqs(hp, pair) -> None:
 
 def test_budget_ends_a_batch_early(hp, pair) -> None:
     a, b = pair
-    msgs = [message("good", "a/b", "y" * 1000) for _ in range(5)]
-    send_all(a, msgs)
+    for _ in range(5):
+        a.send_multipart(message("good", "a/b", "y" * 1000))
+    assert b.poll(1000)
     records, odd, packed, malformed = hp.recv_batch(b.underlying, 100, 2500)
     assert len(records) == 3 and not odd and malformed == 0  # stops once 2500 bytes are in
     assert msgspec.msgpack.decode(packed, type=list[P.Envelope])[0].body.text == "y" * 1000
@@ -179,7 +184,7 @@ def test_budget_ends_a_batch_early(hp, pair) -> None:
     assert len(rest) == 2
 
 
-def test_forced_c_loop_that_is_missing_is_an_error(monkeypatch) -> None:
+def test_loop_choice_is_checked(monkeypatch) -> None:
     monkeypatch.setenv(hotpath.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="auto, c or python"):
         hotpath.load()
