@@ -192,6 +192,24 @@ def test_loop_choice_is_checked(monkeypatch) -> None:
     assert hotpath.load() is None
 
 
+def test_a_missing_extension_falls_back_unless_c_is_asked_for(monkeypatch) -> None:
+    import sys
+
+    hotpath._load.cache_clear()
+    import mlgym.bus
+
+    monkeypatch.delattr(mlgym.bus, "_hotpath", raising=False)  # import fails as if never built
+    monkeypatch.setitem(sys.modules, "mlgym.bus._hotpath", None)
+    try:
+        monkeypatch.setenv(hotpath.ENV_VAR, "auto")
+        assert hotpath.load() is None and hotpath.name() == "python"
+        monkeypatch.setenv(hotpath.ENV_VAR, "c")
+        with pytest.raises(RuntimeError, match="C loop is unavailable"):
+            hotpath.load()
+    finally:
+        hotpath._load.cache_clear()
+
+
 def test_c_sources_and_loader_agree_on_the_abi() -> None:
     """bus/hotpath.py refuses an extension built from other sources; both must name the same
     ABI, or every build would be refused (the source is read, so this holds without a build)."""
