@@ -15,7 +15,9 @@ Phases (publisher and subscriber are separate OS processes: this script re-runs 
               history; then a late joiner replays the whole burst. Lost and duplicated counts.
   kill        acked publishes, SIGKILL of the broker, restart: acked messages all in history,
               a live subscriber sees the new epoch and resynchronises.
-The last line printed is one JSON object.
+The last line printed is one JSON object. `noisy` in it is true when the raw pair itself was
+unsteady (p99 over 2 ms, or its throughput repeats more than 1.5x apart): then the machine, not
+the broker, moved the figures.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from mlgym.bus import protocol as P
 
 SIZE = 1024
 TOPIC = "bench/load"
+# the raw pair, with no broker, is the control: past these the machine itself was unsteady
+# (quiet runs here: p99 0.2-0.4 ms, repeats within 1.3x of each other)
+NOISY_RAW_P99_MS = 2.0
+NOISY_RAW_SPREAD = 1.5
 
 
 # --------------------------------------------------------------------------- message bodies
@@ -412,6 +418,13 @@ def main_bench(a: argparse.Namespace) -> None:
         "load_before": round(load_before, 1),
         "load_after": round(os.getloadavg()[0], 1),
     }
+    raw_rates = [t["raw_msgs_per_s"] for t in runs_t]
+    noisy = summary["raw_p99_ms"] > NOISY_RAW_P99_MS or max(raw_rates) > NOISY_RAW_SPREAD * min(raw_rates)
+    summary["noisy"] = noisy
+    if noisy:
+        print(f"  note: the machine was noisy during this run (the raw pair alone: p99 {summary['raw_p99_ms']} ms, "
+              f"{min(raw_rates):,.0f}-{max(raw_rates):,.0f} msg/s); its ratios and p99 are unreliable",
+              flush=True)
     print(f"bus: broker {summary['broker_msgs_per_s']:,} msg/s vs raw {summary['raw_msgs_per_s']:,} "
           f"(ratio {summary['ratio']}; libzmq's C proxy {summary['proxy_ratio']}); p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at "
           f"{a.lat_rate}/s; lost {summary['lost']}, duplicated {summary['duplicated']}", flush=True)
