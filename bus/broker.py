@@ -55,7 +55,7 @@ from mlgym.bus import endpoints as E
 from mlgym.bus import hotpath
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
-from mlgym.bus.eventlog import EventLog, LogReader, Record, Row
+from mlgym.bus.eventlog import EventLog, LogReader, Record, Row, batch_rows
 from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
@@ -445,7 +445,7 @@ class Broker:
         goes to `_validate`, which decides and counts why."""
         recv, get, rcvmore = _raw_recv, _raw_get, _RCVMORE
         noblock, again = zmq.NOBLOCK, zmq.Again
-        decoders, errors = _DECODERS, (msgspec.DecodeError, msgspec.ValidationError)
+        decoders, errors = _DECODERS, _DECODE_ERRORS
         version, reserved, max_bytes = P.PROTOCOL_VERSION, RESERVED_PREFIX, P.MAX_FRAME_BYTES
         records: list[Record] = []
         budget = BATCH_BYTES
@@ -627,23 +627,11 @@ class Broker:
     def _memory_rows(self, start: int, to: int, prefixes: tuple[str, ...], limit: int) -> list[Row] | None:
         """Matching rows start..to from the in-memory window, or None if it does not reach
         back that far."""
-        match_all = "" in prefixes
         with self._hist_lock:
             if not self._history or self._history[0][0] > start:
                 return None
             batches = list(self._history)
-        rows: list[Row] = []
-        for first, epoch, ts, records in batches:
-            if first + len(records) <= start:
-                continue
-            if first > to:
-                break
-            seq = first
-            for topic, enc, payload in records:
-                if start <= seq <= to and (match_all or topic.startswith(prefixes)):
-                    rows.append((seq, epoch, ts, topic, enc, payload))
-                seq += 1
-        return rows[:limit] if limit else rows
+        return list(itertools.islice(batch_rows(batches, start, to, prefixes), limit or None))
 
     def _history_reply(self, req: P.HistoryRequest) -> AsyncIterator[P.Body]:
         # the head is read first: everything up to it is committed, so "up to head" is exact

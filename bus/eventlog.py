@@ -39,7 +39,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -337,6 +337,27 @@ def _pieces(first: int, records: Sequence[Record]) -> Iterator[tuple[int, Sequen
         yield first + start, records[start:] if start else records
 
 
+def batch_rows(batches: Iterable[Batch], from_seq: int, to_seq: int, prefixes: Sequence[str]) -> Iterator[Row]:
+    """The rows of `batches` (in seq order) with from_seq <= seq <= to_seq whose topic starts
+    with one of `prefixes` (none, or "": every topic). Shared by the log's readers and the
+    broker's in-memory window, which keep the same batches."""
+    want = tuple(prefixes)
+    match_all = not want or "" in want
+    for first, epoch, ts, records in batches:
+        if first > to_seq:
+            return
+        if first + len(records) <= from_seq:
+            continue
+        seq = first - 1
+        for topic, encoding, payload in records:
+            seq += 1
+            if seq < from_seq or not (match_all or topic.startswith(want)):
+                continue
+            if seq > to_seq:
+                return
+            yield (seq, epoch, ts, topic, encoding, payload)
+
+
 def _pwrite_all(fd: int, blobs: list[bytes], offset: int) -> None:
     """Write `blobs` back to back from `offset` (os.pwritev may write less than asked)."""
     views = [memoryview(b) for b in blobs if b]
@@ -393,8 +414,6 @@ class LogReader:
         if self._legacy:
             yield from self._read_legacy(from_seq, to_seq, prefixes, limit, chunk)
             return
-        want = tuple(prefixes)
-        match_all = not want or "" in want
         last = to_seq or (1 << 62)
         # asked on every read: a reader may be opened before its writer has made the table
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batches)")}
@@ -403,29 +422,26 @@ class LogReader:
             f"SELECT first_seq, epoch, ts, records, {location} FROM batches WHERE first_seq >= "
             "(SELECT COALESCE(MAX(first_seq), 0) FROM batches WHERE first_seq <= ?) AND first_seq <= ? "
             "ORDER BY first_seq", (from_seq, last))
+        batches = ((first, epoch, ts, self._records(first, inline, offset, length))
+                   for first, epoch, ts, inline, offset, length in cur)
         out: list[Row] = []
         left = limit or -1
-        for first, epoch, ts, inline, offset, length in cur:
-            seq = first - 1
-            try:
-                records = _decode_records(self._blob(inline, offset, length))
-            except msgspec.DecodeError as exc:
-                raise LogCorrupt(f"the batch from seq {first} in {self.path} does not decode: {exc}") from None
-            for topic, encoding, payload in records:
-                seq += 1
-                if seq < from_seq or not (match_all or topic.startswith(want)):
-                    continue
-                if seq > last:
-                    break
-                out.append((seq, epoch, ts, topic, encoding, payload))
-                left -= 1
-                if len(out) >= chunk or not left:
-                    yield out
-                    out = []
-                    if not left:
-                        return
+        for row in batch_rows(batches, from_seq, last, prefixes):
+            out.append(row)
+            left -= 1
+            if len(out) >= chunk or not left:
+                yield out
+                out = []
+                if not left:
+                    return
         if out:
             yield out
+
+    def _records(self, first: int, inline: bytes, offset: int | None, length: int | None) -> list[Record]:
+        try:
+            return _decode_records(self._blob(inline, offset, length))
+        except msgspec.DecodeError as exc:
+            raise LogCorrupt(f"the batch from seq {first} in {self.path} does not decode: {exc}") from None
 
     def _read_legacy(
         self, from_seq: int, to_seq: int, prefixes: Sequence[str], limit: int, chunk: int
