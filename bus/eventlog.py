@@ -83,8 +83,7 @@ Batch = tuple[int, int, float, Sequence[Record]]
 
 _INSERT = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_INLINE = "INSERT INTO batches (first_seq, last_seq, epoch, ts, records) VALUES (?, ?, ?, ?, ?)"
-_SET_SYNCED = ("INSERT INTO meta(key, value) VALUES('data_synced', ?) "
-               "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
+_SET_META = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 _encode_records = msgspec.msgpack.Encoder().encode
 _decode_records = msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
 
@@ -171,20 +170,18 @@ class EventLog:
         """(highest seq, highest epoch) in the log; (0, 0) when empty."""
         seq, epoch = self._conn.execute(
             "SELECT COALESCE(MAX(last_seq), 0), COALESCE(MAX(epoch), 0) FROM batches").fetchone()
-        row = self._conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        meta_epoch = int(row[0]) if row else 0
-        return int(seq), max(int(epoch), meta_epoch)
+        return int(seq), max(int(epoch), self._meta_int("epoch"))
+
+    def _meta_int(self, key: str) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
 
     def begin_epoch(self) -> tuple[int, int]:
         """Start a new broker epoch: returns (epoch, next seq). Committed before the broker
         publishes anything, so an epoch number is never reused even if no message is logged."""
         head_seq, last_epoch = self.head()
         epoch = last_epoch + 1
-        self._conn.execute(
-            "INSERT INTO meta(key, value) VALUES('epoch', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (str(epoch),),
-        )
+        self._conn.execute(_SET_META, ("epoch", str(epoch)))
         return epoch, head_seq + 1
 
     def _recover(self) -> tuple[int, int]:
@@ -197,8 +194,7 @@ class EventLog:
             "SELECT data_offset + data_length FROM batches WHERE data_offset IS NOT NULL "
             "ORDER BY first_seq DESC LIMIT 1").fetchone()
         end = int(end_row[0]) if end_row else 0
-        synced_row = conn.execute("SELECT value FROM meta WHERE key='data_synced'").fetchone()
-        synced = int(synced_row[0]) if synced_row else 0
+        synced = self._meta_int("data_synced")
         if end > synced:
             end = self._drop_broken_tail(synced)
         if os.fstat(self._data).st_size != end:
@@ -252,7 +248,7 @@ class EventLog:
             try:
                 conn.executemany(_INSERT, params)
                 if synced != self._synced_logged:
-                    conn.execute(_SET_SYNCED, (str(synced),))
+                    conn.execute(_SET_META, ("data_synced", str(synced)))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -270,7 +266,7 @@ class EventLog:
         self._checkpointer.join(timeout=5)
         try:
             os.fdatasync(self._data)
-            self._conn.execute(_SET_SYNCED, (str(self._data_end),))  # a clean stop: nothing to check
+            self._conn.execute(_SET_META, ("data_synced", str(self._data_end)))  # a clean stop: nothing to check
         except (OSError, sqlite3.Error) as exc:
             logger.warning("could not record the data file as synced", error=str(exc))
         os.close(self._data)
