@@ -72,6 +72,12 @@ DATA_SUFFIX = ".data"  # the data file is the index's name plus this
 MAX_ROW_BYTES = 32 * 1024 * 1024
 WAL_KEEP = 64 * 1024 * 1024  # a WAL larger than this is truncated in the next lull
 LULL = 5.0  # seconds without an append that count as a lull
+# the data file's page cache: synced once this much was appended since the last sync (not
+# waiting for the interval), and only its newest CACHE_KEEP bytes are left cached (see
+# EventLog._sync_data)
+SYNC_EVERY = 16 * 1024 * 1024
+CACHE_KEEP = 64 * 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 # (seq, epoch, ts, topic, encoding, payload): one message, as callers see it
 Row = tuple[int, int, float, str, str, bytes]
@@ -131,8 +137,10 @@ class EventLog:
         # how far the data file is known to be on disk (the checkpointer moves it), and the
         # mark the index has for it (the next commit records a newer one)
         self._synced = self._synced_logged = mark
+        self._uncached = self._uncached_before = 0  # the data file's page cache was dropped up to here
         self._last_append = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the checkpointer: sync now (or stop)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, args=(checkpoint_interval,), name="eventlog-checkpoint",
             daemon=True,
@@ -256,6 +264,8 @@ class EventLog:
             self._synced_logged = synced
         self._data_end = offset
         self._last_append = time.monotonic()
+        if offset - self._synced >= SYNC_EVERY:
+            self._wake.set()
 
     def append(self, rows: Sequence[Row]) -> None:
         """Append rows with consecutive seqs in one transaction; returns once committed."""
@@ -263,6 +273,7 @@ class EventLog:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._checkpointer.join(timeout=5)
         try:
             os.fdatasync(self._data)
@@ -280,18 +291,27 @@ class EventLog:
         """A PASSIVE checkpoint every `interval` seconds when something was appended: small,
         even chunks of copying (deferring it to lulls makes one huge copy that hurts whatever
         comes next). A WAL grown past WAL_KEEP is truncated only after LULL quiet seconds,
-        because truncating holds the write lock."""
+        because truncating holds the write lock. The data file is synced with each checkpoint,
+        and in between whenever SYNC_EVERY bytes were appended (`append_batches` wakes it)."""
         conn = _connect(self.path)
         wal = self.path.with_name(self.path.name + "-wal")
         checkpointed_at = 0.0
+        next_checkpoint = time.monotonic() + interval
         try:
-            while not self._stop.wait(interval):
-                last = self._last_append
+            while True:
+                self._wake.wait(max(0.0, next_checkpoint - time.monotonic()))
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 try:
+                    if self._data_end - self._synced >= SYNC_EVERY:
+                        self._sync_data()
+                    if time.monotonic() < next_checkpoint:
+                        continue
+                    next_checkpoint = time.monotonic() + interval
+                    last = self._last_append
                     if last > checkpointed_at:
-                        end = self._data_end
-                        os.fdatasync(self._data)  # the next commit records it (see _recover)
-                        self._synced = end
+                        self._sync_data()
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         checkpointed_at = last
                     elif time.monotonic() - last >= LULL and _size(wal) > WAL_KEEP:
@@ -300,6 +320,30 @@ class EventLog:
                     logger.warning("checkpoint failed", error=str(exc))
         finally:
             conn.close()
+
+    def _sync_data(self) -> None:
+        """fdatasync the data file (the next commit records how far: see _recover), then drop
+        the synced part of it from the page cache, but for its newest CACHE_KEEP bytes.
+
+        Why drop it: the log is appended and hardly ever re-read (recent history is served from
+        the broker's memory), so cached pages of it only grow the page cache, by the full write
+        rate. Every new page must come from free memory, and in a VM that hands free memory
+        back to its host (free page reporting, ballooning: this project's CI machines) a page
+        the host took back costs a fault into the host on first touch: appending 600 KB went
+        from 0.17 to 1.6-1.9 ms once about 1 GB had been written, and the broker's write took a
+        third to a half of its proxy thread. Dropped pages are clean (just synced) and go back to the
+        allocator, which hands them straight to the next appends (docs/performance.md)."""
+        end = self._data_end
+        os.fdatasync(self._data)
+        self._synced = end
+        upto = (end - CACHE_KEEP) // _PAGE * _PAGE  # whole pages: a partial one would stay
+        if upto > self._uncached and hasattr(os, "posix_fadvise"):
+            # from the previous call's start: the kernel leaves a few pages at the end of a
+            # range that were written moments before (still on a CPU's LRU batch); the next
+            # call takes them
+            start = self._uncached_before
+            os.posix_fadvise(self._data, start, upto - start, os.POSIX_FADV_DONTNEED)
+            self._uncached_before, self._uncached = self._uncached, upto
 
 
 def _group(rows: Sequence[Row]) -> list[Batch]:

@@ -293,3 +293,59 @@ def test_a_missing_data_file_is_a_clear_error(tmp_path):
     with pytest.raises(eventlog.LogCorrupt, match="missing"):
         list(reader.read(1))
     reader.close()
+
+
+def _cached_bytes(path) -> int:
+    """How much of a file is in the page cache (mincore on a mapping that touches nothing)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(v & 1 for v in vec) * mmap.PAGESIZE
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this OS")
+def test_the_data_file_is_synced_as_it_grows_and_only_its_newest_part_stays_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "SYNC_EVERY", 256 * 1024)
+    monkeypatch.setattr(eventlog, "CACHE_KEEP", 1024 * 1024)
+    # a checkpoint interval far away: only the bytes written make the checkpointer sync
+    log = EventLog(tmp_path / "events.sqlite", checkpoint_interval=3600)
+    data = eventlog.data_path(tmp_path / "events.sqlite")
+    written = []
+    try:
+        for k in range(80):  # 8 MB of data, 100 KB per commit
+            rows = [(1 + k * 100 + i, 1, 1.0, "t/x", "msgpack", os.urandom(1024)) for i in range(100)]
+            log.append(rows)
+            written += rows
+        end = data.stat().st_size
+        assert end > 8_000_000
+        assert _wait_for(lambda: log._synced >= end - 256 * 1024), "the checkpointer did not sync as the file grew"
+        # dropped up to CACHE_KEEP before the last sync, which is at most SYNC_EVERY behind
+        assert end - log._uncached <= 1024 * 1024 + 2 * 256 * 1024
+        # the kernel keeps a few pages of the newest dropped range that were written moments
+        # before (the next drop takes them): a margin of one more SYNC_EVERY
+        cached = _cached_bytes(data)
+        assert cached <= 1024 * 1024 + 3 * 256 * 1024, f"{cached} of {end} bytes of the data file still cached"
+        # what left the cache is on disk: everything reads back
+        reader = LogReader(tmp_path / "events.sqlite")
+        assert [r for c in reader.read(1) for r in c] == written
+        reader.close()
+    finally:
+        log.close()
