@@ -138,6 +138,7 @@ class EventLog:
         # mark the index has for it (the next commit records a newer one)
         self._synced = self._synced_logged = mark
         self._uncached = self._uncached_before = 0  # the data file's page cache was dropped up to here
+        self._drop_cache = hasattr(os, "posix_fadvise")
         self._last_append = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()  # the checkpointer: sync now (or stop)
@@ -337,12 +338,17 @@ class EventLog:
         os.fdatasync(self._data)
         self._synced = end
         upto = (end - CACHE_KEEP) // _PAGE * _PAGE  # whole pages: a partial one would stay
-        if upto > self._uncached and hasattr(os, "posix_fadvise"):
+        if upto > self._uncached and self._drop_cache:
             # from the previous call's start: the kernel leaves a few pages at the end of a
             # range that were written moments before (still on a CPU's LRU batch); the next
             # call takes them
             start = self._uncached_before
-            os.posix_fadvise(self._data, start, upto - start, os.POSIX_FADV_DONTNEED)
+            try:
+                os.posix_fadvise(self._data, start, upto - start, os.POSIX_FADV_DONTNEED)
+            except OSError as exc:  # only advice: a file system that refuses it keeps its cache
+                logger.info("event log: the data file's page cache is left alone", error=str(exc))
+                self._drop_cache = False
+                return
             self._uncached_before, self._uncached = self._uncached, upto
 
 

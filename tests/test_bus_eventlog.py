@@ -349,3 +349,31 @@ def test_the_data_file_is_synced_as_it_grows_and_only_its_newest_part_stays_cach
         reader.close()
     finally:
         log.close()
+
+
+def test_a_file_system_that_refuses_the_cache_advice_changes_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "SYNC_EVERY", 256 * 1024)
+    monkeypatch.setattr(eventlog, "CACHE_KEEP", 256 * 1024)
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse, raising=False)
+    log = EventLog(tmp_path / "events.sqlite", checkpoint_interval=0.05)
+    data = eventlog.data_path(tmp_path / "events.sqlite")
+    try:
+        for k in range(20):
+            log.append(_rows(1 + k * 100, 100))
+        assert _wait_for(lambda: not log._drop_cache), "the advice was never tried"
+        for k in range(20, 40):  # syncing goes on, without the advice
+            log.append(_rows(1 + k * 100, 100))
+        end = data.stat().st_size
+        assert _wait_for(lambda: log._synced == end)
+        assert len(calls) == 1
+        reader = LogReader(tmp_path / "events.sqlite")
+        assert [r[0] for c in reader.read(1) for r in c] == list(range(1, 4001))
+        reader.close()
+    finally:
+        log.close()
