@@ -332,8 +332,8 @@ class EventLog:
         back to its host (free page reporting, ballooning: this project's CI machines) a page
         the host took back costs a fault into the host on first touch: appending 600 KB went
         from 0.17 to 1.6-1.9 ms once about 1 GB had been written, and the broker's write took a
-        third to a half of its proxy thread. Dropped pages are clean (just synced) and go back to the
-        allocator, which hands them straight to the next appends (docs/performance.md)."""
+        third to a half of its proxy thread. Dropped pages are clean (just synced) and go back
+        to the allocator, which hands them straight to the next appends (docs/performance.md)."""
         end = self._data_end
         os.fdatasync(self._data)
         self._synced = end
