@@ -3,8 +3,9 @@
 Phases (publisher and subscriber are separate OS processes: this script re-runs itself with
 --role):
   throughput  N messages of 1 KiB through the broker (validate, stamp, SQLite WAL commit,
-              publish; its C loop when built, MLGYM_BUS_LOOP=python for the Python one) and through a raw XPUB->SUB pair with no broker; msgs/s at the
-              subscriber, first to last message. Also through libzmq's own C forwarder
+              publish; its C loop when built, MLGYM_BUS_LOOP=python for the Python one) and
+              through a raw XPUB->SUB pair with no broker; msgs/s at the subscriber, first to
+              last message. Also through libzmq's own C forwarder
               (zmq.proxy: no stamping, validation or log) between the same publisher and
               subscriber: the ceiling for any second hop on this machine (proxy_ratio).
               Repeated; medians reported.

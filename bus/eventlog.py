@@ -104,6 +104,10 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def data_path(path: str | Path) -> Path:
     """The data file of the log at `path`."""
     path = Path(path)
@@ -156,8 +160,7 @@ class EventLog:
         before its copy is committed with it; version 2's batches table gains the data file
         columns (its rows stay inline)."""
         conn = self._conn
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
-        if "data_offset" not in columns:
+        if "data_offset" not in _columns(conn, "batches"):
             conn.execute("ALTER TABLE batches ADD COLUMN data_offset INTEGER")
             conn.execute("ALTER TABLE batches ADD COLUMN data_length INTEGER")
         if "events" in _tables(conn):
@@ -273,9 +276,7 @@ class EventLog:
         self.append_batches(_group(rows))
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._checkpointer.join(timeout=5)
+        self._stop_checkpointer()
         try:
             os.fdatasync(self._data)
             self._conn.execute(_SET_META, ("data_synced", str(self._data_end)))  # a clean stop: nothing to check
@@ -287,6 +288,11 @@ class EventLog:
         except sqlite3.Error as exc:  # readers still open: the next start will finish it
             logger.warning("final checkpoint failed", error=str(exc))
         self._conn.close()
+
+    def _stop_checkpointer(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._checkpointer.join(timeout=5)
 
     def _checkpoint_loop(self, interval: float) -> None:
         """A PASSIVE checkpoint every `interval` seconds when something was appended: small,
@@ -305,17 +311,18 @@ class EventLog:
                 if self._stop.is_set():
                     return
                 try:
-                    if self._data_end - self._synced >= SYNC_EVERY:
-                        self._sync_data()
-                    if time.monotonic() < next_checkpoint:
-                        continue
-                    next_checkpoint = time.monotonic() + interval
+                    now = time.monotonic()
+                    due = now >= next_checkpoint
                     last = self._last_append
-                    if last > checkpointed_at:
+                    if (due and last > checkpointed_at) or self._data_end - self._synced >= SYNC_EVERY:
                         self._sync_data()
+                    if not due:
+                        continue
+                    next_checkpoint = now + interval
+                    if last > checkpointed_at:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         checkpointed_at = last
-                    elif time.monotonic() - last >= LULL and _size(wal) > WAL_KEEP:
+                    elif now - last >= LULL and _size(wal) > WAL_KEEP:
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except (sqlite3.Error, OSError) as exc:
                     logger.warning("checkpoint failed", error=str(exc))
@@ -462,8 +469,8 @@ class LogReader:
             return
         last = to_seq or (1 << 62)
         # asked on every read: a reader may be opened before its writer has made the table
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batches)")}
-        location = "data_offset, data_length" if "data_offset" in columns else "NULL, NULL"  # version 2
+        inline_only = "data_offset" not in _columns(self._conn, "batches")  # version 2
+        location = "NULL, NULL" if inline_only else "data_offset, data_length"
         cur = self._conn.execute(
             f"SELECT first_seq, epoch, ts, records, {location} FROM batches WHERE first_seq >= "
             "(SELECT COALESCE(MAX(first_seq), 0) FROM batches WHERE first_seq <= ?) AND first_seq <= ? "

@@ -230,8 +230,7 @@ def test_data_written_but_never_committed_is_cut_off(tmp_path):
 
 def _unclean(log: EventLog) -> None:
     """Stop a writer the way a crash does: no final sync, no clean-stop mark."""
-    log._stop.set()
-    log._checkpointer.join()
+    log._stop_checkpointer()
     os.close(log._data)
     log._conn.close()
 
@@ -247,8 +246,7 @@ def test_data_lost_with_the_power_is_dropped_with_its_rows(tmp_path):
     log.append(_rows(21, 10))  # ...and this commit records the mark
     synced = int(log._conn.execute("SELECT value FROM meta WHERE key='data_synced'").fetchone()[0])
     assert synced > 0
-    log._stop.set()  # no more syncs: what follows is past the mark
-    log._checkpointer.join()
+    log._stop_checkpointer()  # no more syncs: what follows is past the mark
     log.append(_rows(31, 10))
     log.append(_rows(41, 10))
     offset = log._conn.execute("SELECT data_offset FROM batches WHERE first_seq = 31").fetchone()[0]
@@ -343,10 +341,7 @@ def test_the_data_file_is_synced_as_it_grows_and_only_its_newest_part_stays_cach
         # before (the next drop takes them): a margin of one more SYNC_EVERY
         cached = _cached_bytes(data)
         assert cached <= 1024 * 1024 + 3 * 256 * 1024, f"{cached} of {end} bytes of the data file still cached"
-        # what left the cache is on disk: everything reads back
-        reader = LogReader(tmp_path / "events.sqlite")
-        assert [r for c in reader.read(1) for r in c] == written
-        reader.close()
+        assert _read_all(tmp_path / "events.sqlite") == written  # what left the cache is on disk
     finally:
         log.close()
 
@@ -372,8 +367,6 @@ def test_a_file_system_that_refuses_the_cache_advice_changes_nothing_else(tmp_pa
         end = data.stat().st_size
         assert _wait_for(lambda: log._synced == end)
         assert len(calls) == 1
-        reader = LogReader(tmp_path / "events.sqlite")
-        assert [r[0] for c in reader.read(1) for r in c] == list(range(1, 4001))
-        reader.close()
+        assert [r[0] for r in _read_all(tmp_path / "events.sqlite")] == list(range(1, 4001))
     finally:
         log.close()
