@@ -19,8 +19,10 @@ reads run on their own SQLite connections in worker threads.
 
 The per-message part of that loop (three receives, four sends) runs in C when the optional
 extension bus/_hotpath.c was built (`bus/hotpath.py`); validation then happens once per batch
-(`_batch_valid`). Everything that decides (what is valid, sequence numbers, the log, history)
-is here, the same for both loops; MLGYM_BUS_LOOP=python picks the Python loop.
+(`_batch_valid`), and a batch that passes is logged as the row C encoded while receiving it
+and forwarded as the frames C received (no Python object per message). Everything that
+decides (what is valid, sequence numbers, the log, history) is here, the same for both loops;
+MLGYM_BUS_LOOP=python picks the Python loop.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import gc
 import itertools
 import operator
@@ -55,7 +56,7 @@ from mlgym.bus import endpoints as E
 from mlgym.bus import hotpath
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
-from mlgym.bus.eventlog import EventLog, LogReader, Record, Row, batch_rows
+from mlgym.bus.eventlog import MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows, decode_records, encode_rows
 from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
@@ -75,6 +76,8 @@ _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 INGRESS_HWM = 100_000
 BATCH_BYTES = 8 * 1024 * 1024  # a batch stops growing at this much payload
+# so a batch, which stops after the message that crosses BATCH_BYTES, is always one log row
+assert BATCH_BYTES + P.MAX_FRAME_BYTES <= MAX_ROW_BYTES
 
 
 @dataclasses.dataclass(slots=True)
@@ -83,13 +86,15 @@ class _Batch:
 
     first_seq: int
     epoch: int
-    ts: float
-    records: list[Record]  # (topic, encoding name, payload): logged, kept (as a tuple) and published
+    count: int
+    rows: list[LogRow]  # what is logged and kept in the history window
+    records: list[Record] | None  # what is published: (topic, encoding name, payload) ...
+    held: Any  # ... or the C loop's Held batch, its frames forwarded as received
     acks: list[tuple[bytes, int]]  # acked publishes: (token, seq)
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq + len(self.records) - 1
+        return self.first_seq + self.count - 1
 
 
 _ENC_NAMES = hotpath.ENCODING_NAMES
@@ -101,27 +106,25 @@ _RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.Envelope])
 _topic_of = operator.attrgetter("topic")
 _version_of = operator.attrgetter("v")
-_record_topic = operator.itemgetter(0)
-_record_payload = operator.itemgetter(2)
 
 
-def _batch_valid(records: list[Record], packed: bytes | None) -> bool:
-    """Whether every record of a batch from the C loop passes the broker's checks, decided
-    with a few calls for the whole batch instead of a few per message. `packed` is all the
-    payloads back to back in one msgpack array: decoding it as raw elements proves that each
-    payload is exactly one msgpack value (a truncated one would borrow its neighbour's bytes
-    and shift every boundary); decoding it as envelopes then checks each against the
-    schema. False sends the batch to the per-message checks, which decide and count."""
-    if packed is None:  # some record is not msgpack
+def _batch_valid(topics: list[str], lens: list[int], packed: bytes | None) -> bool:
+    """Whether every message of a batch from the C loop (its topics, payload sizes and
+    payloads) passes the broker's checks, decided with a few calls for the whole batch
+    instead of a few per message. `packed` is all the payloads back to back in one msgpack
+    array: decoding it as raw elements proves that each payload is exactly one msgpack value
+    (a truncated one would borrow its neighbour's bytes and shift every boundary); decoding
+    it as envelopes then checks each against the schema. False sends the batch to the
+    per-message checks, which decide and count."""
+    if packed is None:  # some message is not msgpack
         return False
     try:
         raws = _RAW_LIST.decode(packed)
-        if list(map(len, raws)) != list(map(len, map(_record_payload, records))):
+        if list(map(len, raws)) != lens:
             return False
         envelopes = _ENVELOPE_LIST.decode(packed)
     except _DECODE_ERRORS:
         return False
-    topics = list(map(_record_topic, records))
     return (all(v == P.PROTOCOL_VERSION for v in set(map(_version_of, envelopes)))
             and list(map(_topic_of, envelopes)) == topics
             and all(t and not t.startswith(RESERVED_PREFIX) for t in set(topics)))
@@ -170,10 +173,10 @@ class Broker:
         self.history_served = 0
         self.endpoints: E.BusEndpoints | None = None
         self.history = max(history, 0)
-        # >= `history` messages, as (first seq, epoch, ts, records): tuples of strings and bytes
-        # only, which the garbage collector stops tracking; a window of lists (as the _Batch
-        # objects hold) made its full passes walk every message kept
-        self._history: collections.deque[tuple[int, int, float, tuple[Record, ...]]] = collections.deque()
+        # >= `history` messages, as the log's rows: one bytes object per batch, which the
+        # garbage collector does not track (a window of lists made its full passes walk every
+        # message kept) and which costs one free when it leaves
+        self._history: collections.deque[LogRow] = collections.deque()
         self._history_len = 0
         self._hist_lock = threading.Lock()
         self._next_seq = 1
@@ -388,12 +391,12 @@ class Broker:
                         break
                     if sub[:1] == b"\x01":
                         greet = True  # a new subscription: tell it the head and epoch now
-            records = read(batch) if xsub in ready else []
-            if records or acked:
-                work = self._stamp(records, acked)
+            records, held, row = read(batch) if xsub in ready else ([], None, None)
+            if records or held is not None or acked:
+                work = self._stamp(records, held, row, acked)
                 if work is not None:
                     self._commit(work)
-                    publish(work.records, work.first_seq, work.epoch)
+                    publish(work)
                     self._after_publish(work)
             if stopping:
                 return
@@ -403,26 +406,48 @@ class Broker:
                 next_heartbeat = now + interval
 
     def _loop_functions(self, xsub: zmq.Socket, xpub: zmq.Socket) -> tuple[
-            Callable[[int], list[Record]], Callable[[list[Record], int, int], Any]]:
-        """(read a batch, publish a batch): the C loop's when it is built, else Python's."""
+            Callable[[int], tuple[list[Record], Any, bytes | None]], Callable[[_Batch], Any]]:
+        """(read a batch, publish a batch): the C loop's when it is built, else Python's.
+
+        A read gives (records, held, row). Python's loop reads records (valid messages as
+        tuples). The C loop's fast case, a batch that is all msgpack and all valid, gives
+        instead the C module's Held batch (the frames as received, forwarded without a copy)
+        and the log row it already encoded; any other batch is read as records."""
         hp = self._hotpath
         if hp is None:
-            return functools.partial(self._read, xsub), functools.partial(_send_records, xpub)
-        recv_batch, xsub_h = hp.recv_batch, xsub.underlying
+            def py_read(limit: int) -> tuple[list[Record], Any, bytes | None]:
+                return self._read(xsub, limit), None, None
 
-        def read(limit: int) -> list[Record]:
-            records, odd, packed, malformed = recv_batch(xsub_h, limit, BATCH_BYTES)
+            def py_publish(b: _Batch) -> None:
+                _send_records(xpub, b.records or [], b.first_seq, b.epoch)
+
+            return py_read, py_publish
+        recv_batch, send_batch, send_held = hp.recv_batch, hp.send_batch, hp.send_held
+        xsub_h, xpub_h = xsub.underlying, xpub.underlying
+
+        def read(limit: int) -> tuple[list[Record], Any, bytes | None]:
+            held, topics, lens, packed, row, odd, malformed = recv_batch(xsub_h, limit, BATCH_BYTES)
             self.dropped_malformed += malformed
+            valid = bool(topics) and _batch_valid(topics, lens, packed)
+            if valid and not odd:
+                return [], held, row
+            records = held.records()
+            if records and not valid:
+                records = [r for r in records
+                           if self._validate([r[0].encode(), _ENC_FRAMES[r[1]], r[2]]) is not None]
             for frames in odd:  # unknown encoding, oversized or a topic that is not UTF-8
                 checked = self._validate(frames)  # counts why
                 if checked is not None:  # not expected: C passes on only what fails
                     records.append((checked[0], checked[1], frames[2]))
-            if records and not _batch_valid(records, packed):
-                records = [r for r in records
-                           if self._validate([r[0].encode(), _ENC_FRAMES[r[1]], r[2]]) is not None]
-            return records
+            return records, None, None
 
-        return read, functools.partial(hp.send_batch, xpub.underlying)
+        def publish(b: _Batch) -> None:
+            if b.held is not None:
+                send_held(xpub_h, b.held, b.first_seq, b.epoch)
+            else:
+                send_batch(xpub_h, b.records, b.first_seq, b.epoch)
+
+        return read, publish
 
     def _read(self, xsub: zmq.Socket, limit: int) -> list[Record]:
         """Up to `limit` messages, or fewer once they hold BATCH_BYTES of payload (large
@@ -486,34 +511,42 @@ class Broker:
                 records.append((checked[0], checked[1], f3))
         return records
 
-    def _stamp(self, records: list[Record], acked: list[list[bytes]]) -> _Batch | None:
+    def _stamp(self, records: list[Record], held: Any, row: bytes | None,
+               acked: list[list[bytes]]) -> _Batch | None:
         """Stamp a batch of valid messages (sequence numbers are assigned here, in arrival
-        order), acked publishes after the rest."""
+        order), acked publishes after the rest: `records`, or a Held batch from the C loop
+        with its log row."""
+        first, epoch, ts = self._next_seq, self.epoch, time.time()
+        if held is not None and not acked:
+            self._next_seq = first + len(held)
+            return _Batch(first, epoch, len(held), [(first, self._next_seq - 1, epoch, ts, row)],
+                          None, held, [])
+        if held is not None:  # acked publishes join the batch: per message, then
+            records = held.records()
         acks: list[tuple[bytes, int]] = []
-        seq = self._next_seq + len(records)
+        seq = first + len(records)
         for token, topic_b, enc, payload in acked:  # validated by the RPC handler
             records.append((topic_b.decode(), _ENC_NAMES[enc], payload))
             acks.append((token, seq))
             seq += 1
         if not records:
             return None
-        batch = _Batch(self._next_seq, self.epoch, time.time(), records, acks)
         self._next_seq = seq
-        return batch
+        return _Batch(first, epoch, len(records), encode_rows([(first, epoch, ts, records)]), records, None, acks)
 
     def _commit(self, b: _Batch) -> None:
         """Log and commit, and keep in the history window, before anything is published: the
         write-then-publish order is what makes every delivered message durable."""
         self._append(b)
         with self._hist_lock:
-            self._history.append((b.first_seq, b.epoch, b.ts, tuple(b.records)))
-            self._history_len += len(b.records)
-            while self._history and self._history_len - len(self._history[0][3]) >= self.history:
-                self._history_len -= len(self._history.popleft()[3])
+            self._history.extend(b.rows)
+            self._history_len += b.count
+            while self._history and self._history_len - _row_len(self._history[0]) >= self.history:
+                self._history_len -= _row_len(self._history.popleft())
             self.head_seq = b.last_seq
 
     def _after_publish(self, b: _Batch) -> None:
-        self.published += len(b.records)
+        self.published += b.count
         if b.acks and self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve_acks, b.acks)
 
@@ -557,10 +590,10 @@ class Broker:
         delay = 0.05
         while True:
             try:
-                self._log.append_batches([(b.first_seq, b.epoch, b.ts, b.records)])
+                self._log.append_rows(b.rows)
                 return
             except Exception as exc:
-                logger.error("event log append failed; retrying", error=str(exc), messages=len(b.records))
+                logger.error("event log append failed; retrying", error=str(exc), messages=b.count)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -626,11 +659,13 @@ class Broker:
 
     def _memory_rows(self, start: int, to: int, prefixes: tuple[str, ...], limit: int) -> list[Row] | None:
         """Matching rows start..to from the in-memory window, or None if it does not reach
-        back that far."""
+        back that far. Decodes only the window's rows that overlap start..to (run it in a
+        worker thread: a long range is a lot of decoding)."""
         with self._hist_lock:
             if not self._history or self._history[0][0] > start:
                 return None
-            batches = list(self._history)
+            rows = [r for r in self._history if r[1] >= start and r[0] <= to]
+        batches = ((first, epoch, ts, decode_records(blob)) for first, _, epoch, ts, blob in rows)
         return list(itertools.islice(batch_rows(batches, start, to, prefixes), limit or None))
 
     def _history_reply(self, req: P.HistoryRequest) -> AsyncIterator[P.Body]:
@@ -659,7 +694,7 @@ class Broker:
     async def _rows(self, start: int, to: int, prefixes: tuple[str, ...], limit: int) -> AsyncIterator[Row]:
         if start > to:
             return
-        mem = self._memory_rows(start, to, prefixes, limit)
+        mem = await asyncio.to_thread(self._memory_rows, start, to, prefixes, limit)
         if mem is not None:
             for row in mem:
                 yield row
@@ -675,6 +710,10 @@ class Broker:
                     yield row
         finally:
             await asyncio.to_thread(reader.close)
+
+
+def _row_len(row: LogRow) -> int:
+    return row[1] - row[0] + 1
 
 
 def _send_records(xpub: zmq.Socket, records: list[Record], first_seq: int, epoch: int) -> None:

@@ -39,7 +39,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -86,12 +86,16 @@ Record = tuple[str, str, bytes]
 
 # (first seq, epoch, ts, records): messages first seq, first seq + 1, ... committed together
 Batch = tuple[int, int, float, Sequence[Record]]
+# (first seq, last seq, epoch, ts, records encoded): one row of the log as stored, records a
+# msgpack array of [topic, encoding, payload] (`encode_rows`, `decode_records`)
+LogRow = tuple[int, int, int, float, bytes]
 
 _INSERT = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_INLINE = "INSERT INTO batches (first_seq, last_seq, epoch, ts, records) VALUES (?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 _encode_records = msgspec.msgpack.Encoder().encode
-_decode_records = msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
+decode_records: Callable[[bytes], list[tuple[str, str, bytes]]] = \
+    msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -169,7 +173,7 @@ class EventLog:
             try:
                 cur = conn.execute("SELECT seq, epoch, ts, topic, encoding, payload FROM events ORDER BY seq")
                 while rows := cur.fetchmany(512):
-                    conn.executemany(_INSERT_INLINE, _params(_group(rows)))
+                    conn.executemany(_INSERT_INLINE, encode_rows(_group(rows)))
                 conn.execute("DROP TABLE events")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -225,7 +229,7 @@ class EventLog:
         for first, last, offset, length in rows:
             blob = os.pread(self._data, length, offset)
             try:
-                intact = len(blob) == length and len(_decode_records(blob)) == last - first + 1
+                intact = len(blob) == length and len(decode_records(blob)) == last - first + 1
             except msgspec.DecodeError:
                 intact = False
             if not intact:
@@ -238,19 +242,23 @@ class EventLog:
 
     def append_batches(self, batches: Sequence[Batch]) -> None:
         """Append batches of messages, each (first seq, epoch, time, records) with consecutive
-        seqs from its first, in one transaction; returns once it is committed. The broker's
-        hot path: one write to the data file and one insert per batch, whatever its size.
+        seqs from its first, in one transaction; returns once it is committed."""
+        self.append_rows(encode_rows(batches))
+
+    def append_rows(self, rows: Sequence[LogRow]) -> None:
+        """Append rows already encoded (`encode_rows`, or the broker's C loop, which writes
+        them as it receives) in one transaction; returns once it is committed. The broker's
+        hot path: one write to the data file and one insert per row, whatever its size.
 
         The data is written first, at the end of the last committed row's: if anything fails
         before the commit, a retry writes the same place again."""
-        pieces = _params(batches)
-        if not pieces:
+        if not rows:
             return
         offset, params = self._data_end, []
-        for first, last, epoch, ts, blob in pieces:
+        for first, last, epoch, ts, blob in rows:
             params.append((first, last, epoch, ts, b"", offset, len(blob)))
             offset += len(blob)
-        _pwrite_all(self._data, [p[4] for p in pieces], self._data_end)
+        _pwrite_all(self._data, [r[4] for r in rows], self._data_end)
         synced = self._synced
         conn = self._conn
         if len(params) == 1 and synced == self._synced_logged:
@@ -299,7 +307,7 @@ class EventLog:
         even chunks of copying (deferring it to lulls makes one huge copy that hurts whatever
         comes next). A WAL grown past WAL_KEEP is truncated only after LULL quiet seconds,
         because truncating holds the write lock. The data file is synced with each checkpoint,
-        and in between whenever SYNC_EVERY bytes were appended (`append_batches` wakes it)."""
+        and in between whenever SYNC_EVERY bytes were appended (`append_rows` wakes it)."""
         conn = _connect(self.path)
         wal = self.path.with_name(self.path.name + "-wal")
         checkpointed_at = 0.0
@@ -371,8 +379,8 @@ def _group(rows: Sequence[Row]) -> list[Batch]:
     return batches
 
 
-def _params(batches: Sequence[Batch]) -> list[tuple[int, int, int, float, bytes]]:
-    """INSERT parameters for batches, each split into rows of at most MAX_ROW_BYTES."""
+def encode_rows(batches: Sequence[Batch]) -> list[LogRow]:
+    """Batches as the log's rows, each split into rows of at most MAX_ROW_BYTES of payload."""
     return [(first, first + len(recs) - 1, epoch, ts, _encode_records(recs))
             for batch_first, epoch, ts, batch in batches
             for first, recs in _pieces(batch_first, batch)]
@@ -492,7 +500,7 @@ class LogReader:
 
     def _records(self, first: int, inline: bytes, offset: int | None, length: int | None) -> list[Record]:
         try:
-            return _decode_records(self._blob(inline, offset, length))
+            return decode_records(self._blob(inline, offset, length))
         except msgspec.DecodeError as exc:
             raise LogCorrupt(f"the batch from seq {first} in {self.path} does not decode: {exc}") from None
 

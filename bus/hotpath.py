@@ -20,7 +20,7 @@ from mlgym.bus import protocol as P
 logger = log.get(__name__)
 
 ENV_VAR = "MLGYM_BUS_LOOP"
-ABI = 1  # must equal HOTPATH_ABI in _hotpath.c
+ABI = 2  # must equal HOTPATH_ABI in _hotpath.c
 ENCODING_NAMES = {P.MSGPACK: "msgpack", P.JSON: "json"}  # msgpack first: the C loop packs those
 
 

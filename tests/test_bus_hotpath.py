@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import require
-from mlgym.bus import hotpath
+from mlgym.bus import eventlog, hotpath
 from mlgym.bus import protocol as P
 from mlgym.bus.broker import Broker
 
@@ -32,6 +32,7 @@ def pair():
     would (the loops only receive and send)."""
     ctx = zmq.Context()
     a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    a.sndhwm = b.rcvhwm = 0  # no limit: a test may queue a whole batch before reading
     a.bind("inproc://hotpath-test")
     b.connect("inproc://hotpath-test")
     yield a, b
@@ -106,13 +107,19 @@ def send_all(sock: zmq.Socket, batch: list[list[bytes]]) -> None:
 
 def read_all(read, sock: zmq.Socket, limit: int = 7) -> list[tuple]:
     """Everything sent up to END, in batches of `limit` (batch edges fall anywhere; a batch of
-    only bad messages reads as empty)."""
+    only bad messages reads as empty). A batch the C loop held whole must come with its log
+    row, byte for byte what the log's own encoder writes."""
     out: list[tuple] = []
     deadline = time.monotonic() + 10
     while not out or out[-1][0] != "zz/end":
         assert time.monotonic() < deadline, f"END not read; got {out}"
         sock.poll(100)
-        out += read(limit)
+        records, held, row = read(limit)
+        if held is not None:
+            assert records == []
+            records = held.records()
+            assert row == eventlog.encode_rows([(1, 1, 0.0, records)])[0][4]
+        out += records
     return out[:-1]
 
 
@@ -177,11 +184,73 @@ def test_budget_ends_a_batch_early(hp, pair) -> None:
     for _ in range(5):
         a.send_multipart(message("good", "a/b", "y" * 1000))
     assert b.poll(1000)
-    records, odd, packed, malformed = hp.recv_batch(b.underlying, 100, 2500)
-    assert len(records) == 3 and not odd and malformed == 0  # stops once 2500 bytes are in
+    held, topics, lens, packed, row, odd, malformed = hp.recv_batch(b.underlying, 100, 2500)
+    assert len(held) == 3 and not odd and malformed == 0  # stops once 2500 bytes are in
+    assert topics == ["a/b"] * 3 and lens == [len(r[2]) for r in held.records()]
     assert msgspec.msgpack.decode(packed, type=list[P.Envelope])[0].body.text == "y" * 1000
+    assert eventlog.decode_records(row) == held.records()
     rest = hp.recv_batch(b.underlying, 100, 1 << 30)[0]
     assert len(rest) == 2
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 70_000])
+def test_log_row_matches_the_logs_encoder(hp, pair, count) -> None:
+    """The row the C loop writes for the log is byte-identical to `eventlog.encode_rows`, for
+    every msgpack header width: topics of 0..40 and 300 characters, payloads around the 8-
+    and 16-bit size limits, and batches needing a fixarray, array16 or array32."""
+    a, b = pair
+    sizes = [0, 1, 31, 32, 255, 256, 65_535, 65_536]
+    topics = ["", "a", "é" * 15, "t" * 31, "t" * 32, "x" * 300]
+    sent = []
+    for i in range(count):
+        size = sizes[i % len(sizes)] if count < 100 else i % 40
+        frames = [topics[i % len(topics)].encode(), P.MSGPACK, bytes([i % 251]) * size]
+        a.send_multipart(frames)
+        sent.append((topics[i % len(topics)], "msgpack", frames[2]))
+    got, rows = [], []
+    deadline = time.monotonic() + 30
+    while len(got) < count:
+        assert time.monotonic() < deadline
+        b.poll(100)
+        held, _, _, _, row, _, _ = hp.recv_batch(b.underlying, 100_000, 1 << 30)
+        if len(held):
+            got += held.records()
+            rows.append(row)
+    assert got == sent
+    assert len(rows) == 1  # inproc: everything was queued before the first read
+    assert rows[0] == eventlog.encode_rows([(1, 1, 0.0, sent)])[0][4]
+
+
+def test_json_batch_has_no_row_or_packed_payloads(hp, pair) -> None:
+    a, b = pair
+    a.send_multipart(message("good", "a/b", "one"))
+    a.send_multipart(message("good-json", "a/b", "two"))
+    assert b.poll(1000)
+    time.sleep(0.05)
+    held, topics, lens, packed, row, odd, malformed = hp.recv_batch(b.underlying, 100, 1 << 30)
+    assert len(held) == 2 and packed is None and row is None
+    assert [r[1] for r in held.records()] == ["msgpack", "json"]
+
+
+def test_send_held_forwards_the_frames_once(hp, pair) -> None:
+    a, b = pair
+    msgs = [message("good", t, "z") for t in ("a/b", "a/b", "é/c")]
+    for frames in msgs:
+        a.send_multipart(frames)
+    assert b.poll(1000)
+    time.sleep(0.05)
+    held = hp.recv_batch(b.underlying, 100, 1 << 30)[0]
+    assert len(held) == 3
+    assert hp.send_held(b.underlying, held, 9, 2) == 3
+    got = [a.recv_multipart() for _ in msgs]
+    assert got == [[f[0], P.STAMP.pack(9 + i, 2), f[1], f[2]] for i, f in enumerate(msgs)]
+    with pytest.raises(ValueError, match="already sent"):
+        hp.send_held(b.underlying, held, 12, 2)
+    with pytest.raises(ValueError, match="was sent"):
+        held.records()
+    assert not a.poll(50)
+    with pytest.raises(TypeError):
+        hp.send_held(b.underlying, [("a/b", "msgpack", b"x")], 1, 1)
 
 
 def test_loop_choice_is_checked(monkeypatch) -> None:
@@ -217,3 +286,48 @@ def test_c_sources_and_loader_agree_on_the_abi() -> None:
 
     source = (Path(hotpath.__file__).with_name("_hotpath.c")).read_text()
     assert int(re.search(r"#define HOTPATH_ABI (\d+)", source).group(1)) == hotpath.ABI
+
+
+@pytest.mark.parametrize("with_ack", [False, True])
+def test_held_batch_is_stamped_logged_kept_and_forwarded(hp, pair, tmp_path, with_ack) -> None:
+    """A valid batch from the C loop goes through stamp, commit and publish as it was
+    received: logged as C's row, kept in the history window, forwarded with consecutive seqs.
+    An acked publish in the same turn joins it after the batch, and the batch then goes the
+    per-message way (records), with the same result."""
+    a, b = pair
+    msgs = [message("good", t, f"m{i}") for i, t in enumerate(["a/b", "a/b", "a/c"])]
+    for frames in msgs:
+        a.send_multipart(frames)
+    assert b.poll(1000)
+    time.sleep(0.05)
+    broker = Broker(tmp_path)
+    broker._hotpath = hp
+    broker._log = eventlog.EventLog(tmp_path / "events.sqlite")
+    broker._next_seq, broker.epoch = 10, 3
+    try:
+        read, publish = broker._loop_functions(b, b)
+        records, held, row = read(100)
+        assert records == [] and len(held) == 3 and row is not None
+        ack = [b"token", b"a/d", P.MSGPACK, P.encode(envelope("a/d", "acked"))] if with_ack else None
+        work = broker._stamp(records, held, row, [ack] if ack else [])
+        assert (work.first_seq, work.count, work.last_seq) == (10, 3 + bool(ack), 12 + bool(ack))
+        assert (work.held is None) == with_ack
+        broker._commit(work)
+        publish(work)
+        want = [(f[0].decode(), "msgpack", f[2]) for f in msgs] + ([("a/d", "msgpack", ack[3])] if ack else [])
+        got = [a.recv_multipart() for _ in want]
+        assert [(g[0].decode(), P.STAMP.unpack(g[1]), g[3]) for g in got] == \
+            [(t, (10 + i, 3), p) for i, (t, _, p) in enumerate(want)]
+        assert work.acks == ([(b"token", 13)] if ack else [])
+        rows = broker._memory_rows(10, 20, ("",), 0)
+        assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == [(10 + i, 3, *w) for i, w in enumerate(want)]
+        assert broker._memory_rows(11, 11, ("a/",), 0)[0][5] == want[1][2]
+        assert broker.head_seq == work.last_seq
+    finally:
+        broker._log.close()
+    reader = eventlog.LogReader(tmp_path / "events.sqlite")
+    try:
+        logged = [r for chunk in reader.read(1, 100, [""]) for r in chunk]
+    finally:
+        reader.close()
+    assert [(r[0], r[3], r[5]) for r in logged] == [(10 + i, t, p) for i, (t, _, p) in enumerate(want)]
