@@ -4,8 +4,10 @@ Phases (publisher and subscriber are separate OS processes: this script re-runs 
 --role):
   throughput  N messages of 1 KiB through the broker (validate, stamp, SQLite WAL commit,
               publish; its C loop when built, MLGYM_BUS_LOOP=python for the Python one) and
-              through a raw XPUB->SUB pair with no broker; msgs/s at the subscriber, first to
-              last message. Also through libzmq's own C forwarder
+              through a raw XPUB->SUB pair with no broker, measured just before and just after
+              the broker (the mean of the two is that repeat's baseline, so a machine that
+              speeds up or slows down during a repeat moves both sides); msgs/s at the
+              subscriber, first to last message. Also through libzmq's own C forwarder
               (zmq.proxy: no stamping, validation or log) between the same publisher and
               subscriber: the ceiling for any second hop on this machine (proxy_ratio).
               Repeated; medians reported.
@@ -17,7 +19,7 @@ Phases (publisher and subscriber are separate OS processes: this script re-runs 
   kill        acked publishes, SIGKILL of the broker, restart: acked messages all in history,
               a live subscriber sees the new epoch and resynchronises.
 The last line printed is one JSON object. `noisy` in it is true when the raw pair itself was
-unsteady (p99 over 2 ms, or its throughput repeats more than 1.5x apart): then the machine, not
+unsteady (p99 over 2 ms, or its throughput runs more than 1.5x apart): then the machine, not
 the broker, moved the figures.
 """
 
@@ -256,14 +258,19 @@ def cpu_seconds(pid: int) -> float:
 def throughput(broker_url: str, broker_pid: int, tmp: Path, n: int, k: int) -> dict[str, Any]:
     from mlgym.bus.endpoints import from_url
 
+    def raw(tag: str) -> dict[str, Any]:
+        raw_ep = free_ipc(tmp, f"raw-{k}-{tag}")
+        return pair(["--role", "pub", "--endpoint", raw_ep, "--bind", "--count", str(n)],
+                    ["--role", "sub", "--endpoint", raw_ep, "--count", str(n)])
+
     ep = from_url(broker_url)
+    before = raw("before")
     cpu0 = cpu_seconds(broker_pid)
     b = pair(["--role", "pub", "--endpoint", ep.pub, "--count", str(n)],
              ["--role", "sub", "--endpoint", ep.sub, "--count", str(n), "--stamped"])
     broker_cpu = cpu_seconds(broker_pid) - cpu0
-    raw_ep = free_ipc(tmp, f"raw-{k}")
-    r = pair(["--role", "pub", "--endpoint", raw_ep, "--bind", "--count", str(n)],
-             ["--role", "sub", "--endpoint", raw_ep, "--count", str(n)])
+    after = raw("after")
+    raw_rates = [r["received"] / r["seconds"] for r in (before, after)]
     front, back = free_ipc(tmp, f"proxy-in-{k}"), free_ipc(tmp, f"proxy-out-{k}")
     proxy = child("--role", "proxy", "--endpoint", front, "--url", back)
     try:
@@ -275,8 +282,8 @@ def throughput(broker_url: str, broker_pid: int, tmp: Path, n: int, k: int) -> d
         proxy.communicate()
     return {"broker_msgs_per_s": b["received"] / b["seconds"], "broker_received": b["received"],
             "broker_gaps": b["gaps"], "broker_cpu_us_per_msg": broker_cpu / n * 1e6,
-            "raw_msgs_per_s": r["received"] / r["seconds"],
-            "raw_received": r["received"],
+            "raw_msgs_per_s": statistics.mean(raw_rates), "raw_runs": raw_rates,
+            "raw_received": min(before["received"], after["received"]),
             "proxy_msgs_per_s": x["received"] / x["seconds"], "proxy_received": x["received"]}
 
 
@@ -372,7 +379,8 @@ def main_bench(a: argparse.Namespace) -> None:
                 runs_t.append(t)
                 print(f"  throughput #{k + 1}: broker {t['broker_msgs_per_s']:,.0f} msg/s "
                       f"({t['broker_received']} recv, {t['broker_gaps']} gaps, {t['broker_cpu_us_per_msg']:.1f} us CPU/msg), raw "
-                      f"{t['raw_msgs_per_s']:,.0f} msg/s, ratio {t['broker_msgs_per_s'] / t['raw_msgs_per_s']:.2f}; "
+                      f"{t['raw_msgs_per_s']:,.0f} msg/s (before {t['raw_runs'][0]:,.0f}, after "
+                      f"{t['raw_runs'][1]:,.0f}), ratio {t['broker_msgs_per_s'] / t['raw_msgs_per_s']:.2f}; "
                       f"C proxy {t['proxy_msgs_per_s']:,.0f} msg/s ({t['proxy_received']} recv), ratio "
                       f"{t['proxy_msgs_per_s'] / t['raw_msgs_per_s']:.2f}",
                       flush=True)
@@ -419,7 +427,7 @@ def main_bench(a: argparse.Namespace) -> None:
         "load_before": round(load_before, 1),
         "load_after": round(os.getloadavg()[0], 1),
     }
-    raw_rates = [t["raw_msgs_per_s"] for t in runs_t]
+    raw_rates = [rate for t in runs_t for rate in t["raw_runs"]]
     noisy = summary["raw_p99_ms"] > NOISY_RAW_P99_MS or max(raw_rates) > NOISY_RAW_SPREAD * min(raw_rates)
     summary["noisy"] = noisy
     if noisy:
@@ -444,7 +452,7 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=int, default=3)
     ap.add_argument("--burst", type=int, default=100_000)
     ap.add_argument("--kill-count", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--stamped", action="store_true")
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--distinct", action="store_true")

@@ -1,0 +1,27 @@
+"""`mlgym bench bus` end to end at a tiny size: every phase runs and the last line is the JSON
+object the issue names. Only counts are checked (rates and latencies are the benchmark's to
+report, never a test's)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mlgym.cli", "bench", "bus", "--count", "3000", "--burst", "3000",
+         "--latency-seconds", "1", "--lat-rate", "1000", "--repeats", "1", "--kill-count", "20"],
+        capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    for key in ("broker_msgs_per_s", "raw_msgs_per_s", "ratio", "p50_ms", "p99_ms", "lost", "duplicated"):
+        assert key in summary, key
+    assert summary["broker_msgs_per_s"] > 0 and summary["raw_msgs_per_s"] > 0 and summary["p99_ms"] > 0
+    assert (summary["lost"], summary["duplicated"], summary["throughput_gaps"]) == (0, 0, 0)
+    assert summary["kill_acked_lost"] == 0 and summary["kill_resynced"] is True
+    assert summary["repeats"] == 1
+    throughput = next(line for line in lines if line.startswith("  throughput #1"))
+    assert "before" in throughput and "after" in throughput  # the raw pair on both sides
