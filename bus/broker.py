@@ -56,7 +56,8 @@ from mlgym.bus import endpoints as E
 from mlgym.bus import hotpath
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
-from mlgym.bus.eventlog import MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows, decode_records, encode_rows
+from mlgym.bus.eventlog import (MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows,
+                                decode_records, encode_rows)
 from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
@@ -532,7 +533,8 @@ class Broker:
         if not records:
             return None
         self._next_seq = seq
-        return _Batch(first, epoch, len(records), encode_rows([(first, epoch, ts, records)]), records, None, acks)
+        rows = encode_rows([(first, epoch, ts, records)])
+        return _Batch(first, epoch, len(records), rows, records, None, acks)
 
     def _commit(self, b: _Batch) -> None:
         """Log and commit, and keep in the history window, before anything is published: the

@@ -17,9 +17,11 @@ def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
-    for key in ("broker_msgs_per_s", "raw_msgs_per_s", "ratio", "p50_ms", "p99_ms", "lost", "duplicated"):
+    required = ("broker_msgs_per_s", "raw_msgs_per_s", "ratio", "p50_ms", "p99_ms", "lost", "duplicated")
+    for key in required:
         assert key in summary, key
-    assert summary["broker_msgs_per_s"] > 0 and summary["raw_msgs_per_s"] > 0 and summary["p99_ms"] > 0
+    assert summary["broker_msgs_per_s"] > 0 and summary["raw_msgs_per_s"] > 0
+    assert summary["p99_ms"] > 0
     assert (summary["lost"], summary["duplicated"], summary["throughput_gaps"]) == (0, 0, 0)
     assert summary["kill_acked_lost"] == 0 and summary["kill_resynced"] is True
     assert summary["repeats"] == 1

@@ -308,19 +308,21 @@ def test_held_batch_is_stamped_logged_kept_and_forwarded(hp, pair, tmp_path, wit
         read, publish = broker._loop_functions(b, b)
         records, held, row = read(100)
         assert records == [] and len(held) == 3 and row is not None
-        ack = [b"token", b"a/d", P.MSGPACK, P.encode(envelope("a/d", "acked"))] if with_ack else None
+        ack = [b"token", b"a/d", P.MSGPACK, P.encode(envelope("a/d", "ack"))] if with_ack else None
         work = broker._stamp(records, held, row, [ack] if ack else [])
         assert (work.first_seq, work.count, work.last_seq) == (10, 3 + bool(ack), 12 + bool(ack))
         assert (work.held is None) == with_ack
         broker._commit(work)
         publish(work)
-        want = [(f[0].decode(), "msgpack", f[2]) for f in msgs] + ([("a/d", "msgpack", ack[3])] if ack else [])
+        want = [(f[0].decode(), "msgpack", f[2]) for f in msgs]
+        want += [("a/d", "msgpack", ack[3])] if ack else []
         got = [a.recv_multipart() for _ in want]
         assert [(g[0].decode(), P.STAMP.unpack(g[1]), g[3]) for g in got] == \
             [(t, (10 + i, 3), p) for i, (t, _, p) in enumerate(want)]
         assert work.acks == ([(b"token", 13)] if ack else [])
         rows = broker._memory_rows(10, 20, ("",), 0)
-        assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == [(10 + i, 3, *w) for i, w in enumerate(want)]
+        assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == \
+            [(10 + i, 3, *w) for i, w in enumerate(want)]
         assert broker._memory_rows(11, 11, ("a/",), 0)[0][5] == want[1][2]
         assert broker.head_seq == work.last_seq
     finally:
@@ -330,4 +332,5 @@ def test_held_batch_is_stamped_logged_kept_and_forwarded(hp, pair, tmp_path, wit
         logged = [r for chunk in reader.read(1, 100, [""]) for r in chunk]
     finally:
         reader.close()
-    assert [(r[0], r[3], r[5]) for r in logged] == [(10 + i, t, p) for i, (t, _, p) in enumerate(want)]
+    assert [(r[0], r[3], r[5]) for r in logged] == \
+        [(10 + i, t, p) for i, (t, _, p) in enumerate(want)]
