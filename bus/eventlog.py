@@ -11,9 +11,10 @@ Why the packed batches go to a data file and the row only says where (offset, le
 SQLite every byte is written twice, into the WAL and again when a checkpoint copies it into the
 database, and read once more in between; the insert, half of it the kernel's writing (page
 cache, block allocation), was a quarter of the broker's proxy thread, and the checkpointer
-added a tenth more. Appended to a plain file each byte is written once. The order keeps it as safe as before: the data is written before the row that points to
-it is committed, so a committed row always has its data, and a writer that opens the log cuts
-off anything past the last committed row (a crash between the two). Against power loss, where
+added a tenth more. Appended to a plain file each byte is written once. The order keeps it as
+safe as before: the data is written before the row that points to it is committed, so a
+committed row always has its data, and a writer that opens the log cuts off anything past the
+last committed row (a crash between the two). Against power loss, where
 a committed row can survive and its data not: the checkpointer fdatasyncs the data file and the
 next commit records how far that reached; a writer that opens the log after an unclean stop
 checks the rows beyond that mark and drops any whose data is not intact (those messages were
@@ -94,8 +95,7 @@ _INSERT = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_INLINE = "INSERT INTO batches (first_seq, last_seq, epoch, ts, records) VALUES (?, ?, ?, ?, ?)"
 _SET_META = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 _encode_records = msgspec.msgpack.Encoder().encode
-decode_records: Callable[[bytes], list[tuple[str, str, bytes]]] = \
-    msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
+decode_records: Callable[[bytes], list[Record]] = msgspec.msgpack.Decoder(list[Record]).decode
 
 
 def _connect(path: Path) -> sqlite3.Connection:
