@@ -1,6 +1,6 @@
-"""`mlgym bench bus` end to end at a tiny size: every phase runs and the last line is the JSON
-object the issue names. Only counts are checked (rates and latencies are the benchmark's to
-report, never a test's)."""
+"""`mlgym bench bus` (and `codec`) end to end at a tiny size: every phase runs and the last line
+is the JSON object the issue names. Only counts and keys are checked (rates and latencies are the
+benchmark's to report, never a test's)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
     assert summary["repeats"] == 1
     throughput = next(line for line in lines if line.startswith("  throughput #1"))
     assert "before" in throughput and "after" in throughput  # the raw pair on both sides
+
+
+def test_bench_codec_compares_untracked_with_tracked_structs() -> None:
+    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "codec", "--rounds", "2",
+                          "--calls", "2", "--batch", "64"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    for side in ("batch", "single"):
+        assert summary[f"{side}_untracked_us"] > 0 and summary[f"{side}_tracked_us"] > 0
+        assert summary[f"{side}_ratio"] > 0

@@ -3,6 +3,7 @@ bad frames raise ProtocolError with a stable code."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import msgspec
@@ -89,6 +90,18 @@ def test_round_trip_every_body(cls: type, data: st.DataObject) -> None:
 def test_every_body_in_union_has_a_unique_tag() -> None:
     tags = [c.__struct_config__.tag for c in P.body_types()]
     assert len(tags) == len(set(tags))
+
+
+def test_protocol_structs_are_not_tracked_by_the_cyclic_gc() -> None:
+    """The broker decodes every envelope it validates; untracked structs keep that cheap
+    (bus/protocol.py's docstring). A new Struct declared without gc=False fails here."""
+    structs = [v for v in vars(P).values()
+               if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == P.__name__]
+    assert P.Envelope in structs and P.Note in structs and len(structs) > 20
+    assert [c.__name__ for c in structs if c.__struct_config__.gc] == []
+    env = P.decode(P.encode(P.make(P.Note(text="x", data={"k": [1, {"a": 2}]}), topic="t")))
+    assert not gc.is_tracked(env) and not gc.is_tracked(env.body)
+    assert gc.is_tracked(env.body.data)  # the containers inside stay tracked
 
 
 def test_kind_is_the_tag_on_the_wire() -> None:
