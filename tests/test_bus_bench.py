@@ -31,7 +31,8 @@ def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
 
 def test_bench_codec_compares_untracked_with_tracked_structs() -> None:
     out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "codec", "--rounds", "2",
-                          "--calls", "2", "--batch", "64"], capture_output=True, text=True, timeout=60)
+                          "--calls", "2", "--batch", "64"],
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     for side in ("batch", "single"):
