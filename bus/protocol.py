@@ -10,8 +10,8 @@ defaults; `PROTOCOL_VERSION` changes only when a field changes meaning.
 
 Every Struct here is declared `gc=False`: the cyclic garbage collector does not track them.
 They hold decoded wire data, which cannot form a cycle, and every client decodes every message
-it receives: at Python's default collector settings, tracked envelopes made decoding twice as
-slow, most of it in young-generation collections walking the envelopes still queued
+it receives: at Python's default collector settings, tracked envelopes made decoding 1.3 to 2
+times slower, most of it in young-generation collections walking the envelopes still queued
 (`mlgym bench codec`). The one rule this adds: never build a reference cycle through a message
 (a body whose dict holds its own envelope); such a cycle would never be freed.
 """
