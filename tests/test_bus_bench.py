@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import zmq
+
+from mlgym.bus import protocol as P
 
 
 def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
@@ -38,3 +43,28 @@ def test_bench_codec_compares_untracked_with_tracked_structs() -> None:
     for side in ("batch", "single"):
         assert summary[f"{side}_untracked_us"] > 0 and summary[f"{side}_tracked_us"] > 0
         assert summary[f"{side}_ratio"] > 0
+
+
+def test_bench_subscriber_counts_the_seqs_that_did_not_arrive(tmp_path) -> None:
+    """The throughput subscriber counts gaps from its first and last stamp and its count: fed
+    seqs 1, 2, 4, 5, 8 (3, 6 and 7 missing) by a real XPUB, it reports 3."""
+    bench_bus = Path(__file__).resolve().parent.parent / "bench" / "bus.py"
+    url = f"ipc://{tmp_path}/feed"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind(url)
+    sub = subprocess.Popen([sys.executable, str(bench_bus), "--role", "sub", "--endpoint", url,
+                            "--count", "5", "--stamped", "--idle", "5"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sub.stdout is not None and sub.stdout.readline().strip() == "READY"
+        assert pub.poll(10_000) and pub.recv()[:1] == b"\x01"  # subscribed
+        for seq in (1, 2, 4, 5, 8):
+            pub.send_multipart([b"bench/load", P.STAMP.pack(seq, 1), P.MSGPACK, b"\x80"])
+        out, _ = sub.communicate(timeout=30)
+    finally:
+        sub.kill()
+        pub.close(0)
+        ctx.term()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["received"], result["gaps"]) == (5, 3)
