@@ -129,7 +129,7 @@ def role_sub(a: argparse.Namespace) -> None:
     s.connect(a.endpoint)
     print("READY", flush=True)
     n = gaps = 0
-    first_stamp = last_stamp = b""
+    first_frames = frames = []
     lat: list[int] = []
     first = last = 0
     recv = zmq.backend.Socket.recv
@@ -142,18 +142,14 @@ def role_sub(a: argparse.Namespace) -> None:
             break
         now = time.monotonic_ns()
         if n == 0:
-            first = now
+            first, first_frames = now, frames
         last = now
         n += 1
-        if a.stamped:
-            last_stamp = frames[1]
-            if n == 1:
-                first_stamp = last_stamp
         if a.latency:
             _, t = index_and_time(frames[-1])
             lat.append(now - t)
-    if a.stamped and n:
-        gaps = unpack(last_stamp)[0] - unpack(first_stamp)[0] + 1 - n
+    if a.stamped and n:  # `frames`: the last message read whole
+        gaps = unpack(frames[1])[0] - unpack(first_frames[1])[0] + 1 - n
     out: dict[str, Any] = {"received": n, "gaps": gaps, "seconds": (last - first) / 1e9}
     if lat:
         lat.sort()
