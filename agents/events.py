@@ -18,7 +18,7 @@ def log_path(run_dir: str | Path) -> Path:
 
 def iter_events(run_dir: str | Path, prefixes: Sequence[str] = ("",), from_seq: int = 1) -> Iterator[P.Envelope]:
     """Every logged message under `prefixes`, in sequence order, seq and epoch filled in.
-    Undecodable rows are skipped (the broker only logs valid ones)."""
+    Rows whose body this version cannot read (a newer kind) are skipped."""
     path = log_path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"no event log at {path}")

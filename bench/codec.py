@@ -7,6 +7,10 @@ module compiled again with gc=True, so both sides run the same schema in the sam
 alternating, and the machine's drift moves both. Payloads are the bus benchmark's 1 KiB notes.
 Prints microseconds per envelope (medians of the rounds) and the ratio; the last line is one
 JSON object.
+
+It also times the broker's own batch check (`_batch_valid` in bus/broker.py) as it is, decoding
+envelope heads (`EnvelopeHead`: the body only as far as its `kind`), against the same function
+decoding whole envelopes, which is what the broker did before it left bodies to receivers.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def main() -> None:
             results[k]["single"].append(
                 per_envelope_us(lambda: [dec_s(m0) for _ in range(a.batch)], a.calls, a.batch))
     summary: dict[str, Any] = {"gen0_threshold": a.gen0}
+    check = batch_check(msgs, a.rounds, a.calls)
     for w in ("batch", "single"):
         untracked = statistics.median(results["untracked"][w])
         tracked_us = statistics.median(results["tracked"][w])
@@ -95,7 +100,33 @@ def main() -> None:
         summary.update({f"{w}_untracked_us": round(untracked, 4),
                         f"{w}_tracked_us": round(tracked_us, 4),
                         f"{w}_ratio": round(untracked / tracked_us, 3)})
+    head, whole = (statistics.median(check[k]) for k in ("head", "whole"))
+    print(f"broker batch check of a 1 KiB envelope: heads {head:.3f} us, whole envelopes "
+          f"{whole:.3f} us, ratio {head / whole:.2f} (medians of {a.rounds} rounds)")
+    summary.update({"check_head_us": round(head, 4), "check_whole_us": round(whole, 4),
+                    "check_ratio": round(head / whole, 3)})
     print(json.dumps(summary))
+
+
+def batch_check(msgs: list[bytes], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Microseconds per envelope of the broker's `_batch_valid` on one batch, rounds
+    alternating between its own decoder (envelope heads) and one for whole envelopes."""
+    from mlgym.bus import broker as B
+
+    packed = msgspec.msgpack.encode([msgspec.Raw(m) for m in msgs])
+    topics, lens = [P.decode(m).topic for m in msgs], [len(m) for m in msgs]
+    decoders = {"head": B._ENVELOPE_LIST, "whole": msgspec.msgpack.Decoder(list[P.Envelope])}
+    out: dict[str, list[float]] = {k: [] for k in decoders}
+    try:
+        for r in range(rounds):
+            for k in (list(decoders) if r % 2 == 0 else list(reversed(decoders))):
+                B._ENVELOPE_LIST = decoders[k]
+                assert B._batch_valid(topics, lens, packed)
+                out[k].append(per_envelope_us(lambda: B._batch_valid(topics, lens, packed),
+                                              calls, len(msgs)))
+    finally:
+        B._ENVELOPE_LIST = decoders["head"]
+    return out
 
 
 if __name__ == "__main__":

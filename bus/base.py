@@ -13,10 +13,13 @@ The contract (see /docs/protocol.md, "Client behaviour"):
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from mlgym.bus.protocol import Body, Envelope
+from mlgym import log
+from mlgym.bus.protocol import Body, Envelope, ProtocolError, Record, decode
+
+logger = log.get(__name__)
 
 
 class RpcError(Exception):
@@ -27,6 +30,29 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.detail = dict(detail or {})
+
+
+def envelope_of(record: Record) -> Envelope:
+    """A logged message as an Envelope, seq and epoch from the record. Raises ProtocolError
+    for a body this side cannot read: the bus checks envelopes only (`EnvelopeHead`), so the
+    log may hold kinds newer than this client."""
+    env = decode(record.payload, record.encoding.encode())
+    env.seq, env.epoch = record.seq, record.epoch
+    return env
+
+
+def decodable(records: Iterable[Record]) -> list[Envelope]:
+    """The records as envelopes, without those whose body this side cannot read (logged)."""
+    out: list[Envelope] = []
+    skipped = 0
+    for record in records:
+        try:
+            out.append(envelope_of(record))
+        except ProtocolError:
+            skipped += 1
+    if skipped:
+        logger.warning("history records with unreadable bodies skipped", count=skipped)
+    return out
 
 
 class Subscription(abc.ABC):

@@ -1,12 +1,12 @@
 """The bus broker (`mlgym bus serve`): XSUB/XPUB proxy that stamps, logs and replays.
 
 Publishers send [topic][encoding][envelope] to the XSUB socket; the broker validates each
-message, stamps it with the next sequence number and its epoch, appends the batch to the run's
-event log (SQLite, WAL) and commits, and only then sends [topic][stamp][encoding][envelope] out
-of the XPUB socket. So everything a subscriber ever saw is durable, and sequence numbers never
-repeat across crashes. Late joiners and subscribers that lost messages (a full XPUB queue drops
-them) catch up from history over the ROUTER socket (RPC service "bus"), from a bounded
-in-memory window or from the log.
+message (its envelope: bodies are the receivers' to check), stamps it with the next sequence
+number and its epoch, appends the batch to the run's event log (SQLite, WAL) and commits, and
+only then sends [topic][stamp][encoding][envelope] out of the XPUB socket. So everything a
+subscriber ever saw is durable, and sequence numbers never repeat across crashes. Late joiners
+and subscribers that lost messages (a full XPUB queue drops them) catch up from history over
+the ROUTER socket (RPC service "bus"), from a bounded in-memory window or from the log.
 
 Why a plain thread with zmq.Poller for the proxy, not asyncio: the proxy is CPU-bound per
 message, and an asyncio await costs tens of microseconds, which caps throughput far below
@@ -100,11 +100,11 @@ class _Batch:
 
 _ENC_NAMES = hotpath.ENCODING_NAMES
 _ENC_FRAMES = {name: enc for enc, name in _ENC_NAMES.items()}
-_DECODERS = {enc: (P.raw_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
+_DECODERS = {enc: (P.raw_head_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 # whole-batch validation (the C loop): element boundaries first, then the envelopes
 _RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
-_ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.Envelope])
+_ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.EnvelopeHead])
 _topic_of = operator.attrgetter("topic")
 _version_of = operator.attrgetter("v")
 
@@ -115,7 +115,7 @@ def _batch_valid(topics: list[str], lens: list[int], packed: bytes | None) -> bo
     instead of a few per message. `packed` is all the payloads back to back in one msgpack
     array: decoding it as raw elements proves that each payload is exactly one msgpack value
     (a truncated one would borrow its neighbour's bytes and shift every boundary); decoding
-    it as envelopes then checks each against the schema. False sends the batch to the
+    it as envelope heads (`P.EnvelopeHead`) then checks each. False sends the batch to the
     per-message checks, which decide and count."""
     if packed is None:  # some message is not msgpack
         return False
@@ -554,8 +554,10 @@ class Broker:
 
     def _validate(self, frames: list[bytes]) -> tuple[str, str] | None:
         """(topic, encoding name) of a well-formed message, or None (counted) for anything
-        else: wrong frame count, unknown encoding, undecodable, wrong version, topic frame not
-        matching the envelope, a reserved topic."""
+        else: wrong frame count, unknown encoding, an envelope `P.check` refuses (undecodable,
+        a field of the wrong type, a body that is not a map with a `kind`, wrong version),
+        topic frame not matching the envelope, a reserved topic. Bodies of any kind pass: what
+        is inside them is for receivers to check (`P.EnvelopeHead`)."""
         if len(frames) != 3:
             self.dropped_malformed += 1
             return None
@@ -568,9 +570,7 @@ class Broker:
             self.dropped_malformed += 1
             return None
         try:
-            env = P.decode(payload, enc)
-            if env.v != P.PROTOCOL_VERSION:
-                P.check_version(env)  # raises the typed error
+            env = P.check(payload, enc)
         except P.ProtocolError as exc:
             if exc.code == "bad_version":
                 self.dropped_version += 1

@@ -121,7 +121,7 @@ def log_cmd(run_dir: str, prefixes: tuple[str, ...], from_seq: int, to_seq: int,
             for seq, epoch, _ts, _topic, encoding, payload in rows:
                 try:
                     env = P.decode(payload, encoding.encode())
-                except P.ProtocolError as exc:  # the broker logs only valid messages
+                except P.ProtocolError as exc:  # a body kind this version does not know
                     click.echo(f"{seq:>8} e{epoch} undecodable: {exc.message}", err=True)
                     continue
                 env.seq, env.epoch = seq, epoch

@@ -23,7 +23,7 @@ import zmq.asyncio
 from mlgym import log
 from mlgym.bus import endpoints as E
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase, RpcError, Subscription
+from mlgym.bus.base import BusClientBase, RpcError, Subscription, decodable
 from mlgym.bus.broker import HEARTBEAT_TOPIC, RESERVED_PREFIX, SERVICE
 from mlgym.bus.rpc import UNAVAILABLE, RpcClient
 from mlgym.bus.security import ClientCurve
@@ -41,14 +41,6 @@ def check_topic(topic: str) -> None:
         raise ValueError("a topic is a non-empty string")
     if topic.startswith(RESERVED_PREFIX):
         raise ValueError(f"topics starting with {RESERVED_PREFIX!r} are reserved for the broker")
-
-
-def envelope_from_record(rec: P.Record) -> P.Envelope:
-    """The logged message as an Envelope, with seq and epoch filled in from the record."""
-    env = P.decode(rec.payload, rec.encoding.encode())
-    env.seq = rec.seq
-    env.epoch = rec.epoch
-    return env
 
 
 class BusClient(BusClientBase):
@@ -193,7 +185,7 @@ class BusClient(BusClientBase):
         req = P.HistoryRequest(from_seq=from_seq, to_seq=to_seq, prefix=prefix)
         async for chunk in self.rpc.stream(SERVICE, req, timeout=self.timeout):
             assert isinstance(chunk, P.HistoryChunk)
-            out.extend(envelope_from_record(r) for r in chunk.records)
+            out.extend(decodable(chunk.records))
         return out
 
     async def status(self, timeout: float = 10.0) -> P.BusStatus:

@@ -24,7 +24,7 @@ import aiomqtt
 
 from mlgym import log
 from mlgym.bus import protocol as p
-from mlgym.bus.base import BusClientBase, RpcError, Subscription
+from mlgym.bus.base import BusClientBase, RpcError, Subscription, decodable, envelope_of
 from mlgym.bus.mqtt_link import (
     REPLY_LEVEL,
     RPC_LEVEL,
@@ -55,7 +55,7 @@ class _Stamped:
     seq: int
     epoch: int
     prev: list[int] | None
-    env: p.Envelope
+    env: p.Envelope | None  # None: logged, but its body is not one this side can read
 
 
 @dataclass
@@ -157,11 +157,16 @@ class MqttBusClient(BusClientBase):
             encoding = encoding_of(msg.properties)
             if encoding is None:
                 raise p.ProtocolError("bad_encoding", "unknown content type")
-            env = p.decode(msg.payload, encoding)
         except (KeyError, ValueError, p.ProtocolError) as exc:
             logger.warning("malformed stamped message dropped", topic=topic, error=str(exc))
             return
-        env.seq, env.epoch = seq, epoch
+        env: p.Envelope | None = None
+        try:
+            env = p.decode(msg.payload, encoding)
+            env.seq, env.epoch = seq, epoch
+        except p.ProtocolError:
+            pass  # the recorder logged it (a body kind newer than this client, say): its seq
+            # still counts, so the subscriptions skip it (counted) rather than refill a "gap"
         item = _Stamped(topic, seq, epoch, prev, env)
         for sub in self._subs:
             sub.feed(item)
@@ -229,13 +234,18 @@ class MqttBusClient(BusClientBase):
 
     async def history(self, from_seq: int = 1, prefix: str = "", to_seq: int = 0,
                       *, prefixes: Iterable[str] = ()) -> list[p.Envelope]:
-        out: list[p.Envelope] = []
+        return decodable(await self.records(from_seq, prefix, to_seq, prefixes=prefixes))
+
+    async def records(self, from_seq: int = 1, prefix: str = "", to_seq: int = 0,
+                      *, prefixes: Iterable[str] = ()) -> list[p.Record]:
+        """History as the recorder logged it, undecoded."""
+        out: list[p.Record] = []
         request = p.HistoryRequest(from_seq=from_seq, to_seq=to_seq, prefix=prefix,
                                    prefixes=list(prefixes))
         async for chunk in self.stream("bus", request):
             if not isinstance(chunk, p.HistoryChunk):
                 raise RpcError("bad_reply", f"expected history_chunk, got {type(chunk).__name__}")
-            out.extend(record_to_envelope(r) for r in chunk.records)
+            out.extend(chunk.records)
         return out
 
     async def status(self, timeout: float = 10.0) -> p.BusStatus:
@@ -263,12 +273,6 @@ class MqttBusClient(BusClientBase):
         self._subs.discard(sub)
 
 
-def record_to_envelope(record: p.Record) -> p.Envelope:
-    env = p.decode(record.payload, record.encoding.encode())
-    env.seq, env.epoch = record.seq, record.epoch
-    return env
-
-
 class MqttSubscription(Subscription):
     """Joins live first, then replays history up to the head, then merges; each chain's `prev`
     stamp tells exactly when something was missed (broker queue overflow, reconnect, recorder
@@ -293,6 +297,7 @@ class MqttSubscription(Subscription):
         self.epoch = 0
         self.refills = 0
         self.dropped = 0
+        self.bad = 0  # logged messages whose body this client cannot read, skipped
         self._suspect = False  # something was dropped locally: catch up once the inbox drains
         self._failure: BaseException | None = None
         self._inbox: asyncio.Queue[_Stamped] = asyncio.Queue(self.INBOX)
@@ -358,7 +363,13 @@ class MqttSubscription(Subscription):
         """History of [from_seq, to_seq] for the chain's prefixes, in seq order."""
         if to_seq < from_seq:
             return []
-        return await self.client.history(from_seq, "", to_seq, prefixes=members)
+        out = []
+        for record in await self.client.records(from_seq, "", to_seq, prefixes=members):
+            try:
+                out.append(envelope_of(record))
+            except p.ProtocolError:
+                self.bad += 1
+        return out
 
     def _chain_of_topic(self, topic: str) -> _Chain | None:
         for chain in self.chains:
@@ -383,10 +394,13 @@ class MqttSubscription(Subscription):
             if min(c.done for c in self.chains) + 1 < low:
                 return await self._catch_up()  # the log was replaced: start over
         for record in records:
-            env = record_to_envelope(record)
-            chain = self._chain_of_topic(env.topic)
-            if chain is not None and env.seq > chain.done:
-                await self._emit(env)
+            chain = self._chain_of_topic(record.topic)
+            if chain is None or record.seq <= chain.done:
+                continue
+            try:
+                await self._emit(envelope_of(record))
+            except p.ProtocolError:
+                self.bad += 1
         for chain in self.chains:
             chain.done = max(chain.done, head)
 
@@ -439,7 +453,10 @@ class MqttSubscription(Subscription):
                 await self._emit(env)
         chain.done = item.seq
         if self._matches(item.topic, chain):
-            await self._emit(item.env)
+            if item.env is None:
+                self.bad += 1
+            else:
+                await self._emit(item.env)
 
     async def _new_epoch(self, epoch: int) -> None:
         """The recorder restarted. If its log carried on (the record at our position is still
@@ -448,7 +465,7 @@ class MqttSubscription(Subscription):
         last = max((c.done for c in self.chains), default=0)
         carried_on = False
         if last > 0:
-            records = await self.client.history(last, "", last)
+            records = await self.client.records(last, "", last)
             carried_on = bool(records) and records[0].epoch != epoch
         if not carried_on:
             for chain in self.chains:
@@ -468,5 +485,4 @@ __all__ = [
     "MqttSubscription",
     "boundary_prefixes",
     "chain_of",
-    "record_to_envelope",
 ]

@@ -23,9 +23,10 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
+import msgspec.structs
 
 PROTOCOL_VERSION = 1
 MSGPACK = b"msgpack"
@@ -543,6 +544,29 @@ class Envelope(msgspec.Struct, omit_defaults=True, gc=False):
         return type(self.body).__struct_config__.tag  # type: ignore[return-value]
 
 
+class BodyHead(msgspec.Struct, gc=False):
+    """A body as the bus checks it: a map with a non-empty string `kind`. Every other field is
+    the receiver's to check (see `EnvelopeHead`)."""
+
+    kind: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+EnvelopeHead = msgspec.defstruct(
+    "EnvelopeHead",
+    [("body", BodyHead)]
+    + [(f.name, f.type, f.default) for f in msgspec.structs.fields(Envelope) if f.name != "body"],
+    omit_defaults=True, gc=False, module=__name__,
+)
+EnvelopeHead.__doc__ = """An envelope as the bus checks it before giving it a sequence number
+(the broker, the MQTT recorder): `Envelope`'s fields, built from it, with the body only a
+`BodyHead`.
+
+Why not the whole Envelope: a router must pass body kinds newer than itself (the versioning
+rule above lets clients add kinds without upgrading the broker), and decoding every body was
+the largest single cost of the broker's check (docs/performance.md). Receivers decode bodies
+and count what they cannot read."""
+
+
 class ProtocolError(Exception):
     """A frame that cannot be decoded, or carries the wrong protocol version."""
 
@@ -556,6 +580,10 @@ _mp_encoder = msgspec.msgpack.Encoder()
 _mp_decoder = msgspec.msgpack.Decoder(Envelope)
 _js_encoder = msgspec.json.Encoder()
 _js_decoder = msgspec.json.Decoder(Envelope)
+
+
+_mp_head_decoder = msgspec.msgpack.Decoder(EnvelopeHead)
+_js_head_decoder = msgspec.json.Decoder(EnvelopeHead)
 
 
 class _Version(msgspec.Struct, gc=False):
@@ -583,12 +611,25 @@ def encode(env: Envelope, encoding: bytes = MSGPACK) -> bytes:
 
 def decode(payload: bytes | memoryview, encoding: bytes = MSGPACK) -> Envelope:
     """Decode and validate one envelope; raises ProtocolError with a stable code."""
+    return _decode(payload, encoding, _mp_decoder, _js_decoder)
+
+
+def check(payload: bytes | memoryview, encoding: bytes = MSGPACK) -> EnvelopeHead:
+    """What the bus checks before it logs a message: the envelope's fields and protocol
+    version, and that the body is a map with a `kind` (any kind, known here or not). Raises
+    ProtocolError with the same codes as `decode`."""
+    head = _decode(payload, encoding, _mp_head_decoder, _js_head_decoder)
+    check_version(head)
+    return head
+
+
+def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> Any:
     if len(payload) > MAX_FRAME_BYTES:
         raise ProtocolError("oversized", f"frame of {len(payload)} bytes > {MAX_FRAME_BYTES}")
     if encoding == MSGPACK:
-        dec, ver = _mp_decoder, _mp_version
+        dec, ver = mp, _mp_version
     elif encoding == JSON:
-        dec, ver = _js_decoder, _js_version
+        dec, ver = js, _js_version
     else:
         raise ProtocolError("bad_encoding", f"unknown encoding {bytes(encoding)[:16]!r}")
     try:
@@ -607,13 +648,13 @@ def decode(payload: bytes | memoryview, encoding: bytes = MSGPACK) -> Envelope:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
 
 
-def raw_decoder(encoding: bytes) -> Callable[[bytes], Envelope]:
-    """The bare decode function for an encoding: msgspec's own errors, no size check or error
-    mapping (the broker's hot path; everything else uses `decode`)."""
-    return {MSGPACK: _mp_decoder, JSON: _js_decoder}[encoding].decode
+def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:
+    """The bare `check` decode for an encoding: msgspec's own errors, no size, version or
+    error mapping (the broker's hot path; everything else uses `check`)."""
+    return {MSGPACK: _mp_head_decoder, JSON: _js_head_decoder}[encoding].decode
 
 
-def check_version(env: Envelope) -> None:
+def check_version(env: Envelope | EnvelopeHead) -> None:
     if env.v != PROTOCOL_VERSION:
         raise ProtocolError(
             "bad_version", f"protocol version {env.v} not supported (this side speaks {PROTOCOL_VERSION})"

@@ -247,7 +247,7 @@ class Recorder:
             for rows in reader.read(start, self.head):
                 for _seq, _epoch, _ts, _topic, encoding, payload in rows:
                     with contextlib.suppress(p.ProtocolError):
-                        env_id = p.decode(payload, encoding.encode()).id
+                        env_id = p.check(payload, encoding.encode()).id
                         if env_id:
                             self._recent[env_id] = None
         finally:
@@ -291,8 +291,7 @@ class Recorder:
         if item.done is not None:
             return True  # acked publishes were validated by the RPC decoder
         try:
-            env = p.decode(item.payload, item.encoding)
-            p.check_version(env)
+            env = p.check(item.payload, item.encoding)  # the envelope; bodies are receivers'
         except p.ProtocolError as exc:
             self._drop(exc.code, item.topic, exc.message)
             return False

@@ -34,7 +34,7 @@ def test_bench_bus_runs_every_phase_and_ends_with_its_json() -> None:
     assert "before" in throughput and "after" in throughput  # the raw pair on both sides
 
 
-def test_bench_codec_compares_untracked_with_tracked_structs() -> None:
+def test_bench_codec_compares_untracked_with_tracked_structs_and_the_batch_checks() -> None:
     out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "codec", "--rounds", "2",
                           "--calls", "2", "--batch", "64"],
                          capture_output=True, text=True, timeout=60)
@@ -43,6 +43,7 @@ def test_bench_codec_compares_untracked_with_tracked_structs() -> None:
     for side in ("batch", "single"):
         assert summary[f"{side}_untracked_us"] > 0 and summary[f"{side}_tracked_us"] > 0
         assert summary[f"{side}_ratio"] > 0
+    assert summary["check_head_us"] > 0 and summary["check_whole_us"] > 0
 
 
 def test_bench_subscriber_counts_the_seqs_that_did_not_arrive(tmp_path) -> None:

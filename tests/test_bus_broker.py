@@ -244,6 +244,53 @@ async def test_bad_publications_are_counted_and_never_stop_other_clients(broker:
     raw.close(0)
 
 
+async def test_bodies_are_for_receivers_to_check(broker: Broker) -> None:
+    """The broker checks envelopes, not bodies: a kind it has never heard of (a newer client's)
+    and a known kind with a wrongly typed field are logged and delivered; a body that is not a
+    map with a string `kind` is dropped. A Python subscriber skips what it cannot read (counted
+    in `bad`), without taking the skipped seqs for gaps, and history skips them too."""
+    ctx = zmq.asyncio.Context.instance()
+    raw = ctx.socket(zmq.XPUB)
+    raw.setsockopt(zmq.XPUB_NODROP, 1)
+    raw.connect(broker.endpoints.pub)
+    await raw.recv()  # the broker's subscription
+    watcher = ctx.socket(zmq.SUB)  # sees the wire: what the broker forwarded
+    watcher.subscribe(b"k/")
+    watcher.connect(broker.endpoints.sub)
+
+    def frames(body: object, topic: str = "k/x") -> list[bytes]:
+        env = {"v": 1, "id": P.new_id(), "topic": topic, "sender": "js", "body": body}
+        return [topic.encode(), P.MSGPACK, msgspec.msgpack.encode(env)]
+
+    passed = [frames({"kind": "x_newer_kind", "plan": [1, 2]}), frames({"kind": "note", "text": 5})]
+    dropped = [frames({"text": "no kind"}), frames({"kind": 5}), frames({"kind": ""}),
+               frames(["note", "x"]), frames("note")]
+    async with connect(broker.endpoints.url) as bus:
+        sub = bus.subscribe("k/")
+        await sub.ready()
+        await asyncio.sleep(0.2)  # the watcher's subscription reaches the broker
+        before = await bus.status()
+        for f in [passed[0], *dropped, passed[1]]:
+            await raw.send_multipart(f)
+        last = await bus.publish("k/x", P.Note(text="after"), acked=True)
+        wire = [await asyncio.wait_for(watcher.recv_multipart(), 10) for _ in range(3)]
+        assert [w[3] for w in wire] == [passed[0][2], passed[1][2], wire[2][3]]
+        seqs = [P.STAMP.unpack(w[1])[0] for w in wire]
+        assert seqs == [last - 2, last - 1, last]
+        got = await sub.get(10)
+        assert got.body.text == "after" and got.seq == last
+        assert sub.bad == 2 and sub.refills == 0
+        status = await bus.status()
+        assert status.dropped_malformed - before.dropped_malformed == len(dropped)
+        assert [e.seq for e in await bus.history(last - 2, "k/")] == [last]
+        replay = bus.subscribe("k/", from_seq=last - 2)
+        assert (await replay.get(10)).seq == last and replay.bad == 2
+    rows = [r for batch in LogReader(broker.log_path).read(last - 2, last) for r in batch]
+    assert [r[0] for r in rows] == seqs
+    raw.close(0)
+    watcher.close(0)
+
+
 @pytest.mark.parametrize(
     ("frames", "code"),
     [

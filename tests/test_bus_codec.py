@@ -165,3 +165,29 @@ def test_ids_are_ulids_time_ordered_and_unique(monkeypatch):
         == 1_700_000_000_123
     monkeypatch.setattr(P.time, "time_ns", lambda: 1_700_000_000_124 * 1_000_000)
     assert P.new_id()[:10] > stamp
+
+
+def test_envelope_head_mirrors_the_envelope() -> None:
+    """What the bus checks (`EnvelopeHead`) is the envelope field for field, the body aside
+    (it is built from Envelope, so a field added there is checked too), and `check` takes any
+    body that is a map with a string kind."""
+    full, head = msgspec.inspect.type_info(P.Envelope), msgspec.inspect.type_info(P.EnvelopeHead)
+    assert [(f.name, f.type, f.default) for f in full.fields if f.name != "body"] == \
+        [(f.name, f.type, f.default) for f in head.fields if f.name != "body"]
+    env = P.make(P.Note(text="x", data={"k": 1}), topic="t/x", run="r", sender="s")
+    for enc in P.ENCODINGS:
+        got = P.check(P.encode(env, enc), enc)
+        assert (got.body.kind, got.topic, got.id, got.run, got.sender, got.ts) == \
+            ("note", "t/x", env.id, "r", "s", env.ts)
+    for body, code in [({"kind": "x_new", "n": [1]}, None), ({"kind": "note", "text": 5}, None),
+                       ({"text": "x"}, "invalid"), ({"kind": ""}, "invalid"), (["note"], "invalid")]:
+        payload = msgspec.msgpack.encode({"topic": "t", "body": body})
+        if code is None:
+            assert P.check(payload).body.kind == body["kind"]
+        else:
+            with pytest.raises(P.ProtocolError) as err:
+                P.check(payload)
+            assert err.value.code == code
+    with pytest.raises(P.ProtocolError) as err:
+        P.check(msgspec.msgpack.encode({"v": 2, "topic": "t", "body": {"kind": "x_new"}}))
+    assert err.value.code == "bad_version"

@@ -65,7 +65,11 @@ def message(kind: str, topic: str, text: str) -> list[bytes]:
         "reserved": [b"$bus/x", P.MSGPACK, P.encode(envelope("$bus/x", text))],
         "empty-topic": [b"", P.MSGPACK, P.encode(envelope("", text))],
         "version": [t, P.MSGPACK, P.encode(envelope(topic, text, v=P.PROTOCOL_VERSION + 1))],
-        "bad-body": [t, P.MSGPACK, msgspec.msgpack.encode({"topic": topic, "body": {"kind": "note", "text": 5}})],
+        # bodies are receivers' to check: any map with a string kind passes, nothing else does
+        "new-kind": [t, P.MSGPACK, msgspec.msgpack.encode({"topic": topic, "body": {"kind": "x_new", "n": text}})],
+        "bad-field": [t, P.MSGPACK, msgspec.msgpack.encode({"topic": topic, "body": {"kind": "note", "text": 5}})],
+        "no-kind": [t, P.MSGPACK, msgspec.msgpack.encode({"topic": topic, "body": {"text": text}})],
+        "body-not-a-map": [t, P.MSGPACK, msgspec.msgpack.encode({"topic": topic, "body": ["note", text]})],
         # a payload cut short, then one carrying the rest: together they decode as two values
         "split": [t, P.MSGPACK, mp[:-1]],
     }[kind]
@@ -73,7 +77,7 @@ def message(kind: str, topic: str, text: str) -> list[bytes]:
 
 KINDS = ["good", "good-json", "one-frame", "two-frames", "four-frames", "unknown-encoding", "truncated",
          "trailing", "garbage", "mislabelled", "wrong-topic", "not-utf8-topic", "reserved", "empty-topic",
-         "version", "bad-body", "split"]
+         "version", "new-kind", "bad-field", "no-kind", "body-not-a-map", "split"]
 messages = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(["a/b", "a/c", "éx/1"]),
                               st.text(max_size=40)), max_size=40)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+import msgspec
 import pytest
 
 from mlgym.bus import protocol as p
@@ -277,6 +278,34 @@ async def test_malformed_raw_publish_is_counted_not_logged(broker, recorder):
         with pytest.raises(ValueError, match="empty"):
             await client.publish("", p.Note(text="x"))
         await sub.close()
+
+
+async def test_unknown_body_kind_is_logged_and_skipped_by_python_subscribers(broker, recorder):
+    """As with the ZeroMQ broker, the recorder checks envelopes, not bodies: a kind newer than
+    this code is logged and gets a seq; the Python subscription counts it in `bad` and goes on
+    without taking its seq for a gap (no refill), live and when replaying history."""
+    newer = msgspec.msgpack.encode({"v": 1, "id": p.new_id(), "topic": "u/x", "sender": "js",
+                                    "body": {"kind": "x_newer_kind", "plan": [1, 2]}})
+    no_kind = msgspec.msgpack.encode({"v": 1, "topic": "u/x", "body": {"text": "no kind"}})
+    async with aiomqtt.Client("127.0.0.1", broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as raw, \
+            MqttBusClient(broker.url, sender="ok") as client:
+        sub = client.subscribe("u/")
+        await sub.ready(10)
+        await raw.publish("mlgym/u/x", newer, qos=1)
+        await raw.publish("mlgym/u/x", no_kind, qos=1)
+        await client.publish("u/x", p.Note(text="after"))
+        env = await sub.get(10)
+        assert env.body.text == "after" and env.seq == 2
+        assert sub.bad == 1 and sub.refills == 0
+        status = await client.status()
+        assert status.dropped_malformed == 1 and status.head_seq == 2
+        assert [e.seq for e in await client.history(1, "u/")] == [2]
+        assert [r.payload for r in await client.records(1, "u/")][0] == newer
+        replay = client.subscribe("u/", from_seq=1)
+        assert (await replay.get(10)).seq == 2 and replay.bad == 1
+        await sub.close()
+        await replay.close()
 
 
 # --------------------------------------------------------------------------- RPC
