@@ -203,7 +203,8 @@ _CLOSED = _Closed()
 
 class ZmqSubscription(Subscription):
     """See the module docstring. Counters: delivered, duplicates (dropped), refills (history
-    fetches), bad (undecodable frames), epoch_changes."""
+    fetches), bad (undecodable frames, and logged messages whose body this client cannot read,
+    a kind newer than it say: skipped, their seqs counted as seen), epoch_changes."""
 
     def __init__(self, client: BusClient, prefixes: tuple[str, ...], from_seq: int | None):
         self.prefixes = tuple(prefixes) or ("",)
