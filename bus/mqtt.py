@@ -160,13 +160,14 @@ class MqttBusClient(BusClientBase):
         except (KeyError, ValueError, p.ProtocolError) as exc:
             logger.warning("malformed stamped message dropped", topic=topic, error=str(exc))
             return
-        env: p.Envelope | None = None
+        env: p.Envelope | None
         try:
             env = p.decode(msg.payload, encoding)
             env.seq, env.epoch = seq, epoch
         except p.ProtocolError:
-            pass  # the recorder logged it (a body kind newer than this client, say): its seq
-            # still counts, so the subscriptions skip it (counted) rather than refill a "gap"
+            # the recorder logged it (a body kind newer than this client, say): its seq still
+            # counts, so subscriptions skip it (counted in `bad`) rather than refill a "gap"
+            env = None
         item = _Stamped(topic, seq, epoch, prev, env)
         for sub in self._subs:
             sub.feed(item)
