@@ -741,10 +741,10 @@ async def serve(run_dir: str | Path, **kwargs: Any) -> None:
     # out of the collector's full passes, which otherwise stalled the broker 14-39 ms at a time
     # after a burst (measured with gc.callbacks in `mlgym bench bus`). Only in the broker's own
     # process: an embedded Broker leaves its host's collector alone. And collect the youngest
-    # generation less often: validating a batch decodes every envelope, and at the default
-    # threshold (700) a collection ran in the middle of most batches, walking them (6% of the
-    # proxy thread). The protocol's Structs are untracked now, but containers inside bodies
-    # (a list in a dict) still are.
+    # generation less often: at the default threshold (700) a collection ran in the middle of
+    # most batches, walking the envelopes being judged (6% of the proxy thread, measured when
+    # the check decoded whole, tracked envelopes; it decodes untracked heads now, and the
+    # threshold was left as it was).
     gc.freeze()
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
     stop = asyncio.Event()

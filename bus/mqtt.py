@@ -364,13 +364,17 @@ class MqttSubscription(Subscription):
         """History of [from_seq, to_seq] for the chain's prefixes, in seq order."""
         if to_seq < from_seq:
             return []
-        out = []
-        for record in await self.client.records(from_seq, "", to_seq, prefixes=members):
-            try:
-                out.append(envelope_of(record))
-            except p.ProtocolError:
-                self.bad += 1
-        return out
+        records = await self.client.records(from_seq, "", to_seq, prefixes=members)
+        return [env for record in records if (env := self._readable(record)) is not None]
+
+    def _readable(self, record: p.Record) -> p.Envelope | None:
+        """The record's envelope, or None, counted in `bad`, for a body this client cannot
+        read (the bus checks envelopes only)."""
+        try:
+            return envelope_of(record)
+        except p.ProtocolError:
+            self.bad += 1
+            return None
 
     def _chain_of_topic(self, topic: str) -> _Chain | None:
         for chain in self.chains:
@@ -398,10 +402,9 @@ class MqttSubscription(Subscription):
             chain = self._chain_of_topic(record.topic)
             if chain is None or record.seq <= chain.done:
                 continue
-            try:
-                await self._emit(envelope_of(record))
-            except p.ProtocolError:
-                self.bad += 1
+            env = self._readable(record)
+            if env is not None:
+                await self._emit(env)
         for chain in self.chains:
             chain.done = max(chain.done, head)
 
