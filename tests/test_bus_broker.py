@@ -348,3 +348,48 @@ async def test_publish_without_broker_fails_with_unavailable(tmp_path: Path) -> 
         assert err.value.code == "unavailable"
         with pytest.raises(TimeoutError):
             await bus.request("bus", P.Ping(), timeout=0.3)
+
+
+async def _log_rows_for_chunks(run_dir: Path, linger: float, chunks: int, size: int) -> int:
+    """Rows (batches) a broker logs for `chunks` bursts of `size` messages 5 ms apart."""
+    async with Broker(run_dir, heartbeat=0.1, linger=linger) as broker:
+        raw = zmq.asyncio.Context.instance().socket(zmq.XPUB)
+        raw.setsockopt(zmq.XPUB_NODROP, 1)
+        raw.connect(broker.endpoints.pub)
+        await raw.recv()
+        try:
+            async with connect(broker.endpoints.url) as bus:
+                sub = bus.subscribe("s/")
+                await sub.ready()
+                for c in range(chunks):
+                    for i in range(size):
+                        env = P.make(P.Note(text=f"{c}.{i}"), topic="s/x")
+                        await raw.send_multipart([b"s/x", P.MSGPACK, P.encode(env)])
+                    await asyncio.sleep(0.005)
+                got = await drain(sub, chunks * size)
+                assert [e.body.text for e in got] == [f"{c}.{i}" for c in range(chunks) for i in range(size)]
+        finally:
+            raw.close(0)
+        return broker._log._conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+
+
+async def test_linger_grows_batches_while_messages_stream_in(tmp_path: Path) -> None:
+    off = await _log_rows_for_chunks(tmp_path / "off", 0.0, chunks=20, size=50)
+    lingering = await _log_rows_for_chunks(tmp_path / "on", 0.05, chunks=20, size=50)
+    assert off >= 20  # a batch per burst at least: the 5 ms gaps are far longer than a batch
+    assert lingering * 2 < off, (lingering, off)
+
+
+async def test_a_lone_message_never_waits_for_the_linger(tmp_path: Path) -> None:
+    async with Broker(tmp_path / "run", heartbeat=0.1, linger=1.0) as broker:
+        async with connect(broker.endpoints.url) as bus:
+            sub = bus.subscribe("q/")
+            await sub.ready()
+            for i in range(5):  # request-and-reply pace: each is read alone, none lingers 1 s
+                await bus.publish("q/x", P.Note(text=str(i)))
+                assert (await sub.get(0.5)).body.text == str(i)
+
+
+def test_linger_out_of_range_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="linger"):
+        Broker(tmp_path / "run", linger=-1)
