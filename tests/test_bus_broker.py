@@ -376,7 +376,7 @@ async def _log_rows_for_chunks(run_dir: Path, linger: float, chunks: int, size: 
 async def test_linger_grows_batches_while_messages_stream_in(tmp_path: Path) -> None:
     off = await _log_rows_for_chunks(tmp_path / "off", 0.0, chunks=20, size=50)
     lingering = await _log_rows_for_chunks(tmp_path / "on", 0.05, chunks=20, size=50)
-    assert off >= 20  # a batch per burst at least: the 5 ms gaps are far longer than a batch
+    assert off >= 10  # about a batch per burst or more (40-120 measured): 5 ms gaps are long
     assert lingering * 2 < off, (lingering, off)
 
 
