@@ -116,3 +116,10 @@ def test_the_broker_process_keeps_freed_memory_for_the_next_burst() -> None:
     default, kept = refaults("default"), refaults("keep")
     assert default[1] > 4000, default  # glibc's defaults hand the 32 MB back: ~8,000 pages again
     assert kept == ("True", kept[1]) and kept[1] < 200, kept
+
+
+def test_the_linger_option_reaches_the_broker_process(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="--linger-ms"):  # `mlgym bus serve` refuses 2,000 ms
+        spawn(tmp_path / "bad", linger=2.0)
+    with spawn(tmp_path / "off", linger=0) as broker:
+        assert broker.proc.poll() is None and "--linger-ms" in broker.proc.args
