@@ -21,10 +21,16 @@ class AgentUsage:
     turns: int = 0
     env_steps: int = 0
     tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
-    exit: str = ""
+    exit: str = ""  # the typed exit (submitted, model_unreachable, ...) or how the process ended
+    exit_detail: str = ""  # why, in words
+    since: float = 0.0  # unix time the state began (calling, retrying)
+    retry: int = 0
+    max_retries: int = 0
+    error: str = ""
 
 
 @dataclass
@@ -84,11 +90,14 @@ class Ledger:
             u.role = b.role or u.role
             u.state = b.state
             u.detail = b.detail
+            u.since, u.retry, u.max_retries, u.error = b.since, b.retry, b.max_retries, b.error
             u.turns = max(u.turns, b.step)
             u.tokens = max(u.tokens, b.tokens)
+            u.cached_tokens = max(u.cached_tokens, b.cached_tokens)
             u.cost_usd = max(u.cost_usd, b.cost_usd)
             if b.state == "stopped":
-                u.exit = b.detail
+                u.exit = b.exit or b.detail
+                u.exit_detail = b.detail if b.detail != u.exit else ""
         elif isinstance(b, P.RunInfo):
             self.generation = max(self.generation, b.generation)
         elif isinstance(b, P.RunEnd):

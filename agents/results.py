@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym.agents.events import events
-from mlgym.agents.ledger import Ledger
+from mlgym.agents.ledger import AgentUsage, Ledger
 from mlgym.bus import protocol as P
 
 RESULT_FILE = "result.json"
@@ -47,11 +47,18 @@ def result_dict(*, task: str, method: str, run_id: str, ledger: Ledger, exit_sta
         "baseline": baseline,
         "metric": {"name": ledger.metric, "direction": ledger.direction},
         "best_attempt": ledger.best_score(),
-        "agents": {n: {"role": u.role, "turns": u.turns, "env_steps": u.env_steps, "tokens": u.tokens,
-                       "cost_usd": round(u.cost_usd, 6), "restarts": u.restarts, "exit": u.exit}
-                   for n, u in ledger.agents.items()},
+        "agents": {n: _agent_result(u) for n, u in ledger.agents.items()},
     }
     out.update(extra or {})
+    return out
+
+
+def _agent_result(u: AgentUsage) -> dict[str, Any]:
+    out = {"role": u.role, "turns": u.turns, "env_steps": u.env_steps, "tokens": u.tokens,
+           "cached_tokens": u.cached_tokens, "cost_usd": round(u.cost_usd, 6),
+           "restarts": u.restarts, "exit": u.exit}
+    if u.exit_detail:
+        out["exit_detail"] = u.exit_detail
     return out
 
 
@@ -85,6 +92,7 @@ def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
                 h["agent"] = agent
                 history.append(h)
         sent = sum(s.prompt_tokens for s in ordered)
+        cached = sum(s.cached_tokens for s in ordered)
         received = sum(s.completion_tokens for s in ordered)
         cost = sum(s.cost_usd for s in ordered)
         out[agent] = {
@@ -97,7 +105,8 @@ def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
                 "score": scores,
                 "role": ordered[0].role if ordered else "",
                 "model_stats": {"total_cost": round(cost, 6), "instance_cost": round(cost, 6),
-                                "tokens_sent": sent, "tokens_received": received, "api_calls": len(ordered)},
+                                "tokens_sent": sent, "tokens_cached": cached,
+                                "tokens_received": received, "api_calls": len(ordered)},
             },
         }
     return out

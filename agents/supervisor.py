@@ -313,7 +313,12 @@ class Supervisor:
         return mlgym_argv("agent", "--role", a.role, "--name", a.name, "--run", self.cfg.run_id, "--bus",
                           self.bus_url, "--model", a.model, "--history", a.history, "--mode", a.mode,
                           "--temperature", str(a.temperature), "--wait-timeout", str(a.wait_timeout_s),
-                          "--max-item-steps", str(a.max_item_steps), *self._keys_args())
+                          "--max-item-steps", str(a.max_item_steps), *self._keys_args(),
+                          "--max-tokens", str(a.max_tokens),
+                          "--call-timeout", str(a.call_timeout_s),
+                          "--stall-timeout", str(a.stall_timeout_s),
+                          "--max-retries", str(a.max_retries),
+                          "--stream" if a.stream else "--no-stream")
 
     def _keys_args(self) -> list[str]:
         return ["--keys", str(self.cfg.keys)] if self.cfg.keys else []
@@ -478,7 +483,9 @@ class Supervisor:
         await self._settle()
         if self._submitted.is_set():  # an agent's last action ended the episode after all
             return
-        self.ledger.agent("supervisor").role = "supervisor"
+        row = self.ledger.agent("supervisor")  # its row in the table and result.json
+        row.role, row.state, row.detail = "supervisor", "working", "submitting the best artefact"
+        row.exit = "auto-submission failed"  # until it succeeds
         try:
             if self.artefacts.best is not None and self.file_artefact:
                 await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
@@ -492,6 +499,7 @@ class Supervisor:
             logger.warning("auto-submission timed out")
             return
         self.auto_submitted = True
+        row.state, row.exit = "stopped", "auto-submitted"
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._submitted.wait(), 15)
 

@@ -362,13 +362,25 @@ class PlanUpdate(Body, tag="plan_update"):
 
 
 class AgentStatus(Body, tag="agent_status"):
+    """Agent -> topic `status/<name>`: what the agent is doing, with its running usage (the
+    supervisor enforces token and dollar budgets on these totals). `state`: "working", "idle"
+    (waiting for a message), "calling" (waiting for the model since `since`), "retrying" (the
+    model call failed with `error` and is tried again: retry `retry` of `max_retries`),
+    "stopped" (for good: `exit` is the typed exit, `detail` says why), "crashed"."""
+
     agent: str
     role: str
-    state: str  # "starting" | "working" | "idle" | "stopped" | "crashed"
+    state: str
     step: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
     detail: str = ""
+    since: float = 0.0  # unix time the state began (calling, retrying)
+    retry: int = 0
+    max_retries: int = 0
+    error: str = ""  # retrying: the failed try's error code (timeout, rate_limited, ...)
+    exit: str = ""  # stopped: submitted, model_unreachable, context_overflow, ...
+    cached_tokens: int = 0  # of the prompt tokens in `tokens`, those read from a prompt cache
 
 
 class Control(Body, tag="control"):
@@ -422,6 +434,7 @@ class AgentStep(Body, tag="agent_step"):
     model_latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, those the provider read from its prompt cache
     cost_usd: float = 0.0
     exit_code: int = 0
     env_step: int = 0

@@ -74,7 +74,7 @@ async def test_an_agents_own_dollar_budget_stops_only_that_agent(tmp_path):
     assert result["exit_status"] == "submitted"
     lit = result["agents"]["literature"]
     assert lit["cost_usd"] >= 1.0
-    assert lit["exit"].startswith("stop") and "dollars budget" in lit["exit"]
+    assert lit["exit"] == "stopped" and "dollars budget" in lit["exit_detail"]
     controls = [e.body for e in events(run_dir, ["run/control"])]
     assert controls[0].action == "stop" and controls[0].target == "literature"
     assert result["cost_usd"] == pytest.approx(lit["cost_usd"])

@@ -5,10 +5,10 @@ the dollars are priced as gpt-4o."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from test_llm_fakehttp import FakeServer, Reply, Seen
+from test_llm_openai import chunk, completion
 
 from mlgym.agents import config as C
 from mlgym.agents.llm import Message
@@ -25,15 +25,18 @@ def scripted_openai(task: str):
         thought, command = policy.single(read(msgs, {}), ctx)
         text = f"DISCUSSION\n{thought}\n\n```\n{command}\n```\n"
         usage = (sum(estimate_tokens(m.content) for m in msgs), estimate_tokens(text))
-        return Reply(json={
-            "id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
-            "model": "gpt-4o-2024-08-06",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                         "logprobs": None}],
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
-        })
+        return openai_reply(seen, text, usage)
 
     return answer
+
+
+def openai_reply(seen: Seen, text: str, usage: tuple[int, int]) -> Reply:
+    """A chat completion as the server would send it: streamed (server-sent events, usage last)
+    when the request asks for a stream, else one JSON object."""
+    if seen.body.get("stream"):
+        return Reply(sse=[chunk({"role": "assistant", "content": text}), chunk({}, finish="stop"),
+                          chunk(None, usage=usage), "[DONE]"])
+    return Reply(json=completion(text, usage=usage))
 
 
 @pytest.mark.timeout(120)
@@ -52,6 +55,7 @@ async def test_single_agent_over_the_openai_sdk(tmp_path, monkeypatch):
     assert "COMMANDS:" in first[0]["content"] and "RESPONSE FORMAT:" in first[0]["content"]
     assert "TASK DESCRIPTION:" in first[1]["content"] and "(Current Step: 0" in first[1]["content"]
     assert reqs[0]["temperature"] == 0.0 and "tools" not in reqs[0]
+    assert reqs[0]["stream"] is True and reqs[0]["max_tokens"] == 4096  # bounded, cut if need be
     # the 8th call sees 7 observations, the 2 oldest shortened (MLGym's last-5 history)
     last = [m["content"] for m in reqs[-1]["messages"] if m["role"] == "user"][1:]
     assert len(last) == 7
