@@ -5,9 +5,10 @@
   prompt, so the prompt's prefix changes every turn and a server's prompt cache (llama.cpp's
   slot, vLLM's prefix cache, OpenAI's and Gemini's cached input) can reuse only the part before
   it: most of the recent conversation is processed again on every call.
-- `stable:K[:B]` (cache-friendly): at least K observations in full; older ones are stubbed B at a
-  time (B = K unless given), so the prompt only grows for B turns and its prefix stays
-  byte-identical between the stubbing turns. The model sees K to K+B-1 full observations.
+- `stable:K[:B]` (cache-friendly): at least K observations in full, never fewer than `last:K`
+  shows; older ones are stubbed B at a time (B = 2K unless given), so the prompt only grows for
+  B turns and its prefix stays byte-identical between the stubbing turns. The model sees K to
+  K+B-1 full observations. `mlgym bench agents --model local` measures what it saves.
 - `full`: everything.
 
 When the server says the prompt does not fit its context window, `shorten` makes the view
@@ -68,7 +69,7 @@ class HistoryPolicy:
             self.keep = int(m.group(1))
         elif m.group(2):
             self.keep = int(m.group(2))
-            self.block = int(m.group(3) or m.group(2))
+            self.block = int(m.group(3) or 2 * self.keep)
         self.stable = bool(m.group(2))
         self.clip: int | None = None  # after shortening: the longest message, in characters
         self.shortened = 0  # how many times `shorten` made the view smaller
