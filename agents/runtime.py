@@ -148,6 +148,9 @@ class Agent(Commands):
         except Stopped:
             if not self.exit_status:
                 self.exit_status, self.exit_detail = "stopped", self._stop_reason
+        except ModelError as exc:  # the model cannot be created (no API key, a bad spec)
+            logger.error("no model; the agent ends", agent=self.name, error=str(exc))
+            self.exit_status, self.exit_detail = exc.exit, str(exc)
         except Exception as exc:
             logger.exception("agent failed", agent=self.name)
             self.exit_status = f"crashed: {type(exc).__name__}: {exc}"

@@ -355,3 +355,27 @@ def test_backoff_doubles_with_jitter_up_to_its_cap_and_honours_the_server():
 ])
 def test_context_overflow_is_told_from_other_errors(status, text, overflow):
     assert is_context_overflow(status, text) is overflow
+
+
+@pytest.mark.parametrize(("code", "exit"), [
+    ("timeout", "model_unreachable"), ("connection", "model_unreachable"),
+    ("server_error", "model_unreachable"), ("bad_response", "model_unreachable"),
+    ("rate_limited", "rate_limited"), ("context_overflow", "context_overflow"),
+    ("auth", "auth_error"), ("missing_key", "auth_error"), ("bad_request", "bad_request"),
+    ("not_found", "bad_request"), ("config", "bad_request"),
+])
+def test_every_error_code_has_a_typed_exit(code, exit):
+    assert ModelError(code, "x").exit == exit
+
+
+async def test_auth_errors_end_at_once_with_auth_error(server):
+    for proto in PROTOCOLS:
+        server.script.clear()
+        refusal = (openai_err(401, "Incorrect API key provided", "invalid_request_error")
+                   if proto is OpenAI else gemini_status(403, "PERMISSION_DENIED", "API key not valid"))
+        server.push(refusal)
+        async with proto.make(server.url, max_retries=3) as llm:
+            with pytest.raises(ModelError) as info:
+                await llm.complete(CONVO, stream=True)
+        assert (info.value.code, info.value.exit, info.value.retries) == ("auth", "auth_error", 0)
+    assert len(server.requests) == 2

@@ -7,6 +7,7 @@ from .base import (
     MissingApiKey,
     ModelBackend,
     ModelError,
+    Retry,
     ToolCallOut,
     ToolSpec,
     Usage,
@@ -15,9 +16,12 @@ from .base import (
     parse_spec,
     register_backend,
 )
+from .limits import DEFAULT_MAX_TOKENS, CallLimits
 from .prices import Price, PriceTable, default_table
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "CallLimits",
     "Completion",
     "Message",
     "MissingApiKey",
@@ -25,6 +29,7 @@ __all__ = [
     "ModelError",
     "Price",
     "PriceTable",
+    "Retry",
     "ToolCallOut",
     "ToolSpec",
     "Usage",
