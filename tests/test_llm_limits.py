@@ -372,7 +372,8 @@ async def test_auth_errors_end_at_once_with_auth_error(server):
     for proto in PROTOCOLS:
         server.script.clear()
         refusal = (openai_err(401, "Incorrect API key provided", "invalid_request_error")
-                   if proto is OpenAI else gemini_status(403, "PERMISSION_DENIED", "API key not valid"))
+                   if proto is OpenAI
+                   else gemini_status(403, "PERMISSION_DENIED", "API key not valid"))
         server.push(refusal)
         async with proto.make(server.url, max_retries=3) as llm:
             with pytest.raises(ModelError) as info:
