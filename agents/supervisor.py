@@ -485,7 +485,6 @@ class Supervisor:
             return
         row = self.ledger.agent("supervisor")  # its row in the table and result.json
         row.role, row.state, row.detail = "supervisor", "working", "submitting the best artefact"
-        row.exit = "auto-submission failed"  # until it succeeds
         try:
             if self.artefacts.best is not None and self.file_artefact:
                 await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
@@ -494,9 +493,11 @@ class Supervisor:
                                    timeout=self.eval_timeout + 120)
         except RpcError as exc:
             logger.warning("auto-submission failed", code=exc.code, error=exc.message)
+            row.exit, row.exit_detail = "auto-submission failed", f"{exc.code}: {exc.message}"
             return
         except TimeoutError:
             logger.warning("auto-submission timed out")
+            row.exit = "auto-submission failed"
             return
         self.auto_submitted = True
         row.state, row.exit = "stopped", "auto-submitted"
