@@ -19,12 +19,13 @@ def call_options(f):
     """The model call's limits, shared by `mlgym agent` (values) and `mlgym run` (overrides)."""
     f = click.option("--max-retries", type=click.IntRange(min=0), default=None,
                      help="Retries of a model call after transient errors (timeouts, refused "
-                          "connections, 429, 5xx) [default: 5].")(f)
+                          "connections, 429, 5xx) [default: 5; mlgym run: the team file's].")(f)
     f = click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Longest the model server may send nothing, seconds [default: 120].")(f)
+                     help="Longest the model server may send nothing, seconds [default: 120; mlgym "
+                          "run: the team file's].")(f)
     f = click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Wall clock for one try of a model call, streaming included, seconds "
-                          "[default: 300].")(f)
+                          "[default: 300; mlgym run: the team file's].")(f)
     return f
 
 
