@@ -184,6 +184,16 @@ async def test_silent_server_times_out_at_the_stall_bound(server, proto):
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS, ids=lambda p: p.name)
+async def test_unstreamed_reply_may_take_longer_than_the_stall_bound(server, proto):
+    """Without streaming the server says nothing until the reply is whole: the wall clock
+    bounds it, not the stall bound."""
+    body = openai_completion("slow") if proto is OpenAI else gemini_response([{"text": "slow"}])
+    server.push(Reply(json=body, delay_s=0.8))
+    async with proto.make(server.url, stall_s=0.3, timeout_s=10, max_retries=0) as llm:
+        assert (await llm.complete(CONVO)).text == "slow"
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS, ids=lambda p: p.name)
 async def test_stream_that_stalls_midway_times_out(server, proto):
     server.default = lambda seen: Reply(sse=[proto.piece("Let me "), 60.0, proto.piece("never")])
     async with proto.make(server.url, stall_s=0.3, max_retries=0) as llm:

@@ -276,6 +276,8 @@ class GeminiBackend(ModelBackend):
                 finally:
                     await chunks.aclose()  # closes the stream's connection (done, cut, cancelled)
             else:
+                # one reply comes when the whole generation is done: only the wall clock bounds it
+                config.http_options = types.HttpOptions(timeout=int(self.limits.timeout_s * 1000))
                 await reply.add(
                     await models.generate_content(model=self.model, contents=contents, config=config),
                     on_token,

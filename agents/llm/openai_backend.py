@@ -144,7 +144,9 @@ class OpenAIBackend(ModelBackend):
         try:
             if stream:
                 return await self._streamed(params, on_token, max_tokens, messages)
-            resp = await self.client.chat.completions.create(**params)
+            # one JSON reply comes when the whole generation is done: only the wall clock bounds it
+            whole = openai.Timeout(self.limits.timeout_s, connect=min(self.limits.stall, 30.0))
+            resp = await self.client.chat.completions.create(**params, timeout=whole)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         except _TIMEOUTS as exc:  # raised as they are while a stream is read
