@@ -40,8 +40,8 @@ def call_options(f):
 @click.option("--mode", type=click.Choice(["text", "tools"]), default="text", show_default=True,
               help="Classic DISCUSSION + fenced command, or function calling.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Output cap per model call [default: 4096].")
+@click.option("--max-tokens", type=click.IntRange(min=0), default=None,
+              help="Output cap per model call [default (0): 4096, 32768 for reasoning models].")
 @call_options
 @click.option("--stream/--no-stream", default=True, show_default=True,
               help="Stream replies (a runaway reply is cut, a cancelled call hangs up).")
@@ -116,7 +116,8 @@ def _print_result(result: dict, as_json: bool) -> None:
                    "(repeatable): full, last:N, stable:K.")
 @click.option("--max-tokens", "max_tokens", multiple=True, metavar="N|NAME=N",
               help="Output cap per model call for every agent, or NAME=N for one agent or role "
-                   "(repeatable) [default: the team file's, else 4096].")
+                   "(repeatable) [default: the team file's, else 4096; 32768 for reasoning "
+                   "models].")
 @call_options
 @click.option("--external", multiple=True, help="Agent started separately with `mlgym agent` (repeatable).")
 @click.option("--host", default=None, help="Serve the bus and services on tcp at this address (remote agents).")

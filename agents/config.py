@@ -13,7 +13,7 @@ A team is a TOML file (`agents/teams/<name>.toml`, or any path):
     role = "coder"
     model = "scripted:auto"
     history = "stable:5"     # or "last:5" (MLGym's), "full"
-    max_tokens = 4096        # output cap per model call
+    max_tokens = 4096        # output cap per model call (default 4096; 32768 for reasoning models)
     [agents.budget]          # this agent only
     steps = 40
 
@@ -29,7 +29,6 @@ from typing import Literal
 import msgspec
 
 from mlgym.agents.history import check_spec
-from mlgym.agents.llm.limits import DEFAULT_MAX_TOKENS
 
 TEAMS_DIR = Path(__file__).resolve().parent / "teams"
 ROLES = ("planner", "coder", "literature", "single")
@@ -68,7 +67,7 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     temperature: float = 0.0
     # each model call (docs/models.md, "Limits"): output cap, wall clock per try, longest
     # silence of the server, retries after transient errors, streamed replies
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int = 0  # 0: the model's default (4096; 32768 for reasoning models)
     call_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
     max_retries: int = 5
@@ -109,8 +108,8 @@ def _check(team: TeamConfig, where: str) -> None:
             check_spec(a.history)
         except ValueError as exc:
             raise ConfigError(f"{where}: agent {a.name}: {exc}") from None
-        if a.max_tokens < 1 or a.call_timeout_s <= 0 or a.stall_timeout_s <= 0 or a.max_retries < 0:
-            raise ConfigError(f"{where}: agent {a.name}: max_tokens must be >= 1, the timeouts > 0 "
+        if a.max_tokens < 0 or a.call_timeout_s <= 0 or a.stall_timeout_s <= 0 or a.max_retries < 0:
+            raise ConfigError(f"{where}: agent {a.name}: max_tokens must be >= 0, the timeouts > 0 "
                               "and max_retries >= 0")
     roles = [a.role for a in team.agents]
     if "single" in roles and len(roles) > 1:

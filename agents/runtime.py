@@ -34,7 +34,7 @@ from mlgym.agents.commands import WORKSPACE, Commands, SessionLost, Stopped, cal
 from mlgym.agents.history import Entry, HistoryPolicy
 from mlgym.agents.llm import Completion, Message, ModelError, create
 from mlgym.agents.llm.base import Retry
-from mlgym.agents.llm.limits import DEFAULT_MAX_TOKENS
+from mlgym.agents.llm.limits import default_max_tokens
 from mlgym.agents.parsing import FormatError, split_reply
 from mlgym.agents.research import Research
 from mlgym.agents.tools import role_tools
@@ -59,7 +59,7 @@ class Options:
     history: str = "last:5"
     mode: str = "text"
     temperature: float = 0.0
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int = 0  # 0: the model's default (limits.default_max_tokens)
     call_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
     max_retries: int = 5
@@ -105,6 +105,7 @@ class Agent(Commands):
         self.tools = role_tools(opts.role)
         self.tool_map = {t.name: t for t in self.tools}
         self.policy = HistoryPolicy(opts.history)
+        self.max_tokens = opts.max_tokens or default_max_tokens(opts.model.partition("@")[0])
         self.state = State()
         self.entries: list[Entry] = []
         self.step = 0
@@ -446,7 +447,7 @@ class Agent(Commands):
 
         try:
             return await self.model.complete(
-                view, tools, temperature=self.o.temperature, max_tokens=self.o.max_tokens,
+                view, tools, temperature=self.o.temperature, max_tokens=self.max_tokens,
                 stream=self.o.stream, on_retry=on_retry)
         finally:
             announce.cancel()

@@ -17,7 +17,9 @@ import pytest
 from mlgym.agents.llm import Message, ModelError, PriceTable
 from mlgym.agents.llm.base import Retry
 from mlgym.agents.llm.gemini_backend import GeminiBackend
-from mlgym.agents.llm.limits import CallLimits, StreamGuard, is_context_overflow, retry_after_s
+from mlgym.agents.llm.limits import (
+    CallLimits, StreamGuard, default_max_tokens, is_context_overflow, retry_after_s,
+)
 from mlgym.agents.llm.openai_backend import OpenAIBackend
 from test_llm_fakehttp import FakeServer, Reply
 from test_llm_gemini import response as gemini_response
@@ -390,3 +392,13 @@ async def test_auth_errors_end_at_once_with_auth_error(server):
                 await llm.complete(CONVO, stream=True)
         assert (info.value.code, info.value.exit, info.value.retries) == ("auth", "auth_error", 0)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(("model", "cap"), [
+    ("gpt-4o", 4096), ("openai:gpt-4.1-mini", 4096), ("openai:llama3.1:8b", 4096),
+    ("gemini-2.0-flash", 4096), ("openai:o3", 32768), ("o4-mini", 32768), ("gpt-5-mini", 32768),
+    ("openai:gpt-5", 32768), ("gemini:gemini-2.5-pro", 32768), ("openai:deepseek-r1:14b", 32768),
+    ("openai:Qwen/QwQ-32B", 32768),
+])
+def test_reasoning_models_get_room_for_their_hidden_reasoning(model, cap):
+    assert default_max_tokens(model) == cap

@@ -16,7 +16,7 @@ from .base import (
     parse_spec,
     register_backend,
 )
-from .limits import DEFAULT_MAX_TOKENS, CallLimits
+from .limits import DEFAULT_MAX_TOKENS, CallLimits, default_max_tokens
 from .prices import Price, PriceTable, default_table
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Usage",
     "backend_prefixes",
     "create",
+    "default_max_tokens",
     "default_table",
     "parse_spec",
     "register_backend",

@@ -16,7 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
-DEFAULT_MAX_TOKENS = 4096  # the runtime's output cap per call (a team file or --max-tokens sets it)
+DEFAULT_MAX_TOKENS = 4096  # the output cap per call, unless a team file or --max-tokens sets it
+REASONING_MAX_TOKENS = 32768  # the same for models whose cap counts their hidden reasoning too
+# OpenAI's o-series and gpt-5, Gemini 2.5 and later (thinking), DeepSeek's R1, Qwen's QwQ
+_REASONING_MODEL = re.compile(
+    r"(^|[/:])(o\d|gpt-5)|gemini-(2\.5|[3-9])|deepseek-r1|reasoner|qwq|thinking", re.IGNORECASE)
+
+
+def default_max_tokens(model: str) -> int:
+    """The output cap for a model when none was set: reasoning models spend much of it on
+    reasoning tokens they do not show (OpenAI's `max_completion_tokens` and Gemini's
+    `maxOutputTokens` include them), so they get more."""
+    return REASONING_MAX_TOKENS if _REASONING_MODEL.search(model) else DEFAULT_MAX_TOKENS
 
 
 @dataclass(frozen=True)
