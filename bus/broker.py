@@ -104,7 +104,10 @@ class _Batch:
 _ENC_NAMES = hotpath.ENCODING_NAMES
 _ENC_FRAMES = {name: enc for enc, name in _ENC_NAMES.items()}
 _DECODERS = {enc: (P.raw_head_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# Whatever a decode of hostile bytes raises is a verdict on the input, never the loop's end:
+# msgspec raises DecodeError and ValidationError, but also RecursionError on deep nesting
+# (b"\x91" * 100000), and a future version may raise something else again.
+_DECODE_ERRORS = (Exception,)
 # whole-batch validation (the C loop): element boundaries first, then the envelopes
 _RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.EnvelopeHead])
@@ -132,6 +135,10 @@ def _batch_valid(topics: list[str], lens: list[int], packed: bytes | None) -> bo
     return (all(v == P.PROTOCOL_VERSION for v in set(map(_version_of, envelopes)))
             and list(map(_topic_of, envelopes)) == topics
             and all(t and not t.startswith(RESERVED_PREFIX) for t in set(topics)))
+
+
+class BrokerDied(RuntimeError):
+    """The proxy loop ended by an error: the process exits non-zero (`mlgym bus serve`)."""
 
 
 class Broker:
@@ -199,6 +206,8 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._hotpath: Any = None  # the C loop's module (bus/_hotpath.c), or None: Python's
+        self.loop_error: BaseException | None = None  # why the proxy loop died (never, we hope)
+        self._dead = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -317,7 +326,8 @@ class Broker:
     async def stop(self) -> None:
         """Finish the batch in hand, then close everything; idempotent."""
         if self._threads and self._ctrl is not None:
-            await self._ctrl.send(b"stop")
+            if any(t.is_alive() for t in self._threads):  # a dead loop's PAIR would block the send
+                await self._ctrl.send(b"stop")
             for t in self._threads:
                 await asyncio.to_thread(t.join)
             self._threads = []
@@ -367,11 +377,31 @@ class Broker:
     def _run(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         try:
             self._proxy(xsub, xpub, ctrl)
-        except Exception:  # pragma: no cover - a bug; logged loudly, sockets still closed
+        except BaseException as exc:  # a bug: nothing routes any more, so the process must end
             logger.exception("broker proxy loop crashed")
+            self.loop_error = exc
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the event loop is closed already
+                    self._loop.call_soon_threadsafe(self._proxy_died)
         finally:
             for s in (xsub, xpub, ctrl):
                 s.close(0)
+
+    def _proxy_died(self) -> None:
+        """On the event loop, once the proxy thread is gone: fail the acked publishes waiting
+        for it and wake whoever waits in `died()` (`serve` exits non-zero), rather than keep
+        answering RPCs while routing nothing."""
+        self._dead.set()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(RpcError(UNAVAILABLE, "the broker's proxy loop has stopped"))
+        self._acks.clear()
+
+    async def died(self) -> BaseException:
+        """Wait until the proxy loop has died (it never should); returns its exception."""
+        await self._dead.wait()
+        assert self.loop_error is not None
+        return self.loop_error
 
     def _proxy(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         poller = zmq.Poller()
@@ -406,7 +436,12 @@ class Broker:
                         break
                     if sub[:1] == b"\x01":
                         greet = True  # a new subscription: tell it the head and epoch now
-            records, held, row = read(batch) if xsub in ready else ([], None, None)
+            try:
+                records, held, row = read(batch) if xsub in ready else ([], None, None)
+            except Exception:  # judging input must not end the loop: drop the batch, count it
+                logger.exception("a batch could not be judged; dropped")
+                self.dropped_malformed += 1
+                records, held, row = [], None, None
             got = len(held) if held is not None else len(records)
             if records or held is not None or acked:
                 work = self._stamp(records, held, row, acked)
@@ -664,8 +699,9 @@ class Broker:
         payload = P.encode(msg)
         if len(payload) > P.MAX_FRAME_BYTES:
             raise RpcError(OVERSIZED, f"message of {len(payload)} bytes > {P.MAX_FRAME_BYTES}")
-        if self._ctrl is None:
-            raise RpcError(UNAVAILABLE, "broker stopping")
+        if self._ctrl is None or self._dead.is_set():
+            raise RpcError(UNAVAILABLE, "broker stopping" if self._ctrl is None else
+                           "the broker's proxy loop has stopped")
         token = next(self._ack_counter).to_bytes(8, "big")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks[token] = fut
@@ -797,10 +833,16 @@ async def serve(run_dir: str | Path, **kwargs: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    died = asyncio.ensure_future(broker.died())
     try:
-        await stop.wait()
+        await asyncio.wait({stopped, died}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for f in (stopped, died):
+            f.cancel()
         await broker.stop()
+    if broker.loop_error is not None:  # half alive is worse than dead: whoever started us restarts us
+        raise BrokerDied(f"the broker's proxy loop died: {broker.loop_error!r}")
 
 
 class BrokerProcess:

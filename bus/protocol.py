@@ -637,7 +637,7 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
     except msgspec.ValidationError as exc:
         try:
             v = ver.decode(payload).v
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:  # any failure here only means "version unknown"
             v = PROTOCOL_VERSION
         if v != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -646,6 +646,8 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
         raise ProtocolError("invalid", f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
+    except Exception as exc:  # hostile bytes, e.g. RecursionError on deep nesting
+        raise ProtocolError("malformed", f"undecodable frame ({type(exc).__name__}: {exc})") from None
 
 
 def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:

@@ -64,7 +64,7 @@ def _request_id(encoding: bytes, payload: bytes) -> str:
         return ""
     try:
         return dec.decode(payload).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # any decode failure (RecursionError on deep nesting too): no id
         return ""
 
 
