@@ -59,7 +59,8 @@ from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 from mlgym.bus.eventlog import (MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows,
                                 decode_records, encode_rows)
-from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
+from mlgym.bus.rpc import (HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, envelope_id,
+                           unsupported)
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
 logger = log.get(__name__)
@@ -82,6 +83,10 @@ BATCH_BYTES = 8 * 1024 * 1024  # a batch stops growing at this much payload
 assert BATCH_BYTES + P.MAX_FRAME_BYTES <= MAX_ROW_BYTES
 LINGER_FROM = 2  # a read of this many messages or more means they are coming in together
 MAX_LINGER = 1.0  # seconds
+# Acked publishes remembered by envelope id, so that one retried after a lost reply (the broker
+# was killed between its commit and its reply, say) is logged once: the ids of the latest this
+# many messages, rebuilt from the log's tail when a broker starts.
+ACK_MEMORY = 10_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -202,6 +207,9 @@ class Broker:
         self._threads: list[threading.Thread] = []
         self._rpc: RpcServer | None = None
         self._acks: dict[bytes, asyncio.Future[int]] = {}
+        self._acked: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()  # id -> seq, epoch
+        self._acking: dict[str, asyncio.Future[int]] = {}  # id -> the acked publish in flight
+        self.duplicates_acked = 0
         self._ack_counter = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
@@ -226,6 +234,7 @@ class Broker:
         self._log = await asyncio.to_thread(EventLog, self.log_path)
         self.epoch, self._next_seq = self._log.begin_epoch()
         self.head_seq = self._next_seq - 1
+        await asyncio.to_thread(self._remember_logged_ids)
         self._ctx = zmq.Context()
         self._actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
         if self.curve is not None:
@@ -246,6 +255,23 @@ class Broker:
         logger.info("broker started", url=self.endpoints.url, epoch=self.epoch,
                     next_seq=self._next_seq, log=str(self.log_path), curve=self.curve is not None,
                     loop="python" if self._hotpath is None else "c")
+
+    def _remember_logged_ids(self) -> None:
+        """The ids of the log's last ACK_MEMORY messages, so an acked publish retried across a
+        restart of the broker is recognised (`_acked_publish`)."""
+        if self._next_seq <= 1:
+            return
+        reader = LogReader(self.log_path)
+        try:
+            for rows in reader.read(max(1, self._next_seq - ACK_MEMORY)):
+                for seq, epoch, _ts, _topic, enc, payload in rows:
+                    mid = envelope_id(enc.encode(), payload)
+                    if mid:
+                        self._acked[mid] = (seq, epoch)
+        finally:
+            reader.close()
+        while len(self._acked) > ACK_MEMORY:
+            self._acked.popitem(last=False)
 
     def _take_lock(self) -> None:
         """One broker per run directory: an exclusive lock on <run_dir>/broker.lock, which the
@@ -677,6 +703,7 @@ class Broker:
             history_served=self.history_served,
             endpoints=self.endpoints.as_dict() if self.endpoints else {},
             rpc_errors=self._rpc.errors if self._rpc else 0,
+            duplicates_acked=self.duplicates_acked,
         )
 
     async def _handle(self, env: P.Envelope) -> P.Body | AsyncIterator[P.Body]:
@@ -690,9 +717,19 @@ class Broker:
         raise unsupported(env, SERVICE)
 
     async def _acked_publish(self, msg: P.Envelope) -> P.Published:
+        """Log, commit and publish one message, then reply with its seq. Idempotent by envelope
+        id: the same id again (a client retrying after a lost reply) gets the first one's seq
+        and is not logged twice."""
         if not msg.topic or msg.topic.startswith(RESERVED_PREFIX):
             raise RpcError(INVALID, f"cannot publish on topic {msg.topic!r}")
         P.check_version(msg)
+        if msg.id:
+            done = self._acked.get(msg.id)
+            if done is None and msg.id in self._acking:
+                done = (await asyncio.shield(self._acking[msg.id]), self.epoch)
+            if done is not None:
+                self.duplicates_acked += 1
+                return P.Published(seq=done[0], epoch=done[1])
         msg = msgspec.structs.replace(
             msg, seq=0, epoch=0, id=msg.id or P.new_id(), ts=msg.ts or time.time(), reply_to="", more=False
         )
@@ -705,11 +742,16 @@ class Broker:
         token = next(self._ack_counter).to_bytes(8, "big")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks[token] = fut
+        self._acking[msg.id] = fut
         try:
             await self._ctrl.send_multipart([b"pub", token, msg.topic.encode(), P.MSGPACK, payload])
             seq = await fut
         finally:
             self._acks.pop(token, None)
+            self._acking.pop(msg.id, None)
+        self._acked[msg.id] = (seq, self.epoch)
+        if len(self._acked) > ACK_MEMORY:
+            self._acked.popitem(last=False)
         return P.Published(seq=seq, epoch=self.epoch)
 
     def _memory_rows(self, start: int, to: int, prefixes: tuple[str, ...], limit: int) -> list[Row] | None:

@@ -145,6 +145,7 @@ class BusStatus(Body, tag="bus_status"):
     history_served: int
     endpoints: dict[str, str] = {}
     rpc_errors: int = 0  # RPC requests answered with a protocol error (malformed, bad_version...)
+    duplicates_acked: int = 0  # acked publishes whose id was logged already: answered, not logged again
 
 
 class StatusRequest(Body, tag="status_request"):
