@@ -9,6 +9,7 @@ auto-submitted and the episode is truncated. Scores come from the evaluation san
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -16,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from mlgym import log
 from mlgym.bus import protocol as p
@@ -31,6 +34,34 @@ Publish = Callable[[str, p.Body], Awaitable[None]]
 DEFAULT_COMMAND_TIMEOUT = 1800.0  # MLGym's training timeout for most tasks
 FILE_WRITING_TOOLS = {"create", "edit", "insert"}  # ACI tools that write on the host side
 KEEP_EVALUATED = 8  # evaluated file artefacts kept per session for read_artefact
+
+
+SAVED_FILE = "session.json"  # beside the workspace, outside every folder the sandbox sees
+
+
+class Saved(msgspec.Struct, kw_only=True):
+    """What a session needs to be adopted by a restarted server (`Session.adopt`): written to
+    <root>/session.json when it opens, when each action starts and ends, and when it closes.
+    The workspace itself is the folder on disk, as the last action left it."""
+
+    id: str
+    task: str
+    backend: str
+    workspace: str
+    limits: p.Limits
+    seed: int
+    run: str
+    image: str
+    max_steps: int
+    step: int
+    state: str
+    exit_status: str
+    created: float
+    open_file: str = ""
+    first_line: int = 1
+    cwd: str = WORKSPACE
+    attempts: list[dict[str, Any]] = []
+    evaluated: list[int] = []
 
 
 class SessionError(Exception):
@@ -128,11 +159,55 @@ class Session:
             command_timeout=self.command_timeout,
         )
         self.state = "open"
+        self.save()
         return self.initial_observation()
+
+    async def adopt(self, saved: Saved, templates: Path) -> None:
+        """Take over a session a server that died left on disk (`mlgym env serve --adopt`):
+        its workspace as the last action left it, its step count, scores, evaluated artefacts
+        and viewer state, in a new sandbox (the old one died with its server). The shell is new:
+        its variables, background jobs and processes are gone."""
+        _, readonly = await asyncio.to_thread(self.task.template, templates)
+        self.workspace = Path(saved.workspace)
+        self.step, self.max_steps, self.created = saved.step, saved.max_steps, saved.created
+        self.exit_status = saved.exit_status
+        self.attempts = [Attempt(**a) for a in saved.attempts]
+        self._evaluated = [n for n in saved.evaluated if self._evaluated_path(n).is_file()]
+        (self.root / "state").mkdir(parents=True, exist_ok=True)
+        self.sandbox = self._sandbox_factory(self.backend, self.sandbox_config(readonly))
+        await self.sandbox.start()
+        self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate, submit=self._submit,
+                       window=self.limits.window or 1000, command_timeout=self.command_timeout,
+                       cwd=saved.cwd or WORKSPACE)
+        if saved.open_file:
+            try:
+                self.aci.editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
+                self.aci.editor.first = max(saved.first_line, 1)
+            except Exception:  # the file is gone or refused: no file open, as after a fresh start
+                self.aci.editor.file = None
+        self.state = saved.state
+        self.save()
+
+    def save(self) -> None:
+        """Write <root>/session.json (atomically), for a restarted server to adopt."""
+        aci = self.aci.state() if self.aci is not None else None
+        saved = Saved(
+            id=self.id, task=self.spec.id, backend=self.backend, workspace=str(self.workspace),
+            limits=self.limits, seed=self.seed, run=self.run, image=self.image, max_steps=self.max_steps,
+            step=self.step, state=self.state, exit_status=self.exit_status, created=self.created,
+            open_file=(aci.open_file or "") if aci else "", first_line=aci.first_line if aci else 1,
+            cwd=aci.cwd if aci else WORKSPACE, attempts=[dataclasses.asdict(a) for a in self.attempts],
+            evaluated=list(self._evaluated),
+        )
+        tmp = self.root / f"{SAVED_FILE}.tmp"
+        tmp.write_bytes(msgspec.json.encode(saved))
+        os.replace(tmp, self.root / SAVED_FILE)
 
     async def close(self) -> None:
         if self.state not in ("submitted", "truncated"):
             self.state = "closed"
+        if self.root.is_dir():
+            self.save()
         if self.sandbox is not None:
             await self.sandbox.stop()
 
@@ -207,6 +282,7 @@ class Session:
             self.step += 1
             self.last_agent = agent
             step = self.step
+            self.save()  # a server that dies during the action comes back at this step
             await self._emit("command", p.CommandEvent(session=self.id, step=step, command=label, agent=agent))
             self._pending_scores: dict[str, float] = {}
             result = await action()
@@ -235,6 +311,7 @@ class Session:
                     **({"error": self.attempts[-1].error} if result.action in ("validate", "submit") and self.attempts and self.attempts[-1].error else {}),
                 },
             )
+            self.save()
             await self._emit("observation", p.ObservationEvent(session=self.id, step=step, output=output[-20000:], exit_code=result.exit_code))
             return obs
 
