@@ -116,6 +116,7 @@ class Agent(Commands):
         self._recent: list[tuple[str, int]] = []  # (action, exit code) of the last turns
         self.timings: list[dict[str, float]] = []  # per turn: model, env, publish, total (s)
         self._pending: asyncio.Future | None = None  # the last turn's record, being published
+        self.joined = 0  # the generation of the RunInfo this process started with
 
     # ================================================================== lifecycle
 
@@ -175,6 +176,7 @@ class Agent(Commands):
             raise RuntimeError(f"the bus serves run {info.run!r}, not {self.o.run!r}")
         self.o.run = info.run
         self.state.generation = info.generation
+        self.joined = info.generation  # orders of earlier generations are not for this process
         curve = self.o.curve
         if curve is not None and not isinstance(curve, ClientCurve):
             curve = client_curve(curve)  # a key folder: the same client key for every service
@@ -243,6 +245,7 @@ class Agent(Commands):
         known = {k: v for k, v in last.state.items() if k in State.__dataclass_fields__}
         self.state = State(**known)
         self.state.consumed = []
+        self.state.generation = self.joined
         logger.info("agent resumed from the event log", agent=self.name, steps=self.step)
 
     # ================================================================== listening
@@ -255,7 +258,9 @@ class Agent(Commands):
                     self.info = body
                     self._session_changed.set()
             elif isinstance(body, P.Control):
-                if body.target in ("", self.name, self.role):
+                # an order from before this process joined (the `stop` of an interrupted run,
+                # read back from the log after a resume) is history, not an order
+                if body.target in ("", self.name, self.role) and body.generation >= self.joined:
                     self._on_control(body)
             elif isinstance(body, P.RunEnd):
                 self.request_stop(f"run ended ({body.exit_status})")

@@ -373,11 +373,15 @@ class AgentStatus(Body, tag="agent_status"):
 
 
 class Control(Body, tag="control"):
-    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume"."""
+    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume", "warn".
+    `generation` is the run's generation (its latest `RunInfo`) when the order was given: an
+    agent obeys only orders of the generation it joined in or later, so one started by a
+    resume (a new generation) ignores the old `stop` it reads back from the log."""
 
     action: str
     reason: str = ""
     target: str = ""  # agent name, or "" for everyone
+    generation: int = 0
 
 
 class RunInfo(Body, tag="run_info"):

@@ -69,7 +69,8 @@ class EnvServer:
 
     async def stop(self) -> None:
         await self.rpc.stop()
-        await asyncio.gather(*(s.close() for s in self.sessions.values()), return_exceptions=True)
+        # suspended, not closed: a server started with --adopt on this root goes on with them
+        await asyncio.gather(*(s.suspend() for s in self.sessions.values()), return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
 
     async def serve_forever(self) -> None:

@@ -203,6 +203,14 @@ class Session:
         tmp.write_bytes(msgspec.json.encode(saved))
         os.replace(tmp, self.root / SAVED_FILE)
 
+    async def suspend(self) -> None:
+        """Stop the sandbox but leave the session open on disk, for a server started later with
+        `--adopt` (a server shutting down; SessionClose closes for good)."""
+        if self.state == "open" and self.root.is_dir():
+            self.save()
+        if self.sandbox is not None:
+            await self.sandbox.stop()
+
     async def close(self) -> None:
         if self.state not in ("submitted", "truncated"):
             self.state = "closed"
