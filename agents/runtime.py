@@ -40,6 +40,8 @@ from mlgym.tools.aci import openai_tools
 
 logger = log.get(__name__)
 
+FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wait for the broker
+
 @dataclass
 class Options:
     name: str
@@ -139,8 +141,10 @@ class Agent(Commands):
                 await self._status("crashed", self.exit_status)
             raise
         finally:
+            # bounded: an acked publish waits out a restarting broker, but a broker that is going
+            # away with the run (its supervisor killed) never answers
             with contextlib.suppress(Exception):
-                await self._flush()
+                await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT_S)
             if not self.exit_status.startswith("crashed"):
                 with contextlib.suppress(Exception):  # bounded: the broker may be going away too
                     await asyncio.wait_for(self._status("stopped", self.exit_status or self._stop_reason,
