@@ -106,7 +106,7 @@ class Supervisor:
                 loop.add_signal_handler(sig, self.interrupt)  # no traceback half-way through teardown
                 handled.append(sig)
         try:
-            await self._start()
+            await self._start_interruptibly()
             reason = await self._supervise()
             if reason == "interrupted":
                 await self._stop_interrupted()
@@ -118,6 +118,23 @@ class Supervisor:
             finally:
                 for sig in handled:
                     loop.remove_signal_handler(sig)
+
+    async def _start_interruptibly(self) -> None:
+        """`_start`, cut short by a signal (opening a session can take minutes: a task's data
+        is prepared then); `_supervise` then sees the interruption at once."""
+        start = asyncio.ensure_future(self._start())
+        signalled = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({start, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+        if start.done():
+            start.result()
+            return
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await start
+        logger.info("interrupted while starting")
 
     def interrupt(self) -> None:
         """Stop the run without submitting anything (SIGINT/SIGTERM/SIGHUP): `mlgym resume` goes
@@ -499,10 +516,11 @@ class Supervisor:
         result.json (what the run did so far) and, at teardown, the trajectories so far."""
         self.end_reason = "interrupted"
         logger.info("run interrupted; stopping the agents")
-        try:
-            await asyncio.wait_for(self._control("stop", "the run was interrupted; it can be resumed"), 30)
-        except (RpcError, TimeoutError) as exc:
-            logger.warning("could not tell the agents to stop; stopping them by signal", error=str(exc))
+        if self.bus is not None and self.agents:
+            try:
+                await asyncio.wait_for(self._control("stop", "the run was interrupted; it can be resumed"), 30)
+            except (RpcError, TimeoutError) as exc:
+                logger.warning("could not tell the agents to stop; stopping them by signal", error=str(exc))
         await self._stop_agents()
         result = self._result("stopped", partial=True)
         R.write_result(self.dir, result)

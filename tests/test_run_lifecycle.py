@@ -108,6 +108,16 @@ def run_json(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+async def resume_to_end(tmp_path: Path, run_dir: Path) -> dict:
+    """`mlgym resume RUN_DIR` until the run is over; its result."""
+    resumed = Cli(tmp_path, "resume", "resume", str(run_dir), "--no-progress", "--json")
+    try:
+        assert await resumed.wait(180) == 0, resumed.err[-3000:]
+    finally:
+        resumed.kill()
+    return resumed.result()
+
+
 def final_score(result: dict) -> float:
     return result["final_submission"]["scores"]["Score"]
 
@@ -126,15 +136,29 @@ def check_complete_trajectory(run_dir: Path, agent: str) -> list[P.AgentStep]:
 # ----------------------------------------------------------------------------- issue #16
 
 
-async def _kill_each_once(run_dir: Path) -> list[str]:
-    """SIGKILL the broker after 2 environment commands, the environment server after 4 and the
-    coder after 6, each once the one before was back (its commands are counted again)."""
-    killed = []
-    for n, who in ((2, "broker"), (4, "env"), (6, "coder")):
-        await wait_commands(run_dir, n)
+def commands(run_dir: Path) -> list[P.CommandEvent]:
+    try:
+        return [e.body for e in events(run_dir, ["env/"]) if isinstance(e.body, P.CommandEvent)]
+    except FileNotFoundError:
+        return []
+
+
+async def _kill_each_once(run_dir: Path) -> list[tuple[str, int]]:
+    """SIGKILL the broker as the first `validate` starts (its score event is published while no
+    broker is there: finding 8), then the coder at its next command, then the environment
+    server as the next `validate` starts (the coder sends it again to the adopted session).
+    Returns (who, the step at which it was killed)."""
+    killed: list[tuple[str, int]] = []
+    for who, validate in (("broker", True), ("coder", False), ("env", True)):
+        after = killed[-1][1] if killed else 0
+        while True:
+            hit = [c for c in commands(run_dir) if c.step > after and (c.command == "validate" or not validate)]
+            if hit:
+                break
+            await asyncio.sleep(0.02)
         p = pids(run_dir)
         os.kill(p["agents"]["coder"] if who == "coder" else p[who], signal.SIGKILL)
-        killed.append(who)
+        killed.append((who, hit[0].step))
     return killed
 
 
@@ -147,7 +171,7 @@ async def test_broker_env_server_and_agent_each_killed_once_in_one_run(tmp_path)
     run_dir = tmp_path / "run"
     killer = asyncio.create_task(_kill_each_once(run_dir))
     result = await run_team("prisonersDilemma", team, run_dir=run_dir, progress=False)
-    assert killer.done() and killer.result() == ["broker", "env", "coder"], "the run ended before the kills"
+    assert killer.done() and [w for w, _ in killer.result()] == ["broker", "coder", "env"], "ended before the kills"
 
     assert gaps(run_dir) == []
     assert (run_dir / "result.json").is_file() and json.loads((run_dir / "result.json").read_text()) == result
@@ -155,11 +179,12 @@ async def test_broker_env_server_and_agent_each_killed_once_in_one_run(tmp_path)
     assert result["exit_status"] == "submitted"
     assert final_score(result) == final_score(calm)
     assert result["best_attempt"] == calm["best_attempt"]
-    # every validation's score was logged (acked before the agent saw it), none twice
-    validations = [e.body for e in events(run_dir, ["env/"]) if isinstance(e.body, P.ScoreEvent)
-                   and e.body.action == "validate"]
-    steps = [a.step for a in validations]
-    assert len(steps) == len(set(steps)) >= 2
+    # every validation's score was logged (acked before the agent saw it), none twice: the one
+    # running while the broker was down too
+    scored = [e.body.step for e in events(run_dir, ["env/"]) if isinstance(e.body, P.ScoreEvent)]
+    assert len(scored) == len(set(scored)) and killer.result()[0][1] in scored
+    validates = [c.step for c in commands(run_dir) if c.command == "validate"]
+    assert set(validates) - {killer.result()[2][1]} <= set(scored)  # all but the one the env kill cut
     assert len({e.epoch for e in events(run_dir)}) == 2  # one broker restart: a second epoch
     infos = [e.body for e in events(run_dir, ["run/info"])]
     assert len({i.session for i in infos}) == 1  # the session was taken over, not replaced
@@ -233,12 +258,7 @@ async def test_a_stopped_run_resumes_where_it_stopped(tmp_path, how):
         assert len(traj["trajectory"]) == len(before) >= 1
     spent, steps_before = state["elapsed_s"], session_step(run_dir)
 
-    resumed = Cli(tmp_path, "resume", "resume", str(run_dir), "--no-progress", "--json")
-    try:
-        assert await resumed.wait(180) == 0, resumed.err[-3000:]
-    finally:
-        resumed.kill()
-    result = resumed.result()
+    result = await resume_to_end(tmp_path, run_dir)
     after = check_complete_trajectory(run_dir, "agent")
     assert result["exit_status"] == "submitted" and "partial" not in result
     assert len(after) > len(before) and after[: len(before)] == before
@@ -253,6 +273,27 @@ async def test_a_stopped_run_resumes_where_it_stopped(tmp_path, how):
     stops = [e.body for e in events(run_dir, ["run/control"])]
     if how not in ("sigkill", "reboot"):
         assert stops[0].action == "stop" and stops[0].generation == 1  # the old order, ignored
+
+
+@pytest.mark.timeout(240)
+async def test_ctrl_c_while_the_run_starts_is_a_clean_stop(tmp_path):
+    run_dir = tmp_path / "run"
+    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "single", "--run-dir", str(run_dir),
+              "--no-progress")
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "pids.json").exists():  # the broker is up: the start is under way
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.err[-3000:]
+            await asyncio.sleep(0.01)
+        assert run_json(run_dir)["status"] == "starting"
+        os.killpg(run.proc.pid, signal.SIGINT)
+        assert await run.wait(90) == 1 and "Traceback" not in run.err, run.err[-3000:]
+    finally:
+        run.kill()
+    assert run_json(run_dir)["status"] == "stopped"
+    result = await resume_to_end(tmp_path, run_dir)
+    assert result["exit_status"] == "submitted" and final_score(result) > result["baseline"]["Score"] + 0.3
+    assert gaps(run_dir) == []
 
 
 def _thirty_step_recording(path: Path) -> Path:
