@@ -15,8 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from mlgym import log
 from mlgym.bus import protocol as p
 from mlgym.bus.base import BusClientBase, RpcError
@@ -24,7 +22,7 @@ from mlgym.bus.rpc import RpcServer
 from mlgym.env_server import taskinfo
 from mlgym.env_server.pool import SandboxPool
 from mlgym.env_server.sandbox import SandboxError, SandboxPathError
-from mlgym.env_server.session import SAVED_FILE, Saved, Session, SessionError
+from mlgym.env_server.session import SAVED_FILE, Session, SessionError, load_saved
 
 logger = log.get(__name__)
 
@@ -169,13 +167,12 @@ class EnvServer:
 
     async def _adopt_sessions(self) -> None:
         """Take over the open sessions a server that died left under the root (their
-        session.json), with their workspaces as they are: a restarted server goes on where the
+        session.jsonl), with their workspaces as they are: a restarted server goes on where the
         dead one stopped (`--adopt`; `mlgym run` restarts its server so)."""
         for path in sorted(self.root.glob(f"*/{SAVED_FILE}")):
-            try:
-                saved = msgspec.json.decode(path.read_bytes(), type=Saved)
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                logger.warning("unreadable saved session; not adopted", path=str(path), error=str(exc))
+            saved = load_saved(path)
+            if saved is None:
+                logger.warning("unreadable saved session; not adopted", path=str(path))
                 continue
             if saved.state != "open" or saved.id in self.sessions:
                 continue

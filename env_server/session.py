@@ -36,13 +36,19 @@ FILE_WRITING_TOOLS = {"create", "edit", "insert"}  # ACI tools that write on the
 KEEP_EVALUATED = 8  # evaluated file artefacts kept per session for read_artefact
 
 
-SAVED_FILE = "session.json"  # beside the workspace, outside every folder the sandbox sees
+SAVED_FILE = "session.jsonl"  # beside the workspace, outside every folder the sandbox sees
+SAVED_COMPACT_BYTES = 1 << 20  # past this the journal is rewritten as its last line
 
 
 class Saved(msgspec.Struct, kw_only=True):
-    """What a session needs to be adopted by a restarted server (`Session.adopt`): written to
-    <root>/session.json when it opens, when each action starts and ends, and when it closes.
-    The workspace itself is the folder on disk, as the last action left it."""
+    """What a session needs to be adopted by a restarted server (`Session.adopt`): a line
+    appended to <root>/session.jsonl when it opens, when each action starts and ends, and when
+    it closes; the last whole line counts. The workspace itself is the folder on disk, as the
+    last action left it.
+
+    Why a journal, not a file replaced each time: an append to an open file costs about a
+    microsecond, while writing and renaming a file cost 0.5-0.7 ms here (twice per action,
+    against an action round trip of about 0.75 ms)."""
 
     id: str
     task: str
@@ -62,6 +68,20 @@ class Saved(msgspec.Struct, kw_only=True):
     cwd: str = WORKSPACE
     attempts: list[dict[str, Any]] = []
     evaluated: list[int] = []
+
+
+def load_saved(path: Path) -> Saved | None:
+    """The last whole record of a session journal (a torn last line is skipped), or None."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return msgspec.json.decode(line, type=Saved)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return None
 
 
 class SessionError(Exception):
@@ -120,6 +140,8 @@ class Session:
         self.aci: ACI | None = None
         self.last_agent = ""
         self.image = image
+        self._journal: int | None = None  # the open session.jsonl (append only)
+        self._journal_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,7 +211,7 @@ class Session:
         self.save()
 
     def save(self) -> None:
-        """Write <root>/session.json (atomically), for a restarted server to adopt."""
+        """Append the session's state to <root>/session.jsonl, for a restarted server to adopt."""
         aci = self.aci.state() if self.aci is not None else None
         saved = Saved(
             id=self.id, task=self.spec.id, backend=self.backend, workspace=str(self.workspace),
@@ -199,15 +221,32 @@ class Session:
             cwd=aci.cwd if aci else WORKSPACE, attempts=[dataclasses.asdict(a) for a in self.attempts],
             evaluated=list(self._evaluated),
         )
-        tmp = self.root / f"{SAVED_FILE}.tmp"
-        tmp.write_bytes(msgspec.json.encode(saved))
-        os.replace(tmp, self.root / SAVED_FILE)
+        line = msgspec.json.encode(saved) + b"\n"
+        path = self.root / SAVED_FILE
+        if self._journal is None:
+            self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                    0o600)
+            self._journal_bytes = os.fstat(self._journal).st_size
+        os.write(self._journal, line)
+        self._journal_bytes += len(line)
+        if self._journal_bytes > SAVED_COMPACT_BYTES:  # keep only the last record
+            tmp = self.root / f"{SAVED_FILE}.tmp"
+            tmp.write_bytes(line)
+            os.replace(tmp, path)
+            os.close(self._journal)
+            self._journal = None
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
 
     async def suspend(self) -> None:
         """Stop the sandbox but leave the session open on disk, for a server started later with
         `--adopt` (a server shutting down; SessionClose closes for good)."""
         if self.state == "open" and self.root.is_dir():
             self.save()
+        self._close_journal()
         if self.sandbox is not None:
             await self.sandbox.stop()
 
@@ -216,6 +255,7 @@ class Session:
             self.state = "closed"
         if self.root.is_dir():
             self.save()
+        self._close_journal()
         if self.sandbox is not None:
             await self.sandbox.stop()
 

@@ -97,6 +97,8 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         assert isinstance(before, p.SessionInfo) and before.step == 5
 
         server.kill()
+        with open(root / "sessions" / sid / "session.jsonl", "ab") as journal:  # a write torn by a crash
+            journal.write(b'{"id": "' + sid.encode())
         server = Server(root, adopt=True)
         await server.ready(client)
 
