@@ -92,13 +92,15 @@ class Commands:
         assert self.info is not None
         self.state.generation = self.info.generation
         if self.info.session == old:  # the restarted server took the session over as it was
-            self.notes.append("The environment server was restarted while your command ran; your session and "
-                              "workspace were kept as you left them and the command was sent again. If it "
-                              "changes files, check that it was not applied twice.")
+            self.notes.append(
+                "The environment server was restarted while your command ran; your session and "
+                "workspace were kept as you left them and the command was sent again. If it "
+                "changes files, check that it was not applied twice.")
         else:
-            self.notes.append("The environment server was restarted: you now work in a new session whose "
-                              "workspace was restored from the latest validated artefact. Check your files "
-                              "before going on.")
+            self.notes.append(
+                "The environment server was restarted: you now work in a new session whose "
+                "workspace was restored from the latest validated artefact. Check your files "
+                "before going on.")
 
     async def _await_new_session(self, old: str, timeout: float = 60.0) -> bool:
         try:

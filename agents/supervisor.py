@@ -101,9 +101,10 @@ class Supervisor:
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         handled = []
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # until the very end: a second
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Ctrl-C is
-                loop.add_signal_handler(sig, self.interrupt)  # no traceback half-way through teardown
+        # kept until the very end: a second Ctrl-C is no traceback half-way through the teardown
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.interrupt)
                 handled.append(sig)
         try:
             await self._start_interruptibly()
@@ -158,7 +159,8 @@ class Supervisor:
             if data.get("status") == "finished":
                 raise RunError(f"run {self.cfg.run_id} has already finished (see {self.dir / R.RESULT_FILE})")
             self.elapsed_before = float(data.get("elapsed_s", 0.0))
-            self.agent_elapsed = {k: float(v) for k, v in (data.get("agent_elapsed_s") or {}).items()}
+            spent = data.get("agent_elapsed_s") or {}
+            self.agent_elapsed = {k: float(v) for k, v in spent.items()}
             self.session = str(data.get("session") or "")
             self.artefacts.load()
         await preflight(self.cfg.team)
@@ -316,12 +318,14 @@ class Supervisor:
         assert self.env is not None
         if self.session:
             try:
-                info = await self.env.request("env", P.SessionStatus(session=self.session), timeout=10)
+                info = await self.env.request("env", P.SessionStatus(session=self.session),
+                                              timeout=10)
             except (RpcError, TimeoutError):
                 info = None
             if isinstance(info, P.SessionInfo) and info.state == "open":
                 self.generation += 1
-                logger.info("session adopted", session=self.session, generation=self.generation, step=info.step)
+                logger.info("session adopted", session=self.session, generation=self.generation,
+                            step=info.step)
                 return
         await self._open_session(self.artefacts.latest)
 
@@ -518,9 +522,11 @@ class Supervisor:
         logger.info("run interrupted; stopping the agents")
         if self.bus is not None and self.agents:
             try:
-                await asyncio.wait_for(self._control("stop", "the run was interrupted; it can be resumed"), 30)
+                order = self._control("stop", "the run was interrupted; it can be resumed")
+                await asyncio.wait_for(order, 30)
             except (RpcError, TimeoutError) as exc:
-                logger.warning("could not tell the agents to stop; stopping them by signal", error=str(exc))
+                logger.warning("could not tell the agents to stop; stopping them by signal",
+                               error=str(exc))
         await self._stop_agents()
         result = self._result("stopped", partial=True)
         R.write_result(self.dir, result)
@@ -616,14 +622,16 @@ class Supervisor:
         return result
 
     def _result(self, exit_status: str, *, partial: bool = False) -> dict[str, Any]:
-        extra: dict[str, Any] = {"team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
-                                 "env_restarts": self.env_restarts, "broker_restarts": self.broker_restarts,
-                                 "end_reason": self.end_reason, "run_dir": str(self.dir)}
+        extra: dict[str, Any] = {
+            "team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
+            "env_restarts": self.env_restarts, "broker_restarts": self.broker_restarts,
+            "end_reason": self.end_reason, "run_dir": str(self.dir)}
         if partial:  # `mlgym score` leaves it out until a resume finishes the run
             extra["partial"] = True
-        return R.result_dict(task=self.cfg.task, method=self.cfg.method or default_method(self.cfg.team),
-                             run_id=self.cfg.run_id, ledger=self.ledger, exit_status=exit_status,
-                             baseline=self.baseline, auto_submitted=self.auto_submitted, extra=extra)
+        method = self.cfg.method or default_method(self.cfg.team)
+        return R.result_dict(task=self.cfg.task, method=method, run_id=self.cfg.run_id,
+                             ledger=self.ledger, exit_status=exit_status, baseline=self.baseline,
+                             auto_submitted=self.auto_submitted, extra=extra)
 
     async def _teardown(self) -> None:
         if self.progress is not None:
@@ -665,7 +673,8 @@ class Supervisor:
     def _save_run_file(self, status: str, result: dict[str, Any] | None = None) -> None:
         now = time.monotonic()
         data = {**self.cfg.to_json(), "status": status, "elapsed_s": round(self.elapsed, 3),
-                "agent_elapsed_s": {n: round(now - u.started, 3) for n, u in self.ledger.agents.items()},
+                "agent_elapsed_s": {n: round(now - u.started, 3)
+                                    for n, u in self.ledger.agents.items()},
                 "updated": time.time(), "session": self.session, "generation": self.generation,
                 "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
         if result is not None:

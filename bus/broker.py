@@ -59,8 +59,8 @@ from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 from mlgym.bus.eventlog import (MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows,
                                 decode_records, encode_rows)
-from mlgym.bus.rpc import (HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, envelope_id,
-                           unsupported)
+from mlgym.bus.rpc import (HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer,
+                           envelope_id, unsupported)
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
 logger = log.get(__name__)
@@ -207,7 +207,8 @@ class Broker:
         self._threads: list[threading.Thread] = []
         self._rpc: RpcServer | None = None
         self._acks: dict[bytes, asyncio.Future[int]] = {}
-        self._acked: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()  # id -> seq, epoch
+        # acked publishes by envelope id -> (seq, epoch), the latest ACK_MEMORY
+        self._acked: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
         self._acking: dict[str, asyncio.Future[int]] = {}  # id -> the acked publish in flight
         self.duplicates_acked = 0
         self._ack_counter = itertools.count()
@@ -883,7 +884,7 @@ async def serve(run_dir: str | Path, **kwargs: Any) -> None:
         for f in (stopped, died):
             f.cancel()
         await broker.stop()
-    if broker.loop_error is not None:  # half alive is worse than dead: whoever started us restarts us
+    if broker.loop_error is not None:  # half alive is worse than dead: our starter restarts us
         raise BrokerDied(f"the broker's proxy loop died: {broker.loop_error!r}")
 
 

@@ -145,7 +145,7 @@ class BusStatus(Body, tag="bus_status"):
     history_served: int
     endpoints: dict[str, str] = {}
     rpc_errors: int = 0  # RPC requests answered with a protocol error (malformed, bad_version...)
-    duplicates_acked: int = 0  # acked publishes whose id was logged already: answered, not logged again
+    duplicates_acked: int = 0  # acked publishes of an id logged already: answered, not re-logged
 
 
 class StatusRequest(Body, tag="status_request"):
@@ -652,7 +652,8 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
     except Exception as exc:  # hostile bytes, e.g. RecursionError on deep nesting
-        raise ProtocolError("malformed", f"undecodable frame ({type(exc).__name__}: {exc})") from None
+        raise ProtocolError("malformed",
+                            f"undecodable frame ({type(exc).__name__}: {exc})") from None
 
 
 def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:

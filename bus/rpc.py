@@ -164,7 +164,8 @@ class RpcServer:
             env = P.decode(payload, encoding)
             P.check_version(env)
         except P.ProtocolError as exc:
-            self._protocol_error(route, encoding, envelope_id(encoding, payload), exc.code, exc.message)
+            self._protocol_error(route, encoding, envelope_id(encoding, payload), exc.code,
+                                 exc.message)
             return
         if env.topic != self.service:
             self._protocol_error(route, encoding, env.id, UNKNOWN_SERVICE,

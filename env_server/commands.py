@@ -62,10 +62,11 @@ async def embedded_server(root: Path, backend: str = "local", bus_url: str | Non
               help="Keep this many started sandboxes per (task, backend) ready, so opening a session does not wait.")
 @click.option("--warm", multiple=True, metavar="TASK", help="Fill the pool for TASK at start (repeatable).")
 @click.option("--adopt", is_flag=True,
-              help="Take over the open sessions a server that died left under --root, workspaces as "
-                   "they are (how `mlgym run` restarts its server).")
-def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str | None, backend: str,
-          keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...], adopt: bool) -> None:
+              help="Take over the open sessions a server that died left under --root, "
+                   "workspaces as they are (how `mlgym run` restarts its server).")
+def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str | None,
+          backend: str, keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...],
+          adopt: bool) -> None:
     """Serve sessions (open, act, read files, close) over ZeroMQ until interrupted."""
     from mlgym import paths
     from mlgym.env_server.server import run_server

@@ -180,9 +180,10 @@ class EnvServer:
                 from mlgym.env_server.sandbox import docker as docker_sandbox
 
                 await asyncio.to_thread(docker_sandbox.cleanup)
-            session = Session(saved.id, await self._task(saved.task), path.parent, backend=saved.backend,
-                              limits=saved.limits, seed=saved.seed, run=saved.run,
-                              publish=self._publish if self.bus else None, image=saved.image)
+            session = Session(saved.id, await self._task(saved.task), path.parent,
+                              backend=saved.backend, limits=saved.limits, seed=saved.seed,
+                              run=saved.run, publish=self._publish if self.bus else None,
+                              image=saved.image)
             try:
                 await session.adopt(saved, self.root / "_templates")
             except Exception as exc:
@@ -234,8 +235,8 @@ async def run_server(endpoint: str, root: Path, bus_url: str | None = None, *, r
     bus = connect(bus_url, run=run, sender="env", curve=bus_curve) if bus_url else None
     if bus is not None:
         await bus.connect()
-    server = EnvServer(endpoint, root, bus=bus, default_backend=backend, curve=curve, pool_size=pool_size,
-                       adopt=adopt)
+    server = EnvServer(endpoint, root, bus=bus, default_backend=backend, curve=curve,
+                       pool_size=pool_size, adopt=adopt)
     await server.start()
     for task_id in warm:
         await server.warm(task_id, backend)

@@ -198,14 +198,14 @@ class Session:
         (self.root / "state").mkdir(parents=True, exist_ok=True)
         self.sandbox = self._sandbox_factory(self.backend, self.sandbox_config(readonly))
         await self.sandbox.start()
-        self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate, submit=self._submit,
-                       window=self.limits.window or 1000, command_timeout=self.command_timeout,
-                       cwd=saved.cwd or WORKSPACE)
+        self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate,
+                       submit=self._submit, window=self.limits.window or 1000,
+                       command_timeout=self.command_timeout, cwd=saved.cwd or WORKSPACE)
         if saved.open_file:
             try:
                 self.aci.editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
                 self.aci.editor.first = max(saved.first_line, 1)
-            except Exception:  # the file is gone or refused: no file open, as after a fresh start
+            except Exception:  # the file is gone or refused: none open, as after a fresh start
                 self.aci.editor.file = None
         self.state = saved.state
         self.save()
@@ -215,17 +215,19 @@ class Session:
         aci = self.aci.state() if self.aci is not None else None
         saved = Saved(
             id=self.id, task=self.spec.id, backend=self.backend, workspace=str(self.workspace),
-            limits=self.limits, seed=self.seed, run=self.run, image=self.image, max_steps=self.max_steps,
-            step=self.step, state=self.state, exit_status=self.exit_status, created=self.created,
-            open_file=(aci.open_file or "") if aci else "", first_line=aci.first_line if aci else 1,
-            cwd=aci.cwd if aci else WORKSPACE, attempts=[dataclasses.asdict(a) for a in self.attempts],
+            limits=self.limits, seed=self.seed, run=self.run, image=self.image,
+            max_steps=self.max_steps, step=self.step, state=self.state,
+            exit_status=self.exit_status, created=self.created,
+            open_file=(aci.open_file or "") if aci else "",
+            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else WORKSPACE,
+            attempts=[dataclasses.asdict(a) for a in self.attempts],
             evaluated=list(self._evaluated),
         )
         line = msgspec.json.encode(saved) + b"\n"
         path = self.root / SAVED_FILE
         if self._journal is None:
-            self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                                    0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            self._journal = os.open(path, flags, 0o600)
             self._journal_bytes = os.fstat(self._journal).st_size
         os.write(self._journal, line)
         self._journal_bytes += len(line)

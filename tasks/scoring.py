@@ -146,7 +146,8 @@ def load_results(paths: list[Path]) -> list[RunResult]:
     stopped = [r.run_id for r in runs if r.partial]
     runs = [r for r in runs if not r.partial]
     if not runs:
-        more = f" (only stopped runs, not scored until resumed to their end: {', '.join(stopped)})" if stopped else ""
+        more = (f" (only stopped runs, not scored until resumed to their end: "
+                f"{', '.join(stopped)})" if stopped else "")
         raise ResultsError(f"no runs found{more}")
     for r in runs:
         if r.method == BASELINE:

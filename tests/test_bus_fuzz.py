@@ -150,7 +150,8 @@ def test_rpc_answers_nested_requests_with_typed_errors(broker):
         for payload in (NESTED_MSGPACK, publish):
             dealer.send_multipart([P.MSGPACK, payload])
             reply = P.decode(dealer.recv_multipart()[-1])
-            assert isinstance(reply.body, P.Error) and reply.body.code in ("malformed", "invalid"), reply.body
+            assert isinstance(reply.body, P.Error), reply.body
+            assert reply.body.code in ("malformed", "invalid"), reply.body
     finally:
         dealer.close(0)
         ctx.term()
@@ -180,9 +181,10 @@ VALID = P.encode(P.make(P.Note(text="n"), topic="f/x"))
 
 
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 
@@ -198,10 +200,10 @@ def _payloads(draw) -> tuple[bytes, bytes]:
             data[i] = draw(st.integers(0, 255))
         return P.MSGPACK, bytes(data[: draw(st.integers(0, len(data)))])
     if kind == 2:  # an envelope map with arbitrary values in its fields
-        env = {"v": draw(st.sampled_from([1, 2, "1"])), "topic": draw(st.sampled_from(["f/x", "", "$x"])),
-               "body": draw(_values)}
-        env.update(draw(st.dictionaries(st.sampled_from(["id", "seq", "epoch", "ts", "run", "more"]), _values,
-                                        max_size=3)))
+        env = {"v": draw(st.sampled_from([1, 2, "1"])),
+               "topic": draw(st.sampled_from(["f/x", "", "$x"])), "body": draw(_values)}
+        fields = st.sampled_from(["id", "seq", "epoch", "ts", "run", "more"])
+        env.update(draw(st.dictionaries(fields, _values, max_size=3)))
         return P.MSGPACK, msgspec.msgpack.encode(env)
     if kind == 3:  # nesting of random depth, in the body or bare
         depth = draw(st.integers(1, 200_000))
@@ -269,7 +271,8 @@ def test_a_dead_proxy_loop_ends_the_process_non_zero(loop, tmp_path: Path):
                 info = {}
             if info.get("pid") == proc.pid:
                 break
-            assert proc.poll() is None and time.monotonic() < deadline, (run_dir / "broker.log").read_text()
+            log = (run_dir / "broker.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, log
             time.sleep(0.02)
         b = BrokerProcess(proc, run_dir, info)
         raw = Raw(b)

@@ -83,7 +83,8 @@ async def test_sigkill_loses_nothing_acknowledged_and_subscribers_resync(tmp_pat
         assert epochs == {old_epoch, old_epoch + 1}
 
 
-async def test_an_acked_publish_waits_out_a_killed_broker_and_is_logged_once(tmp_path: Path) -> None:
+async def test_an_acked_publish_waits_out_a_killed_broker_and_is_logged_once(
+        tmp_path: Path) -> None:
     """A broker killed with an acked publish in flight: the client sends it again until a
     broker answers (issue #16 finding 8: an env server's score event must not be lost), and
     the same envelope id is logged once, whether the broker saw it before it died or not."""

@@ -31,7 +31,8 @@ class Server:
     def __init__(self, root: Path, *, adopt: bool):
         self.root = root
         self.endpoint = f"ipc://{root}/env.sock"
-        argv = [sys.executable, "-m", "mlgym.cli", "env", "serve", "--root", str(root), "--endpoint", self.endpoint]
+        argv = [sys.executable, "-m", "mlgym.cli", "env", "serve", "--root", str(root),
+                "--endpoint", self.endpoint]
         self.log = open(root.parent / "env.log", "ab")
         self.proc = subprocess.Popen(argv + (["--adopt"] if adopt else []), stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -82,8 +83,8 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         closed = await client.request("env", p.SessionOpen(task=TASK), timeout=120)
         await client.request("env", p.SessionClose(session=closed.info.session), timeout=30)
 
-        await client.request("env", p.WriteFile(session=sid, path="strategy.py", data=TIT_FOR_TAT.encode()),
-                             timeout=30)
+        write = p.WriteFile(session=sid, path="strategy.py", data=TIT_FOR_TAT.encode())
+        await client.request("env", write, timeout=30)
         validated = await _act(client, sid, "validate")
         assert validated.scores["Score"] > 2.0
         # the agent's latest edit, after its last validation: what finding 9 lost
@@ -97,7 +98,8 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         assert isinstance(before, p.SessionInfo) and before.step == 5
 
         server.kill()
-        with open(root / "sessions" / sid / "session.jsonl", "ab") as journal:  # a write torn by a crash
+        journal_path = root / "sessions" / sid / "session.jsonl"
+        with open(journal_path, "ab") as journal:  # a write torn by a crash
             journal.write(b'{"id": "' + sid.encode())
         server = Server(root, adopt=True)
         await server.ready(client)
@@ -110,14 +112,15 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         assert after.best_scores == before.best_scores and after.open_file.endswith("strategy.py")
         data = await client.request("env", p.ReadFile(session=sid, path="strategy.py"), timeout=10)
         assert data.data.decode() == ALWAYS_DEFECT  # the latest edit, not the validated file
-        kept = await client.request("env", p.ReadArtefact(session=sid, step=validated.step), timeout=10)
+        kept = await client.request("env", p.ReadArtefact(session=sid, step=validated.step),
+                                    timeout=10)
         assert kept.data.decode() == TIT_FOR_TAT  # the scored copy survives too
 
         obs = await _act(client, sid, "cat notes/idea.txt")  # files beside the artefact too
         assert "draft" in obs.output and obs.step == before.step + 1
         assert obs.info["open_file"] == "/home/agent/workspace/strategy.py"
         obs = await _act(client, sid, "submit")
-        assert obs.done and obs.scores["Score"] != validated.scores["Score"]  # always-defect was scored
+        assert obs.done and obs.scores["Score"] != validated.scores["Score"]  # always-defect
 
         server.kill()  # a finished session is not adopted again
         server = Server(root, adopt=True)

@@ -50,8 +50,9 @@ class Cli:
         self.err_path = tmp_path / f"{name}.err"
         self.out_path = tmp_path / f"{name}.out"
         with open(self.err_path, "wb") as err, open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mlgym.cli", *args], stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-m", "mlgym.cli", *args], stdout=out,
+                                         stderr=err, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
 
     @property
     def err(self) -> str:
@@ -64,7 +65,7 @@ class Cli:
     async def wait(self, timeout: float = 180) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"still running after {timeout} s:\n{self.err[-3000:]}"
+            assert time.monotonic() < deadline, f"running after {timeout} s:\n{self.err[-3000:]}"
             await asyncio.sleep(0.1)
         return self.proc.returncode
 
@@ -75,7 +76,8 @@ class Cli:
             self.proc.wait()
 
 
-async def wait_commands(run_dir: Path, n: int, cli: Cli | None = None, timeout: float = 120) -> None:
+async def wait_commands(run_dir: Path, n: int, cli: Cli | None = None,
+                        timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while env_commands(run_dir) < n:
         assert cli is None or cli.proc.poll() is None, f"the run ended early:\n{cli.err[-3000:]}"
@@ -101,7 +103,7 @@ async def all_gone(pid_list: list[int], timeout: float = 30) -> None:
 
 def session_step(run_dir: Path) -> int:
     """The latest step the environment counted (its session's counter)."""
-    return max((e.body.step for e in events(run_dir, ["env/"]) if isinstance(e.body, P.CommandEvent)), default=0)
+    return max((c.step for c in commands(run_dir)), default=0)
 
 
 def run_json(run_dir: Path) -> dict:
@@ -120,6 +122,12 @@ async def resume_to_end(tmp_path: Path, run_dir: Path) -> dict:
 
 def final_score(result: dict) -> float:
     return result["final_submission"]["scores"]["Score"]
+
+
+def own_score(result: dict) -> bool:
+    """battleOfSexes: the agent's own best candidate (always 0: 1.444) was submitted, not the
+    starter file (1.023) or the first candidate (1.081)."""
+    return final_score(result) > result["baseline"]["Score"] + 0.3
 
 
 def check_complete_trajectory(run_dir: Path, agent: str) -> list[P.AgentStep]:
@@ -152,7 +160,8 @@ async def _kill_each_once(run_dir: Path) -> list[tuple[str, int]]:
     for who, validate in (("broker", True), ("coder", False), ("env", True)):
         after = killed[-1][1] if killed else 0
         while True:
-            hit = [c for c in commands(run_dir) if c.step > after and (c.command == "validate" or not validate)]
+            hit = [c for c in commands(run_dir)
+                   if c.step > after and (c.command == "validate" or not validate)]
             if hit:
                 break
             await asyncio.sleep(0.02)
@@ -171,11 +180,13 @@ async def test_broker_env_server_and_agent_each_killed_once_in_one_run(tmp_path)
     run_dir = tmp_path / "run"
     killer = asyncio.create_task(_kill_each_once(run_dir))
     result = await run_team("prisonersDilemma", team, run_dir=run_dir, progress=False)
-    assert killer.done() and [w for w, _ in killer.result()] == ["broker", "coder", "env"], "ended before the kills"
+    assert killer.done(), "the run ended before the kills"
+    assert [who for who, _ in killer.result()] == ["broker", "coder", "env"]
 
     assert gaps(run_dir) == []
-    assert (run_dir / "result.json").is_file() and json.loads((run_dir / "result.json").read_text()) == result
-    assert (result["broker_restarts"], result["env_restarts"], result["agents"]["coder"]["restarts"]) == (1, 1, 1)
+    assert json.loads((run_dir / "result.json").read_text()) == result
+    coder = result["agents"]["coder"]
+    assert (result["broker_restarts"], result["env_restarts"], coder["restarts"]) == (1, 1, 1)
     assert result["exit_status"] == "submitted"
     assert final_score(result) == final_score(calm)
     assert result["best_attempt"] == calm["best_attempt"]
@@ -184,7 +195,7 @@ async def test_broker_env_server_and_agent_each_killed_once_in_one_run(tmp_path)
     scored = [e.body.step for e in events(run_dir, ["env/"]) if isinstance(e.body, P.ScoreEvent)]
     assert len(scored) == len(set(scored)) and killer.result()[0][1] in scored
     validates = [c.step for c in commands(run_dir) if c.command == "validate"]
-    assert set(validates) - {killer.result()[2][1]} <= set(scored)  # all but the one the env kill cut
+    assert set(validates) - {killer.result()[2][1]} <= set(scored)  # but the one the env kill cut
     assert len({e.epoch for e in events(run_dir)}) == 2  # one broker restart: a second epoch
     infos = [e.body for e in events(run_dir, ["run/info"])]
     assert len({i.session for i in infos}) == 1  # the session was taken over, not replaced
@@ -203,10 +214,10 @@ async def test_a_killed_tcp_broker_comes_back_on_its_ports(tmp_path):
         return pid
 
     killer = asyncio.create_task(kill_broker())
-    result = await run_team("battleOfSexes", C.load_team("single"), run_dir=run_dir, host="127.0.0.1",
-                            progress=False)
+    result = await run_team("battleOfSexes", C.load_team("single"), run_dir=run_dir,
+                            host="127.0.0.1", progress=False)
     assert killer.done() and result["broker_restarts"] == 1
-    assert result["exit_status"] == "submitted" and final_score(result) > result["baseline"]["Score"] + 0.3
+    assert result["exit_status"] == "submitted" and own_score(result)
     assert gaps(run_dir) == [] and run_json(run_dir)["bus"].startswith("tcp://127.0.0.1:")
     assert json.loads((run_dir / "bus.json").read_text())["url"] == run_json(run_dir)["bus"]
 
@@ -235,8 +246,8 @@ def _interrupt(cli: Cli, run_dir: Path, how: str) -> list[int]:
 @pytest.mark.parametrize("how", ["sigint", "sigterm", "ctrl-c", "sigkill", "reboot"])
 async def test_a_stopped_run_resumes_where_it_stopped(tmp_path, how):
     run_dir = tmp_path / "run"
-    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "single", "--run-dir", str(run_dir),
-              "--no-progress")
+    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "single",
+              "--run-dir", str(run_dir), "--no-progress")
     try:
         await wait_commands(run_dir, 2, run)  # `ls` and `open`: nothing validated yet
         kids = _interrupt(run, run_dir, how)
@@ -262,9 +273,9 @@ async def test_a_stopped_run_resumes_where_it_stopped(tmp_path, how):
     after = check_complete_trajectory(run_dir, "agent")
     assert result["exit_status"] == "submitted" and "partial" not in result
     assert len(after) > len(before) and after[: len(before)] == before
-    # its own best candidate (always 0: 1.444), not the starter file (1.023) that an agent
-    # obeying the old stop left to the supervisor's auto-submission
-    assert final_score(result) > result["baseline"]["Score"] + 0.3
+    # its own best candidate, not the starter file that an agent obeying the old stop left
+    # to the supervisor's auto-submission
+    assert own_score(result)
     assert not result["final_submission"]["auto"]
     assert gaps(run_dir) == []
     # the budgets go on from where they were: the session's step counter and the wall clock
@@ -278,8 +289,8 @@ async def test_a_stopped_run_resumes_where_it_stopped(tmp_path, how):
 @pytest.mark.timeout(240)
 async def test_ctrl_c_while_the_run_starts_is_a_clean_stop(tmp_path):
     run_dir = tmp_path / "run"
-    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "single", "--run-dir", str(run_dir),
-              "--no-progress")
+    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "single",
+              "--run-dir", str(run_dir), "--no-progress")
     try:
         deadline = time.monotonic() + 60
         while not (run_dir / "pids.json").exists():  # the broker is up: the start is under way
@@ -292,7 +303,7 @@ async def test_ctrl_c_while_the_run_starts_is_a_clean_stop(tmp_path):
         run.kill()
     assert run_json(run_dir)["status"] == "stopped"
     result = await resume_to_end(tmp_path, run_dir)
-    assert result["exit_status"] == "submitted" and final_score(result) > result["baseline"]["Score"] + 0.3
+    assert result["exit_status"] == "submitted" and own_score(result)
     assert gaps(run_dir) == []
 
 
@@ -303,10 +314,13 @@ def _thirty_step_recording(path: Path) -> Path:
     zero = "def row_strategy(history):\n    return 0\n"
     replies = [("I look at the files.", "ls -la"), ("I read the strategy.", 'open "strategy.py"')]
     replies += [(f"Thinking step {i}.", f"sleep 0.25 && echo turn {i}") for i in range(3, 27)]
-    replies += [("Always 0 suits the column player's bias.", f"edit 1:{len(starter.splitlines())}\n{zero}end_of_edit"),
-                ("Validate it.", "validate"), ("Check the file.", "cat strategy.py"), ("Submit it.", "submit")]
+    replies += [("Always 0 suits the column player's bias.",
+                 f"edit 1:{len(starter.splitlines())}\n{zero}end_of_edit"),
+                ("Validate it.", "validate"), ("Check the file.", "cat strategy.py"),
+                ("Submit it.", "submit")]
     assert len(replies) == 30
-    path.write_text(json.dumps({"trajectory": [{"response": format_reply(t, c)} for t, c in replies]}))
+    steps = [{"response": format_reply(thought, command)} for thought, command in replies]
+    path.write_text(json.dumps({"trajectory": steps}))
     return path
 
 
@@ -336,5 +350,5 @@ async def test_thirty_step_run_interrupted_twice_by_ctrl_c_ends_submitted(tmp_pa
     assert result["exit_status"] == "submitted" and run_json(run_dir)["status"] == "finished"
     steps = check_complete_trajectory(run_dir, "agent")
     assert len(steps) == 30 and steps[-1].action == "submit" and steps[-1].done
-    assert final_score(result) > result["baseline"]["Score"] + 0.3  # always 0, its own strategy
+    assert own_score(result)
     assert gaps(run_dir) == [] and len({e.epoch for e in events(run_dir)}) == 3
