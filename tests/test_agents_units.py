@@ -237,7 +237,8 @@ def test_ledger_knows_when_a_session_is_busy_even_with_events_lost():
 async def test_an_agent_obeys_only_orders_of_the_generation_it_joined_or_later():
     """A resumed agent (joined in generation 2) reads the old `stop` that interrupted the run
     back from the log (generation 1): history, not an order (issue #18, item 1)."""
-    a = Agent(Options(name="agent", role="single", run="r", bus="ipc:///nowhere", model="scripted:auto"))
+    a = Agent(Options(name="agent", role="single", run="r", bus="ipc:///nowhere",
+                      model="scripted:auto"))
     a.joined = 2
 
     async def log(*bodies: P.Body):
