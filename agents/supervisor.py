@@ -108,6 +108,8 @@ class Supervisor:
                 handled.append(sig)
         try:
             await self._start_interruptibly()
+            if self.ledger.ended is not None:  # ended, but its supervisor died writing it out
+                return await self._write_ended()
             reason = await self._supervise()
             if reason == "interrupted":
                 await self._stop_interrupted()
@@ -170,7 +172,10 @@ class Supervisor:
         await self.bus.connect()
         await self._catch_up()
         if self.ledger.ended is not None:
-            raise RunError(f"run {self.cfg.run_id} has already ended ({self.ledger.ended.exit_status})")
+            if not self.resume:
+                raise RunError(f"run {self.cfg.run_id} has already ended "
+                               f"({self.ledger.ended.exit_status})")
+            return  # nothing to run again: `run` writes its outputs
         self.generation = self.ledger.generation
         for name, spent in self.agent_elapsed.items():  # per-agent wall clocks go on, not afresh
             self.ledger.agent(name).started = time.monotonic() - spent
@@ -565,6 +570,18 @@ class Supervisor:
                 await self.env.request("env", P.SessionClose(session=self.session), timeout=30)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
+
+    async def _write_ended(self) -> dict[str, Any]:
+        """A resumed run whose log holds its `RunEnd` (its supervisor died between ending the run
+        and writing result.json): write the outputs from the log, run nothing again."""
+        ended = self.ledger.ended
+        assert ended is not None
+        logger.info("the run had ended; writing its outputs", exit_status=ended.exit_status)
+        self.end_reason = ended.reason
+        sub = self.ledger.submitted
+        self.auto_submitted = sub is not None and sub.agent == "supervisor"
+        self.exit_status = ended.exit_status
+        return await self._write_outputs(ended.exit_status)
 
     async def _stop_agents(self) -> None:
         children = [c for c in self.agents.values() if c.alive]

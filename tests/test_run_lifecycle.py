@@ -27,7 +27,7 @@ import pytest
 from mlgym.agents import config as C
 from mlgym.agents.events import events, gaps
 from mlgym.agents.parsing import format_reply
-from mlgym.agents.supervisor import run_team
+from mlgym.agents.supervisor import resume_run, run_team
 from mlgym.bus import protocol as P
 from test_agents_crash import agent_steps, alive, env_commands
 
@@ -220,6 +220,27 @@ async def test_a_killed_tcp_broker_comes_back_on_its_ports(tmp_path):
     assert result["exit_status"] == "submitted" and own_score(result)
     assert gaps(run_dir) == [] and run_json(run_dir)["bus"].startswith("tcp://127.0.0.1:")
     assert json.loads((run_dir / "bus.json").read_text())["url"] == run_json(run_dir)["bus"]
+
+
+@pytest.mark.timeout(180)
+async def test_resume_of_a_run_that_ended_before_its_outputs_were_written(tmp_path):
+    """The supervisor died (or the machine went down) after the run's `RunEnd` was logged but
+    before result.json: `mlgym resume` writes the outputs from the log and runs nothing."""
+    run_dir = tmp_path / "run"
+    done = await run_team("battleOfSexes", C.load_team("single"), run_dir=run_dir, progress=False)
+    state = run_json(run_dir)
+    (run_dir / "run.json").write_text(json.dumps({**state, "status": "running"}))
+    (run_dir / "result.json").unlink()
+    for traj in (run_dir / "trajectories").iterdir():
+        traj.unlink()
+    head = max(e.seq for e in events(run_dir))
+    result = await resume_run(run_dir, progress=False)
+    assert result["exit_status"] == done["exit_status"] == "submitted"
+    assert result["final_submission"] == done["final_submission"]
+    assert result["steps"] == done["steps"] and run_json(run_dir)["status"] == "finished"
+    assert (run_dir / "trajectories" / "agent.traj").is_file()
+    later = [e.body for e in events(run_dir, from_seq=head + 1)]
+    assert not any(isinstance(b, (P.CommandEvent, P.AgentStep, P.RunInfo)) for b in later)
 
 
 # ----------------------------------------------------------------------------- issue #18
