@@ -19,6 +19,7 @@ from conftest import require
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.rpc import RpcClient
+from mlgym.env_server import image as img
 
 TASK = "prisonersDilemma"
 ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
@@ -28,14 +29,15 @@ TIT_FOR_TAT = "def row_strategy(history):\n    return history[-1][1] if history 
 class Server:
     """`mlgym env serve` in its own process, so it can be killed outright."""
 
-    def __init__(self, root: Path, *, adopt: bool):
+    def __init__(self, root: Path, backend: str, *, adopt: bool):
         self.root = root
         self.endpoint = f"ipc://{root}/env.sock"
         argv = [sys.executable, "-m", "mlgym.cli", "env", "serve", "--root", str(root),
-                "--endpoint", self.endpoint]
+                "--endpoint", self.endpoint, "--backend", backend]
         self.log = open(root.parent / "env.log", "ab")
+        env = {**os.environ, "MLGYM_DOCKER_IMAGE": img.MINIMAL_TAG}
         self.proc = subprocess.Popen(argv + (["--adopt"] if adopt else []), stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
 
     async def ready(self, client: RpcClient) -> None:
         deadline = time.monotonic() + 60
@@ -68,19 +70,37 @@ async def _act(client: RpcClient, sid: str, command: str) -> p.Observation:
     return obs
 
 
-@pytest.mark.timeout(240)
-async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+@pytest.fixture(params=["local", "docker"])
+def backend(request) -> str:
+    if request.param == "local":
+        require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    else:
+        require(img.engine_reachable(), "docker engine not reachable (start dockerd)")
+        if not img.image_present(img.MINIMAL_TAG):
+            img.build_image(img.MINIMAL_TAG, minimal=True, online=False)
+    return request.param
+
+
+def _containers_of(pid: int) -> list[dict[str, str]]:
+    """The mlgym containers a server process started (their owner label is host:pid:start)."""
+    from mlgym.env_server.sandbox import docker as docker_sandbox
+
+    return [c for c in docker_sandbox.managed_containers()
+            if c["owner"].split(":")[1:2] == [str(pid)]]
+
+
+@pytest.mark.timeout(600)
+async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path, backend):
     root = tmp_path / "env"
     root.mkdir()
-    server = Server(root, adopt=False)
+    server = Server(root, backend, adopt=False)
     client = RpcClient(f"ipc://{root}/env.sock")
     try:
         await server.ready(client)
-        opened = await client.request("env", p.SessionOpen(task=TASK), timeout=120)
+        opened = await client.request("env", p.SessionOpen(task=TASK, backend=backend), timeout=300)
         assert isinstance(opened, p.SessionOpened)
         sid = opened.info.session
-        closed = await client.request("env", p.SessionOpen(task=TASK), timeout=120)
+        closed = await client.request("env", p.SessionOpen(task=TASK, backend=backend), timeout=300)
         await client.request("env", p.SessionClose(session=closed.info.session), timeout=30)
 
         write = p.WriteFile(session=sid, path="strategy.py", data=TIT_FOR_TAT.encode())
@@ -97,12 +117,15 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         before = await client.request("env", p.SessionStatus(session=sid), timeout=10)
         assert isinstance(before, p.SessionInfo) and before.step == 5
 
+        dead = server.proc.pid
         server.kill()
         journal_path = root / "sessions" / sid / "session.jsonl"
         with open(journal_path, "ab") as journal:  # a write torn by a crash
             journal.write(b'{"id": "' + sid.encode())
-        server = Server(root, adopt=True)
+        server = Server(root, backend, adopt=True)
         await server.ready(client)
+        if backend == "docker":  # the dead server's containers are gone, the new one's serve
+            assert _containers_of(dead) == [] and len(_containers_of(server.proc.pid)) == 1
 
         listed = await client.request("env", p.SessionList(), timeout=10)
         assert [s.session for s in listed.sessions] == [sid]  # the closed one stays closed
@@ -123,7 +146,7 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path):
         assert obs.done and obs.scores["Score"] != validated.scores["Score"]  # always-defect
 
         server.kill()  # a finished session is not adopted again
-        server = Server(root, adopt=True)
+        server = Server(root, backend, adopt=True)
         await server.ready(client)
         listed = await client.request("env", p.SessionList(), timeout=10)
         assert listed.sessions == []
