@@ -51,7 +51,10 @@ class Ledger:
         self.agents: dict[str, AgentUsage] = {}
         self.session_steps: dict[str, int] = {}  # session -> highest step seen
         self.offset: dict[str, int] = {}  # session -> run steps before it
-        self.in_flight: dict[str, int] = {}  # session -> commands started and not yet answered
+        # session -> the last step started and the last known finished: a session runs one
+        # action at a time, so a step starting means every earlier one has finished
+        self.started: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
         self.attempts: list[Attempt] = []
         self.submitted: Attempt | None = None
         self.last_agent: dict[str, str] = {}  # session -> agent of the latest command
@@ -67,14 +70,15 @@ class Ledger:
         if isinstance(b, P.CommandEvent):
             if b.session not in self.offset:  # a new session (restart, resume): steps go on counting
                 self.offset[b.session] = self.steps
-            self.in_flight[b.session] = self.in_flight.get(b.session, 0) + 1
+            self.started[b.session] = max(self.started.get(b.session, 0), b.step)
+            self.finished[b.session] = max(self.finished.get(b.session, 0), b.step - 1)
             self.session_steps[b.session] = max(self.session_steps.get(b.session, 0), b.step)
             self.last_agent[b.session] = b.agent
             if b.agent:
                 self.agent(b.agent).env_steps += 1
             self.commands.append((b.agent, b.command, 0))
         elif isinstance(b, P.ObservationEvent):
-            self.in_flight[b.session] = max(self.in_flight.get(b.session, 0) - 1, 0)
+            self.finished[b.session] = max(self.finished.get(b.session, 0), b.step)
             if self.commands:
                 a, c, _ = self.commands[-1]
                 self.commands[-1] = (a, c, b.exit_code)
@@ -99,10 +103,16 @@ class Ledger:
                 u.exit = b.exit or b.detail
                 u.exit_detail = b.detail if b.detail != u.exit else ""
         elif isinstance(b, P.RunInfo):
+            if b.generation > self.generation:  # a new environment server: the old one's
+                self.finished.update(self.started)  # actions will never report their end
             self.generation = max(self.generation, b.generation)
         elif isinstance(b, P.RunEnd):
             self.ended = b
         return None
+
+    def busy(self, session: str) -> bool:
+        """Whether an action of `session` has started and not reported its end."""
+        return self.started.get(session, 0) > self.finished.get(session, 0)
 
     def agent(self, name: str) -> AgentUsage:
         return self.agents.setdefault(name, AgentUsage())

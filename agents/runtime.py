@@ -49,6 +49,8 @@ logger = log.get(__name__)
 CALLING_AFTER_S = 0.5  # a model call running longer than this is announced (`calling`)
 
 
+FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wait for the broker
+
 @dataclass
 class Options:
     name: str
@@ -133,6 +135,7 @@ class Agent(Commands):
         self._recent: list[tuple[str, int]] = []  # (action, exit code) of the last turns
         self.timings: list[dict[str, float]] = []  # per turn: model, env, publish, total (s)
         self._pending: asyncio.Future | None = None  # the last turn's record, being published
+        self.joined = 0  # the generation of the RunInfo this process started with
 
     # ================================================================== lifecycle
 
@@ -159,8 +162,10 @@ class Agent(Commands):
                 await self._status("crashed", self.exit_status)
             raise
         finally:
+            # bounded: an acked publish waits out a restarting broker, but a broker that is going
+            # away with the run (its supervisor killed) never answers
             with contextlib.suppress(Exception):
-                await self._flush()
+                await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT_S)
             if not self.exit_status.startswith("crashed"):
                 detail = self.exit_detail or self.exit_status or self._stop_reason
                 with contextlib.suppress(Exception):  # bounded: the broker may be going away too
@@ -197,6 +202,7 @@ class Agent(Commands):
             raise RuntimeError(f"the bus serves run {info.run!r}, not {self.o.run!r}")
         self.o.run = info.run
         self.state.generation = info.generation
+        self.joined = info.generation  # orders of earlier generations are not for this process
         curve = self.o.curve
         if curve is not None and not isinstance(curve, ClientCurve):
             curve = client_curve(curve)  # a key folder: the same client key for every service
@@ -267,6 +273,7 @@ class Agent(Commands):
         known = {k: v for k, v in last.state.items() if k in State.__dataclass_fields__}
         self.state = State(**known)
         self.state.consumed = []
+        self.state.generation = self.joined
         logger.info("agent resumed from the event log", agent=self.name, steps=self.step)
 
     # ================================================================== listening
@@ -279,7 +286,9 @@ class Agent(Commands):
                     self.info = body
                     self._session_changed.set()
             elif isinstance(body, P.Control):
-                if body.target in ("", self.name, self.role):
+                # an order from before this process joined (the `stop` of an interrupted run,
+                # read back from the log after a resume) is history, not an order
+                if body.target in ("", self.name, self.role) and body.generation >= self.joined:
                     self._on_control(body)
             elif isinstance(body, P.RunEnd):
                 self.request_stop(f"run ended ({body.exit_status})")

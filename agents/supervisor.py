@@ -6,8 +6,13 @@ subprocess, so its crash is survivable), the memory service and one process per 
 enforces every budget centrally: steps, tokens, dollars and wall clock, per run and per
 agent. A finished budget makes the team stop (`Control`), the agents are terminated if they
 do not, and the best validated artefact is written back and submitted. A crashed agent is
-restarted (it resumes from the event log); a crashed environment server is restarted and a
-new session is opened with the latest validated artefact (a new `RunInfo` tells the agents).
+restarted (it resumes from the event log); a crashed environment server is restarted and
+takes over its session, workspace as the agent left it (a new `RunInfo` tells the agents);
+a crashed broker is restarted on the same log and endpoints (clients resynchronise).
+
+SIGINT (Ctrl-C: the children run in sessions of their own, so only the supervisor gets the
+terminal's signal), SIGTERM and SIGHUP stop the run cleanly and resumably: `Control(stop)`,
+the agents stopped, run.json `stopped`, a partial result.json and the trajectories so far.
 
 Run directory: run.json, bus.json, events.sqlite, broker.log, env.log, env/ (sessions),
 memory.sqlite, logs/<agent>.log, artefacts/, result.json, trajectories/<agent>.traj.
@@ -75,6 +80,8 @@ class Supervisor:
         self.tools_help = ""
         self.generation = 0
         self.env_restarts = 0
+        self.broker_restarts = 0
+        self.agent_elapsed: dict[str, float] = {}  # resumed: each agent's time in earlier lives
         self.agents: dict[str, Child] = {}
         self.finished: set[str] = set()  # agents that are done (exited or stopped on purpose)
         self.stopping: dict[str, float] = {}  # agent -> when it was told to stop
@@ -94,26 +101,49 @@ class Supervisor:
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         handled = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # kept until the very end: a second Ctrl-C is no traceback half-way through the teardown
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.interrupt)
                 handled.append(sig)
         try:
-            await self._start()
+            await self._start_interruptibly()
+            if self.ledger.ended is not None:  # ended, but its supervisor died writing it out
+                return await self._write_ended()
             reason = await self._supervise()
             if reason == "interrupted":
-                await self._control("stop", "the run was interrupted; it can be resumed")
-                await self._stop_agents()
-                self._save_run_file("stopped")
+                await self._stop_interrupted()
                 raise RunError(f"run interrupted; continue it with: mlgym resume {self.dir}")
             return await self._finish(reason)
         finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-            await self._teardown()
+            try:
+                await self._teardown()
+            finally:
+                for sig in handled:
+                    loop.remove_signal_handler(sig)
+
+    async def _start_interruptibly(self) -> None:
+        """`_start`, cut short by a signal (opening a session can take minutes: a task's data
+        is prepared then); `_supervise` then sees the interruption at once."""
+        start = asyncio.ensure_future(self._start())
+        signalled = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({start, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+        if start.done():
+            start.result()
+            return
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await start
+        logger.info("interrupted while starting")
 
     def interrupt(self) -> None:
-        """Stop the run without submitting anything (SIGINT/SIGTERM): `mlgym resume` goes on."""
+        """Stop the run without submitting anything (SIGINT/SIGTERM/SIGHUP): `mlgym resume` goes
+        on from there."""
+        if self._interrupted.is_set():
+            logger.warning("already stopping: the agents, then the services, are being stopped")
         self._interrupted.set()
 
     @property
@@ -131,6 +161,9 @@ class Supervisor:
             if data.get("status") == "finished":
                 raise RunError(f"run {self.cfg.run_id} has already finished (see {self.dir / R.RESULT_FILE})")
             self.elapsed_before = float(data.get("elapsed_s", 0.0))
+            spent = data.get("agent_elapsed_s") or {}
+            self.agent_elapsed = {k: float(v) for k, v in spent.items()}
+            self.session = str(data.get("session") or "")
             self.artefacts.load()
         await preflight(self.cfg.team)
         self._save_run_file("starting")
@@ -139,12 +172,19 @@ class Supervisor:
         await self.bus.connect()
         await self._catch_up()
         if self.ledger.ended is not None:
-            raise RunError(f"run {self.cfg.run_id} has already ended ({self.ledger.ended.exit_status})")
+            if not self.resume:
+                raise RunError(f"run {self.cfg.run_id} has already ended "
+                               f"({self.ledger.ended.exit_status})")
+            return  # nothing to run again: `run` writes its outputs
         self.generation = self.ledger.generation
+        for name, spent in self.agent_elapsed.items():  # per-agent wall clocks go on, not afresh
+            self.ledger.agent(name).started = time.monotonic() - spent
         await self._start_memory()
         await self._start_env()
-        restore = self.artefacts.latest if self.resume else None
-        await self._open_session(restore)
+        if self.resume:
+            await self._reopen_session()
+        else:
+            await self._open_session(None)
         await self._announce()
         for a in self.cfg.team.agents:
             if not a.external:
@@ -164,9 +204,12 @@ class Supervisor:
         return paths.ipc_endpoint(self.dir, name)
 
     async def _start_broker(self) -> None:
+        """Start the broker (again, after a crash: on the same log, and on the same tcp ports,
+        so every client's URL stays valid)."""
         argv = mlgym_argv("bus", "serve", "--run-dir", str(self.dir))
         if self.cfg.host:
-            argv += ["--tcp", f"{self.cfg.host}:0"]
+            port = self.bus_url.rsplit(":", 1)[1] if self.bus_url else "0"
+            argv += ["--tcp", f"{self.cfg.host}:{port}"]
         argv += self._keys_args()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / E.DESCRIPTOR).unlink()
@@ -181,6 +224,8 @@ class Supervisor:
             except (FileNotFoundError, ValueError):
                 info = {}
             if info.get("pid") == self.broker.pid:
+                if self.bus_url and info["url"] != self.bus_url:
+                    raise RunError(f"the restarted broker serves {info['url']}, not {self.bus_url}")
                 self.bus_url = str(info["url"])
                 break
             await asyncio.sleep(0.02)
@@ -249,9 +294,10 @@ class Supervisor:
 
     async def _start_env(self) -> None:
         self.env_endpoint = self._endpoint("env", 0)
+        # --adopt: a restarted server takes over the session its predecessor left on disk
         argv = mlgym_argv("env", "serve", "--endpoint", self.env_endpoint, "--root", str(self.dir / "env"),
                           "--bus", self.bus_url, "--run", self.cfg.run_id, "--backend", self.cfg.backend,
-                          *self._keys_args())
+                          "--adopt", *self._keys_args())
         self.env_proc = Child("env", argv, self.dir / "env.log")
         await self.env_proc.start()
         if self.env is None:
@@ -269,6 +315,24 @@ class Supervisor:
         else:
             raise RunError(f"the environment server did not answer within 60 s (see {self.dir / 'env.log'})")
         self._save_pids()
+
+    async def _reopen_session(self) -> None:
+        """After the environment server was restarted (or the run resumed): go on in the same
+        session if the new server adopted it (its workspace as the agent left it), else open a
+        new one with the latest validated artefact written into it."""
+        assert self.env is not None
+        if self.session:
+            try:
+                info = await self.env.request("env", P.SessionStatus(session=self.session),
+                                              timeout=10)
+            except (RpcError, TimeoutError):
+                info = None
+            if isinstance(info, P.SessionInfo) and info.state == "open":
+                self.generation += 1
+                logger.info("session adopted", session=self.session, generation=self.generation,
+                            step=info.step)
+                return
+        await self._open_session(self.artefacts.latest)
 
     async def _open_session(self, restore: bytes | None) -> None:
         assert self.env is not None
@@ -339,6 +403,10 @@ class Supervisor:
                 return "submitted"
             if self._interrupted.is_set():
                 return "interrupted"
+            if self.broker is not None and not self.broker.alive:
+                reason = await self._broker_crashed()
+                if reason:
+                    return reason
             if self.env_proc is not None and not self.env_proc.alive:
                 reason = await self._env_crashed()
                 if reason:
@@ -359,6 +427,24 @@ class Supervisor:
                 last_save = time.monotonic()
             await asyncio.sleep(TICK)
 
+    async def _broker_crashed(self) -> str:
+        """Restart a dead broker on the same log and endpoints: it takes the next epoch and goes
+        on with the sequence; every client reconnects by itself, subscribers refill what they
+        missed from its history, and acked publishes in flight are sent again."""
+        assert self.broker is not None
+        self.broker_restarts += 1
+        logger.warning("the broker died; restarting it", code=self.broker.returncode,
+                       restarts=self.broker_restarts)
+        if self.broker_restarts > self.cfg.team.max_restarts:
+            return "bus_failed"
+        try:
+            await self._start_broker()
+        except RunError as exc:
+            logger.error("could not restart the broker", error=str(exc))
+            return "bus_failed"
+        self._save_pids()
+        return ""
+
     async def _env_crashed(self) -> str:
         assert self.env_proc is not None
         code = self.env_proc.returncode
@@ -368,7 +454,7 @@ class Supervisor:
             return "env_failed"
         try:
             await self._start_env()
-            await self._open_session(self.artefacts.latest)
+            await self._reopen_session()
             await self._announce()
         except (RunError, RpcError, TimeoutError) as exc:
             logger.error("could not restart the environment", error=str(exc))
@@ -431,14 +517,38 @@ class Supervisor:
         return ""
 
     async def _control(self, action: str, reason: str, target: str = "") -> None:
+        """An order, stamped with the current generation: agents started in a later one (after a
+        resume) ignore it when they read it back from the log."""
         assert self.bus is not None
-        await self.bus.publish("run/control", P.Control(action=action, reason=reason, target=target), acked=True)
+        await self.bus.publish("run/control", P.Control(action=action, reason=reason, target=target,
+                                                        generation=self.generation), acked=True)
 
     # ================================================================== finish
+
+    async def _stop_interrupted(self) -> None:
+        """A clean, resumable stop: the agents told and stopped, then run.json `stopped`, a partial
+        result.json (what the run did so far) and, at teardown, the trajectories so far."""
+        self.end_reason = "interrupted"
+        logger.info("run interrupted; stopping the agents")
+        if self.bus is not None and self.agents:
+            try:
+                order = self._control("stop", "the run was interrupted; it can be resumed")
+                await asyncio.wait_for(order, 30)
+            except (RpcError, TimeoutError) as exc:
+                logger.warning("could not tell the agents to stop; stopping them by signal",
+                               error=str(exc))
+        await self._stop_agents()
+        result = self._result("stopped", partial=True)
+        R.write_result(self.dir, result)
+        self._save_run_file("stopped", result=result)
 
     async def _finish(self, reason: str) -> dict[str, Any]:
         self.end_reason = reason
         logger.info("run ending", reason=reason)
+        if reason == "bus_failed":  # nothing can be said on the bus: stop and write what is known
+            await self._stop_agents()
+            self.exit_status = "bus_failed"
+            return await self._write_outputs("bus_failed")
         if reason == "submitted":
             await self._control("stop", "the run was submitted")
         else:
@@ -465,6 +575,18 @@ class Supervisor:
                 await self.env.request("env", P.SessionClose(session=self.session), timeout=30)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
+
+    async def _write_ended(self) -> dict[str, Any]:
+        """A resumed run whose log holds its `RunEnd` (its supervisor died between ending the run
+        and writing result.json): write the outputs from the log, run nothing again."""
+        ended = self.ledger.ended
+        assert ended is not None
+        logger.info("the run had ended; writing its outputs", exit_status=ended.exit_status)
+        self.end_reason = ended.reason
+        sub = self.ledger.submitted
+        self.auto_submitted = sub is not None and sub.agent == "supervisor"
+        self.exit_status = ended.exit_status
+        return await self._write_outputs(ended.exit_status)
 
     async def _stop_agents(self) -> None:
         children = [c for c in self.agents.values() if c.alive]
@@ -509,7 +631,7 @@ class Supervisor:
         last command still runs to its end in the environment) and its artefact copies are
         taken, so the best artefact is known and nothing overwrites it afterwards."""
         deadline = time.monotonic() + self.eval_timeout + 60
-        while self.ledger.in_flight.get(self.session, 0) > 0 and time.monotonic() < deadline:
+        while self.ledger.busy(self.session) and time.monotonic() < deadline:
             if self.env_proc is not None and not self.env_proc.alive:
                 return
             await asyncio.sleep(0.05)
@@ -520,15 +642,22 @@ class Supervisor:
     async def _write_outputs(self, exit_status: str) -> dict[str, Any]:
         if self._snapshots:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
-        result = R.result_dict(task=self.cfg.task, method=self.cfg.method or default_method(self.cfg.team),
-                               run_id=self.cfg.run_id, ledger=self.ledger, exit_status=exit_status,
-                               baseline=self.baseline, auto_submitted=self.auto_submitted,
-                               extra={"team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
-                                      "env_restarts": self.env_restarts, "end_reason": self.end_reason,
-                                      "run_dir": str(self.dir)})
+        result = self._result(exit_status)
         R.write_result(self.dir, result)
         self._save_run_file("finished", result=result)
         return result
+
+    def _result(self, exit_status: str, *, partial: bool = False) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
+            "env_restarts": self.env_restarts, "broker_restarts": self.broker_restarts,
+            "end_reason": self.end_reason, "run_dir": str(self.dir)}
+        if partial:  # `mlgym score` leaves it out until a resume finishes the run
+            extra["partial"] = True
+        method = self.cfg.method or default_method(self.cfg.team)
+        return R.result_dict(task=self.cfg.task, method=method, run_id=self.cfg.run_id,
+                             ledger=self.ledger, exit_status=exit_status, baseline=self.baseline,
+                             auto_submitted=self.auto_submitted, extra=extra)
 
     async def _teardown(self) -> None:
         if self.progress is not None:
@@ -568,7 +697,10 @@ class Supervisor:
     # ================================================================== files
 
     def _save_run_file(self, status: str, result: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
         data = {**self.cfg.to_json(), "status": status, "elapsed_s": round(self.elapsed, 3),
+                "agent_elapsed_s": {n: round(now - u.started, 3)
+                                    for n, u in self.ledger.agents.items()},
                 "updated": time.time(), "session": self.session, "generation": self.generation,
                 "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
         if result is not None:

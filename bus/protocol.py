@@ -145,6 +145,7 @@ class BusStatus(Body, tag="bus_status"):
     history_served: int
     endpoints: dict[str, str] = {}
     rpc_errors: int = 0  # RPC requests answered with a protocol error (malformed, bad_version...)
+    duplicates_acked: int = 0  # acked publishes of an id logged already: answered, not re-logged
 
 
 class StatusRequest(Body, tag="status_request"):
@@ -384,11 +385,15 @@ class AgentStatus(Body, tag="agent_status"):
 
 
 class Control(Body, tag="control"):
-    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume"."""
+    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume", "warn".
+    `generation` is the run's generation (its latest `RunInfo`) when the order was given: an
+    agent obeys only orders of the generation it joined in or later, so one started by a
+    resume (a new generation) ignores the old `stop` it reads back from the log."""
 
     action: str
     reason: str = ""
     target: str = ""  # agent name, or "" for everyone
+    generation: int = 0
 
 
 class RunInfo(Body, tag="run_info"):
@@ -650,7 +655,7 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
     except msgspec.ValidationError as exc:
         try:
             v = ver.decode(payload).v
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:  # any failure here only means "version unknown"
             v = PROTOCOL_VERSION
         if v != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -659,6 +664,9 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
         raise ProtocolError("invalid", f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
+    except Exception as exc:  # hostile bytes, e.g. RecursionError on deep nesting
+        raise ProtocolError("malformed",
+                            f"undecodable frame ({type(exc).__name__}: {exc})") from None
 
 
 def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:

@@ -57,14 +57,15 @@ class _IdOnly(msgspec.Struct):
 _id_decoders = {P.MSGPACK: msgspec.msgpack.Decoder(_IdOnly), P.JSON: msgspec.json.Decoder(_IdOnly)}
 
 
-def _request_id(encoding: bytes, payload: bytes) -> str:
-    """Best-effort id of an undecodable request, so its Error reply can still be matched."""
+def envelope_id(encoding: bytes, payload: bytes) -> str:
+    """Best-effort id of an envelope, read without decoding the rest of it (an undecodable
+    request's id, so its Error reply can still be matched; a logged message's id)."""
     dec = _id_decoders.get(encoding)
     if dec is None or len(payload) > P.MAX_FRAME_BYTES:
         return ""
     try:
         return dec.decode(payload).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # any decode failure (RecursionError on deep nesting too): no id
         return ""
 
 
@@ -163,7 +164,8 @@ class RpcServer:
             env = P.decode(payload, encoding)
             P.check_version(env)
         except P.ProtocolError as exc:
-            self._protocol_error(route, encoding, _request_id(encoding, payload), exc.code, exc.message)
+            self._protocol_error(route, encoding, envelope_id(encoding, payload), exc.code,
+                                 exc.message)
             return
         if env.topic != self.service:
             self._protocol_error(route, encoding, env.id, UNKNOWN_SERVICE,

@@ -61,8 +61,12 @@ async def embedded_server(root: Path, backend: str = "local", bus_url: str | Non
 @click.option("--pool", "pool_size", type=int, default=0, show_default=True,
               help="Keep this many started sandboxes per (task, backend) ready, so opening a session does not wait.")
 @click.option("--warm", multiple=True, metavar="TASK", help="Fill the pool for TASK at start (repeatable).")
-def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str | None, backend: str,
-          keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...]) -> None:
+@click.option("--adopt", is_flag=True,
+              help="Take over the open sessions a server that died left under --root, "
+                   "workspaces as they are (how `mlgym run` restarts its server).")
+def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str | None,
+          backend: str, keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...],
+          adopt: bool) -> None:
     """Serve sessions (open, act, read files, close) over ZeroMQ until interrupted."""
     from mlgym import paths
     from mlgym.env_server.server import run_server
@@ -81,7 +85,7 @@ def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str
     try:
         asyncio.run(run_server(endpoint, root / "sessions", bus_url, run=run_id, backend=backend, curve=curve,
                                bus_curve=keys,
-                               pool_size=pool_size, warm=warm, freeze_gc=True))
+                               pool_size=pool_size, warm=warm, freeze_gc=True, adopt=adopt))
     except KeyboardInterrupt:
         pass
 

@@ -22,7 +22,7 @@ from mlgym.bus.rpc import RpcServer
 from mlgym.env_server import taskinfo
 from mlgym.env_server.pool import SandboxPool
 from mlgym.env_server.sandbox import SandboxError, SandboxPathError
-from mlgym.env_server.session import Session, SessionError
+from mlgym.env_server.session import SAVED_FILE, Session, SessionError, load_saved
 
 logger = log.get(__name__)
 
@@ -41,6 +41,7 @@ class EnvServer:
         curve: Any = None,
         pool_size: int = 0,
         docker_image: str = "",
+        adopt: bool = False,
     ):
         self.endpoint = endpoint
         self.root = Path(root)
@@ -55,15 +56,19 @@ class EnvServer:
         self.pool_size = pool_size
         self.docker_image = docker_image or os.environ.get("MLGYM_DOCKER_IMAGE", "")
         self._pools: dict[tuple[str, str], SandboxPool] = {}
+        self.adopt = adopt
         self.rpc = RpcServer(endpoint, SERVICE, self.handle, curve=curve)
 
     async def start(self) -> None:
+        if self.adopt:
+            await self._adopt_sessions()
         await self.rpc.start()
         logger.info("environment server listening", endpoints=self.rpc.bound, root=str(self.root))
 
     async def stop(self) -> None:
         await self.rpc.stop()
-        await asyncio.gather(*(s.close() for s in self.sessions.values()), return_exceptions=True)
+        # suspended, not closed: a server started with --adopt on this root goes on with them
+        await asyncio.gather(*(s.suspend() for s in self.sessions.values()), return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
 
     async def serve_forever(self) -> None:
@@ -160,6 +165,35 @@ class EnvServer:
         help_text = session.aci.help_text() if session.aci else ""
         return p.SessionOpened(info=session.info(), observation=observation, tools_help=help_text)
 
+    async def _adopt_sessions(self) -> None:
+        """Take over the open sessions a server that died left under the root (their
+        session.jsonl), with their workspaces as they are: a restarted server goes on where the
+        dead one stopped (`--adopt`; `mlgym run` restarts its server so)."""
+        for path in sorted(self.root.glob(f"*/{SAVED_FILE}")):
+            saved = load_saved(path)
+            if saved is None:
+                logger.warning("unreadable saved session; not adopted", path=str(path))
+                continue
+            if saved.state != "open" or saved.id in self.sessions:
+                continue
+            if saved.backend == "docker":  # the dead server's containers are still running
+                from mlgym.env_server.sandbox import docker as docker_sandbox
+
+                await asyncio.to_thread(docker_sandbox.cleanup)
+            session = Session(saved.id, await self._task(saved.task), path.parent,
+                              backend=saved.backend, limits=saved.limits, seed=saved.seed,
+                              run=saved.run, publish=self._publish if self.bus else None,
+                              image=saved.image)
+            try:
+                await session.adopt(saved, self.root / "_templates")
+            except Exception as exc:
+                logger.warning("session not adopted", session=saved.id, error=str(exc))
+                await session.close()
+                continue
+            self.sessions[saved.id] = session
+            self._counter = max(self._counter, int(saved.id[1:5]) if saved.id[1:5].isdigit() else 0)
+            logger.info("session adopted", session=saved.id, task=saved.task, step=saved.step)
+
     async def _pool(self, task: taskinfo.TaskHandle, backend: str, session: Session) -> SandboxPool | None:
         """The warm pool for (task, backend), made on the first open of that pair and
         refilled in the background; None when pooling is off."""
@@ -191,7 +225,7 @@ class EnvServer:
 async def run_server(endpoint: str, root: Path, bus_url: str | None = None, *, run: str = "",
                      backend: str = "local", curve: Any = None, ready: asyncio.Event | None = None,
                      pool_size: int = 0, warm: tuple[str, ...] = (), bus_curve: Any = None,
-                     freeze_gc: bool = False) -> None:
+                     freeze_gc: bool = False, adopt: bool = False) -> None:
     """Run until cancelled (used by `mlgym env serve`, `mlgym run` and the Gymnasium client).
     `bus_curve`: client keys (a ClientCurve or a key folder) for a CURVE-protected bus.
     `freeze_gc`: in a process of its own, keep the start-up heap out of the collector's full
@@ -201,7 +235,8 @@ async def run_server(endpoint: str, root: Path, bus_url: str | None = None, *, r
     bus = connect(bus_url, run=run, sender="env", curve=bus_curve) if bus_url else None
     if bus is not None:
         await bus.connect()
-    server = EnvServer(endpoint, root, bus=bus, default_backend=backend, curve=curve, pool_size=pool_size)
+    server = EnvServer(endpoint, root, bus=bus, default_backend=backend, curve=curve,
+                       pool_size=pool_size, adopt=adopt)
     await server.start()
     for task_id in warm:
         await server.warm(task_id, backend)

@@ -67,6 +67,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     baseline: dict[str, float] | None = None  # baseline scores measured in this run's set-up
     metric: MetricRef | None = None  # the priority metric; from the task spec when absent
     format: str = "mlgym-run-result/1"
+    partial: bool = False  # a stopped run's result so far (`mlgym resume` finishes it): not scored
 
 
 @dataclass
@@ -142,8 +143,12 @@ def load_results(paths: list[Path]) -> list[RunResult]:
                         runs += _decode(line, f"{f}:{n}")
             else:
                 runs += _decode(data, str(f))
+    stopped = [r.run_id for r in runs if r.partial]
+    runs = [r for r in runs if not r.partial]
     if not runs:
-        raise ResultsError("no runs found")
+        more = (f" (only stopped runs, not scored until resumed to their end: "
+                f"{', '.join(stopped)})" if stopped else "")
+        raise ResultsError(f"no runs found{more}")
     for r in runs:
         if r.method == BASELINE:
             raise ResultsError(f"run {r.run_id}: the method name {BASELINE!r} is reserved for the baseline")

@@ -37,12 +37,15 @@ bus.run = info.run;
 const env = new BusClient({ ...endpointsOf(args.bus), rpc: info.env }, { sender: name, run: info.run, timeoutMs });
 await env.connect();
 
-// 2. Stop when told (control addressed to us or everyone, or the run's end).
+// 2. Stop when told (control addressed to us or everyone, or the run's end). An order of an
+// earlier generation than the run_info we joined with is an old one (a resumed run's log holds
+// the `stop` that interrupted it): history, not an order.
 let stopped = null;
 (async () => {
   for await (const e of bus.subscribe(["run/"], { fromSeq: 1 })) {
     const b = e.body;
-    if ((b.kind === "control" && ["stop", "submit"].includes(b.action) && ["", name, args.role].includes(b.target ?? ""))
+    if ((b.kind === "control" && ["stop", "submit"].includes(b.action) && ["", name, args.role].includes(b.target ?? "")
+         && (b.generation ?? 0) >= info.generation)
         || b.kind === "run_end") {
       stopped = b.kind === "run_end" ? `run ended (${b.exit_status})` : `${b.action}: ${b.reason ?? ""}`;
     }
