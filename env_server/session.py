@@ -21,6 +21,7 @@ from mlgym import log
 from mlgym.bus import protocol as p
 from mlgym.env_server import evaluation, taskinfo
 from mlgym.env_server.sandbox import WORKSPACE, Sandbox, SandboxConfig, SandboxPathError, create
+from mlgym.env_server.sandbox.base import MAX_READ_BYTES
 from mlgym.tools.aci import ACI, ToolResult
 from mlgym.tools.turn import format_state
 
@@ -29,7 +30,6 @@ logger = log.get(__name__)
 Publish = Callable[[str, p.Body], Awaitable[None]]
 
 DEFAULT_COMMAND_TIMEOUT = 1800.0  # MLGym's training timeout for most tasks
-FILE_WRITING_TOOLS = {"create", "edit", "insert"}  # ACI tools that write on the host side
 KEEP_EVALUATED = 8  # evaluated file artefacts kept per session for read_artefact
 
 
@@ -121,6 +121,7 @@ class Session:
         window = self.limits.window or 1000
         self.aci = ACI(
             self.workspace,
+            file_owner=self.sandbox.file_owner,
             shell=self._shell,
             validate=self._validate,
             submit=self._submit,
@@ -210,10 +211,6 @@ class Session:
             await self._emit("command", p.CommandEvent(session=self.id, step=step, command=label, agent=agent))
             self._pending_scores: dict[str, float] = {}
             result = await action()
-            if label.split(" ", 1)[0].split("\n", 1)[0] in FILE_WRITING_TOOLS:
-                fix = getattr(self.sandbox, "fix_ownership", None)  # docker: files the host wrote
-                if fix is not None:
-                    await fix()
             done = result.action == "submit" or self.state == "submitted"
             truncated = False
             output = result.output
@@ -347,12 +344,13 @@ class Session:
     # ------------------------------------------------------------------ files
 
     async def read_file(self, path: str, max_bytes: int = 0) -> p.FileContent:
+        """The file's first `max_bytes` bytes (0: all), never more than the server's cap: the
+        client's number is a request, not an order."""
         assert self.sandbox is not None
-        data = await self.sandbox.read_file(path)
-        size = len(data)
-        truncated = bool(max_bytes) and size > max_bytes
-        return p.FileContent(session=self.id, path=path, data=data[:max_bytes] if truncated else data,
-                             size=size, truncated=truncated)
+        limit = min(max_bytes, MAX_READ_BYTES) if max_bytes > 0 else MAX_READ_BYTES
+        data, size = await self.sandbox.read_file_head(path, limit)
+        return p.FileContent(session=self.id, path=path, data=data, size=size,
+                             truncated=size > len(data))
 
     def _keep_evaluated(self, artefact: Path, step: int) -> None:
         """Keep the exact bytes that were scored, for read_artefact; only the last few."""

@@ -278,9 +278,15 @@ class ShellDriver:
         output_limit: int = 100_000,
         stream_limit: int = 1_000_000,
         alive: Callable[[], bool] | None = None,
+        fifo_owner: tuple[int, int] | None = None,
+        log_limit: int = 16 * 2**20,
     ) -> None:
         """`alive` tells whether the shell process still runs: its death is noticed even when
-        processes it left behind keep its output pipe open."""
+        processes it left behind keep its output pipe open. `fifo_owner`: the sandbox user,
+        when it is not the server's (it must open the control FIFOs). `log_limit`: the most
+        bytes of one command's output kept in its full-output log."""
+        self.fifo_owner = fifo_owner
+        self.log_limit = log_limit
         self.reader = reader
         self.alive = alive
         self.writer = writer
@@ -311,7 +317,7 @@ class ShellDriver:
         for the shell to answer."""
         token = secrets.token_hex(8)
         ready = f"__MLGYM_READY_{token}__"
-        fifos, self._ctl = await asyncio.to_thread(_make_fifos, self.logs, token)
+        fifos, self._ctl = await asyncio.to_thread(_make_fifos, self.logs, token, self.fifo_owner)
         self._close_ctl = weakref.finalize(self, os.close, self._ctl)
         ctl, ack = (shlex.quote(inside) for _, inside in fifos)
         script = (INIT_SCRIPT + f"__mlgym_setup {ctl} {ack}\ncd {shlex.quote(cwd)}\n"
@@ -345,7 +351,8 @@ class ShellDriver:
         log_file = None
         if self.logs is not None:
             log_file = self.logs.path("out", f"{next(self._counter):05d}-{token}.log")
-        collector = OutputCollector(self.output_limit, log_file, on_output, self.stream_limit)
+        collector = OutputCollector(self.output_limit, log_file, on_output, self.stream_limit,
+                                    log_limit=self.log_limit)
         self._current, self._interrupted = token, False
         self._started.clear()
         started = time.monotonic()
@@ -575,22 +582,24 @@ class ShellDriver:
             old.unlink(missing_ok=True)
 
 
-def _make_fifos(logs: LogDir | None, token: str) -> tuple[list[tuple[Path, str]], int]:
-    """The control and acknowledgement FIFOs, in the log folder (mounted inside in every
-    backend; without one, a private temporary folder seen at the same path) and owned like it,
-    so the sandbox user can open them; plus our write end of the control FIFO. Opened
-    read-write, so it never waits for (or loses) a reader."""
+def _make_fifos(logs: LogDir | None, token: str, owner: tuple[int, int] | None
+                ) -> tuple[list[tuple[Path, str]], int]:
+    """The control and acknowledgement FIFOs, in the state folder (the server's own: read-only
+    inside, where a FIFO can still be opened; without one, a private temporary folder seen at
+    the same path), given to the sandbox user `owner` when that is not the server's user; plus
+    our write end of the control FIFO. Opened read-write, so it never waits for (or loses) a
+    reader."""
     if logs is None:
         tmp = tempfile.mkdtemp(prefix="mlgym-shell-")
         logs = LogDir(Path(tmp), tmp)
     logs.host.mkdir(parents=True, exist_ok=True)
-    owner = logs.host.stat()
     fifos = [logs.path(f".shell-{token}.{name}") for name in ("ctl", "ack")]
     for host, _ in fifos:
         os.mkfifo(host, 0o600)
-        if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
-            os.chown(host, owner.st_uid, owner.st_gid)
-    return fifos, os.open(fifos[0][0], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(host, *owner, follow_symlinks=False)
+    fd = os.open(fifos[0][0], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    return fifos, fd
 
 
 def _remove_fifos(fifos: list[tuple[Path, str]], private_dir: bool) -> None:
