@@ -71,6 +71,7 @@ class Supervisor:
         self.memory_endpoint = ""
         self.bus_url = ""
         self.session = ""
+        self.session_token = ""  # from SessionOpened: every env request for the session
         self.observation = ""
         self.tools_help = ""
         self.generation = 0
@@ -221,7 +222,8 @@ class Supervisor:
         if self.env is None:
             return
         try:
-            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step), timeout=30)
+            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step,
+                                                               token=self.session_token), timeout=30)
         except (RpcError, TimeoutError) as exc:
             logger.warning("could not copy the validated artefact", error=str(exc))
             return
@@ -286,11 +288,12 @@ class Supervisor:
             raise RunError(f"the environment server could not open a {self.cfg.task} session: "
                            f"{exc.code}: {exc.message}") from None
         assert isinstance(opened, P.SessionOpened)
-        self.session = opened.info.session
+        self.session, self.session_token = opened.info.session, opened.token
         self.observation = opened.observation
         self.tools_help = opened.tools_help
         if restore is not None and self.file_artefact:
-            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore),
+            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore,
+                                                  token=self.session_token),
                                    timeout=30)
         self.generation += 1
         logger.info("session opened", session=self.session, generation=self.generation, restored=restore is not None)
@@ -300,6 +303,7 @@ class Supervisor:
         team = self.cfg.team
         info = P.RunInfo(
             run=self.cfg.run_id, task=self.cfg.task, session=self.session, env=self.env_endpoint,
+            session_token=self.session_token,
             memory=self.memory_endpoint, observation=self.observation, tools_help=self.tools_help, team=team.name,
             members=team.members(), budget=team.budget.as_dict(),
             agent_budgets={a.name: a.budget.as_dict() for a in team.agents}, baseline=self.baseline,
@@ -406,7 +410,7 @@ class Supervisor:
     async def _session_over(self) -> bool:
         assert self.env is not None
         try:
-            info = await self.env.request("env", P.SessionStatus(session=self.session), timeout=5)
+            info = await self.env.request("env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
         except (RpcError, TimeoutError):
             return False
         return isinstance(info, P.SessionInfo) and info.state in ("submitted", "truncated")
@@ -457,7 +461,7 @@ class Supervisor:
             best_scores=best.scores if best else {}, baseline=self.baseline, reason=reason), acked=True)
         if self.env is not None and self.session:
             with contextlib.suppress(RpcError, TimeoutError):
-                await self.env.request("env", P.SessionClose(session=self.session), timeout=30)
+                await self.env.request("env", P.SessionClose(session=self.session, token=self.session_token), timeout=30)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
 
@@ -482,8 +486,10 @@ class Supervisor:
         try:
             if self.artefacts.best is not None and self.file_artefact:
                 await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
-                                                          data=self.artefacts.best), timeout=30)
-            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor"),
+                                                          data=self.artefacts.best,
+                                                          token=self.session_token), timeout=30)
+            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor",
+                                         token=self.session_token),
                                    timeout=self.eval_timeout + 120)
         except RpcError as exc:
             logger.warning("auto-submission failed", code=exc.code, error=exc.message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,8 @@ from typing import Any
 
 from mlgym import log
 from mlgym.bus import protocol as p
-from mlgym.env_server import evaluation, taskinfo
+from mlgym.env_server import evaluation, policy, taskinfo
+from mlgym.env_server.disk import SessionDisk
 from mlgym.env_server.sandbox import WORKSPACE, Sandbox, SandboxConfig, SandboxPathError, create
 from mlgym.env_server.sandbox.base import MAX_READ_BYTES
 from mlgym.tools.aci import ACI, ToolResult
@@ -48,6 +50,7 @@ class Attempt:
     error: dict[str, str] | None
     seconds: float
     ts: float = field(default_factory=time.time)
+    seed: int = 0
 
 
 class Session:
@@ -58,23 +61,36 @@ class Session:
         root: Path,
         *,
         backend: str = "local",
-        limits: p.Limits = p.Limits(),
+        limits: policy.Effective | p.Limits = p.Limits(),
         seed: int = 0,
         run: str = "",
         publish: Publish | None = None,
         sandbox_factory: Callable[[str, SandboxConfig], Sandbox] = create,
         image: str = "",
+        token: str = "",
+        keep_disk: bool = True,
     ):
+        """`limits`: what the server's policy granted (a raw request is checked against the
+        default policy). `token`: the secret requests for this session must carry.
+        `keep_disk`: keep the disk image when the session closes."""
+        if isinstance(limits, p.Limits):
+            limits = policy.ServerPolicy().effective(limits, task.spec)
         self.id = sid
         self.task = task
         self.spec = task.spec
         self.root = root
-        self.workspace = root / "workspace"
+        self.token = token or policy.new_token()
+        self.keep_disk = keep_disk
+        self.disk: SessionDisk | None = None
+        self.workspace = root / "disk" / "workspace"
         self.backend = backend
         self.seed = seed
+        # the final evaluation's seed: held out (random, never shown before the episode ends),
+        # so knowing the task's public seed and an opponent's code does not predict the score
+        self.final_seed = secrets.randbelow(2**31 - 1) + 1
         self.run = run
-        self.max_steps = limits.max_steps or self.spec.limits.max_steps
-        self.command_timeout = limits.command_timeout_s or self.spec.limits.training_timeout_s or DEFAULT_COMMAND_TIMEOUT
+        self.max_steps = limits.max_steps
+        self.command_timeout = limits.command_timeout_s or DEFAULT_COMMAND_TIMEOUT
         self.limits = limits
         self.step = 0
         self.state = "opening"
@@ -95,30 +111,34 @@ class Session:
     def sandbox_config(self, readonly: list[tuple[Path, str]]) -> SandboxConfig:
         return SandboxConfig(
             workspace=self.workspace,
+            jobs_dir=self.workspace.parent / "jobs",
             readonly=readonly,
             python_env=taskinfo.task_python_env() if self.backend == "local" else None,
             image=self.image,
             network=self.limits.network,
-            memory_mb=self.limits.memory_mb or self.spec.limits.memory_mb,
+            memory_mb=self.limits.memory_mb,
             cpu_seconds=self.limits.cpu_seconds,
-            max_processes=self.limits.max_processes or 512,
+            max_processes=self.limits.max_processes,
             state_dir=self.root / "state",
         )
 
     async def open(self, templates: Path, pool: Any = None) -> str:
-        """Lay out the workspace from the task template and start (or take from `pool`) a
-        sandbox for it."""
+        """Lay out the workspace from the task template on the session's disk and start (or
+        take from `pool`) a sandbox for it."""
         template, readonly = await asyncio.to_thread(self.task.template, templates)
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # the host's other users have no business in a session
         if pool is not None:
             self.sandbox = await pool.acquire(prepare=lambda ws: self.task.copy_template(template, ws))
             self.workspace = self.sandbox.config.workspace
+            self.disk = getattr(self.sandbox, "disk", None)
         else:
-            await asyncio.to_thread(self.task.copy_template, template, self.workspace)
-            (self.root / "state").mkdir(parents=True, exist_ok=True)
             self.sandbox = self._sandbox_factory(self.backend, self.sandbox_config(readonly))
+            self.disk = SessionDisk(self.root, self.limits.disk_mb, owner=self.sandbox.file_owner)
+            await self.disk.create()
+            await asyncio.to_thread(self.task.copy_template, template, self.workspace)
             await self.sandbox.start()
-        window = self.limits.window or 1000
+        window = self.limits.window
         self.aci = ACI(
             self.workspace,
             file_owner=self.sandbox.file_owner,
@@ -136,6 +156,8 @@ class Session:
             self.state = "closed"
         if self.sandbox is not None:
             await self.sandbox.stop()
+        if self.disk is not None:
+            await self.disk.release(keep=self.keep_disk)
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -247,8 +269,15 @@ class Session:
             await self._emit("output", p.OutputChunk(session=self.id, job=job, offset=offset, data=text))
             offset += len(text)
 
-        return await self.sandbox.exec(command, timeout=timeout or self.command_timeout,
-                                       on_output=chunk if self._publish else None)
+        result = await self.sandbox.exec(command, timeout=timeout or self.command_timeout,
+                                         on_output=chunk if self._publish else None)
+        if self.disk is not None and await asyncio.to_thread(self.disk.full):
+            used, total = self.disk.usage()
+            result.output += (f"\n[the session's disk is full: {used / 2**20:.0f} of "
+                              f"{total / 2**20:.0f} MB used by the workspace and job logs; "
+                              "writes fail with 'No space left on device' until you delete "
+                              "files]")
+        return result
 
     async def _background(self, command: str):
         assert self.sandbox is not None
@@ -283,6 +312,7 @@ class Session:
     async def _evaluate(self, action: str) -> evaluation.EvalOutcome:
         assert self.sandbox is not None
         started = time.monotonic()
+        seed = self.spec.evaluation.seed if action == "validate" else self.final_seed
         scratch = self.root / "eval"
         scratch.mkdir(exist_ok=True)
         staged = scratch / f"artefact-{self.step}"
@@ -301,13 +331,14 @@ class Session:
         else:
             outcome = await evaluation.evaluate(
                 sandbox=self.sandbox, task=self.task.task, prepared=self.task.prepared, artefact=artefact,
-                timeout_s=self.spec.evaluation.timeout_s, seed=self.spec.evaluation.seed, scratch=scratch,
+                timeout_s=self.spec.evaluation.timeout_s, seed=seed, scratch=scratch,
             )
             if self.spec.files.submission_kind == "file":
                 await asyncio.to_thread(self._keep_evaluated, artefact, self.step)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        self.attempts.append(Attempt(self.step, action, outcome.scores, outcome.error, outcome.seconds))
+        self.attempts.append(Attempt(self.step, action, outcome.scores, outcome.error, outcome.seconds,
+                                     seed=seed))
         self._pending_scores = dict(outcome.scores)
         if action in ("submit", "autosubmit"):
             if outcome.ok:
@@ -321,7 +352,7 @@ class Session:
             "score",
             p.ScoreEvent(session=self.id, step=self.step, action=action, scores=outcome.scores,
                          baseline=dict(self.spec.baseline.scores),
-                         error=(outcome.error or {}).get("message", "")),
+                         error=(outcome.error or {}).get("message", ""), seed=seed),
             acked=True,
         )
         return outcome

@@ -158,6 +158,7 @@ class Sandbox(abc.ABC):
 
     # -- files (inside paths, confined to the workspace) -----------------------------------
     file_owner: tuple[int, int] | None = None  # who files written for the agent belong to
+    disk: Any = None  # the session disk its workspace lives on, when a pool made one for it
 
     async def read_file(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
         """At most `limit` bytes of a workspace file."""
