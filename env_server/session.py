@@ -271,13 +271,23 @@ class Session:
 
         result = await self.sandbox.exec(command, timeout=timeout or self.command_timeout,
                                          on_output=chunk if self._publish else None)
-        if self.disk is not None and await asyncio.to_thread(self.disk.full):
-            used, total = self.disk.usage()
-            result.output += (f"\n[the session's disk is full: {used / 2**20:.0f} of "
-                              f"{total / 2**20:.0f} MB used by the workspace and job logs; "
-                              "writes fail with 'No space left on device' until you delete "
-                              "files]")
+        full = self.disk is not None and await asyncio.to_thread(self.disk.full)
+        if full or "No space left on device" in result.output:
+            result.output += self._space_note()
         return result
+
+    def _space_note(self) -> str:
+        """What filled up, for an observation: the session's disk, or /tmp (memory)."""
+        tmp = self.sandbox.config.tmp_size_mb if self.sandbox is not None else 0
+        disk = ""
+        if self.disk is not None and self.disk.mounted:
+            used, total = self.disk.usage()
+            disk = (f"the workspace and job logs share a disk of {total / 2**20:.0f} MB, "
+                    f"{used / 2**20:.0f} MB used")
+        else:
+            disk = "the workspace disk has no fixed size here"
+        return (f"\n[No space left: {disk}; /tmp and /var/tmp hold {tmp} MB each (memory). "
+                "Delete files you no longer need to go on.]")
 
     async def _background(self, command: str):
         assert self.sandbox is not None

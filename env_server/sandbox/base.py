@@ -71,6 +71,7 @@ class SandboxConfig:
     # (agent-writable: the server reads it only through tools/safefs.py); None = state_dir/jobs
     jobs_dir: Path | None = None
     full_output_limit_mb: int = 16  # the most of one command's output the server keeps on disk
+    tmp_size_mb: int = 1024  # /tmp (memory-backed) holds at most this much
     gpus: bool = True  # show the host's GPUs (if any) inside
     image: str = ""  # docker backend only
 
@@ -214,6 +215,12 @@ def prepare_state(state: Path, jobs_dir: Path | None, owner: tuple[int, int] | N
         finally:
             os.close(fd)
     return jobs
+
+
+def process_limit(config: SandboxConfig) -> int:
+    """The process count at which the shell treats the sandbox as fork-bombed: 90% of the
+    sandbox's limit, so the shell can still act before forks start to fail for good."""
+    return max(int(config.max_processes * 0.9), 8)
 
 
 def create(backend: str, config: SandboxConfig, **kwargs: Any) -> Sandbox:

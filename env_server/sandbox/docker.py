@@ -54,9 +54,11 @@ from mlgym.env_server.sandbox.base import (
     SandboxConfig,
     SandboxError,
     prepare_state,
+    process_limit,
 )
 from mlgym.env_server.sandbox.output import OutputCollector
 from mlgym.env_server.sandbox.jobs import JobManager
+from mlgym.env_server.sandbox.limits import Cgroup, memory_cgroup_of
 from mlgym.env_server.sandbox.shell import LogDir, ShellDriver, ShellLost
 from mlgym.tools import safefs
 
@@ -172,13 +174,13 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, config: SandboxConfig, *, image: str | None = None, cpus: float = 2.0,
                  session: str | None = None, read_only_root: bool = True,
-                 tmp_size_mb: int = 1024, home_size_mb: int = 256) -> None:
+                 tmp_size_mb: int | None = None, home_size_mb: int = 256) -> None:
         super().__init__(config)
         self.image = image or config.image or DEFAULT_IMAGE
         self.cpus = cpus
         self.session = session or uuid.uuid4().hex[:12]
         self.read_only_root = read_only_root
-        self.tmp_size_mb = tmp_size_mb
+        self.tmp_size_mb = tmp_size_mb or config.tmp_size_mb
         self.home_size_mb = home_size_mb
         self.uid, self.gid = _ids()
         # files the server writes for the agent (ACI edits, WriteFile) are made the container
@@ -191,6 +193,7 @@ class DockerSandbox(Sandbox):
         self._own_state = False
         self.jobs: JobManager | None = None
         self._stopped = False
+        self._memory_cgroup: Cgroup | None = None  # the container's, for OOM-kill notes
         self._restart_lock = asyncio.Lock()
         if config.python_env is not None:
             logger.info("docker sandbox ignores python_env; the image's /opt/taskenv is used",
@@ -270,6 +273,7 @@ class DockerSandbox(Sandbox):
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not start the container: {exc}") from None
         self.container_id = container.id
+        self._memory_cgroup = await asyncio.to_thread(_memory_cgroup, container.id)
         logger.info("docker sandbox started", container=container.short_id, image=self.image,
                     session=self.session)
         try:
@@ -307,7 +311,8 @@ class DockerSandbox(Sandbox):
                              output_limit=self.config.output_limit,
                              stream_limit=self.config.stream_limit,
                              fifo_owner=self.file_owner,
-                             log_limit=self.config.full_output_limit_mb * 2**20)
+                             log_limit=self.config.full_output_limit_mb * 2**20,
+                             jobs_dir=JOBS, process_limit=process_limit(self.config))
         shell = _Shell(driver, writer, exec_id, sock_io)
         try:
             await driver.start(WORKSPACE, timeout=SHELL_START_TIMEOUT)
@@ -372,8 +377,14 @@ class DockerSandbox(Sandbox):
                    on_output: OutputCallback | None = None) -> ExecResult:
         driver = self._driver()
         cwd, started = driver.cwd, time.monotonic()
+        cgroup = self._memory_cgroup
+        oom_before = cgroup.oom_kills() if cgroup is not None else 0
         try:
-            return await driver.run(command, timeout=timeout, on_output=on_output)
+            result = await driver.run(command, timeout=timeout, on_output=on_output)
+            if cgroup is not None and cgroup.oom_kills() > oom_before:
+                result.output += (f"\n[a process was killed for exceeding the sandbox memory "
+                                  f"limit of {self.config.memory_mb} MB]")
+            return result
         except ShellLost as exc:
             partial, reason = exc.partial, str(exc)
         if self._stopped:
@@ -494,6 +505,15 @@ def _remove(container_id: str) -> None:
         if "already in progress" not in str(exc):
             logger.warning("container remove failed", container=container_id[:12],
                            error=str(exc))
+
+
+def _memory_cgroup(container_id: str) -> Cgroup | None:
+    """The container's memory cgroup on the host (through its first process), or None."""
+    try:
+        pid = int(client().api.inspect_container(container_id)["State"]["Pid"])
+    except (docker.errors.DockerException, KeyError, TypeError, ValueError):
+        return None
+    return memory_cgroup_of(pid) if pid > 0 else None
 
 
 def _kill_quietly(container: Any) -> None:

@@ -43,6 +43,7 @@ from mlgym.env_server.sandbox.base import (
     SandboxConfig,
     SandboxError,
     prepare_state,
+    process_limit,
 )
 from mlgym.env_server.sandbox.jobs import JobManager
 from mlgym.env_server.sandbox.limits import Cgroup, Limits, create_cgroup, wrapper
@@ -103,7 +104,7 @@ def python_mounts(venv: Path | None) -> list[Path]:
     return out
 
 
-def _system_args(network: bool, etc_dir: Path) -> list[str]:
+def _system_args(network: bool, etc_dir: Path, tmp_mb: int) -> list[str]:
     """bwrap arguments for the read-only system part of the sandbox."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -118,7 +119,9 @@ def _system_args(network: bool, etc_dir: Path) -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
     for name in ("passwd", "group"):  # only the sandbox user: host accounts stay private
         args += ["--ro-bind", str(etc_dir / name), f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    size = str(tmp_mb * 2**20)  # memory-backed: bounded by size (and the memory limit)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/tmp",
+             "--size", size, "--tmpfs", "/var/tmp",
              "--dir", HOME]
     return args
 
@@ -237,7 +240,9 @@ class LocalSandbox(Sandbox):
         self.shell = ShellDriver(proc.stdout, proc.stdin, self._state_dir(),
                                  self.config.output_limit, self.config.stream_limit,
                                  alive=lambda: proc.returncode is None,
-                                 log_limit=self.config.full_output_limit_mb * 2**20)
+                                 log_limit=self.config.full_output_limit_mb * 2**20,
+                                 jobs_dir=self._jobs_dir().inside,
+                                 process_limit=process_limit(self.config) if self.bwrap else 0)
         try:
             await self.shell.start(cwd)
         except SandboxError:
@@ -263,7 +268,7 @@ class LocalSandbox(Sandbox):
             args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         if network:
             args += ["--share-net"]
-        args += _system_args(network, self._private / "etc")
+        args += _system_args(network, self._private / "etc", self.config.tmp_size_mb)
         for p in python_mounts(self.config.python_env):
             args += ["--ro-bind", str(p), str(p)]
         if self.config.gpus:

@@ -182,9 +182,59 @@ __mlgym_spawn() {  # (re)start the watcher. From a command substitution, so that
   # of the shell: `jobs`, `wait` and `$!` in the agent's commands never see it.
   __mlgym_w=$(__mlgym_watch </dev/null >/dev/null 2>&1 & echo $!)
 }
-__mlgym_setup() {  # $1 control FIFO, $2 acknowledgement FIFO
+__mlgym_setup() {  # $1 control FIFO, $2 acknowledgement FIFO, $3 jobs folder, $4 the most
+  # processes the sandbox may count before its commands and jobs are all killed (0: never;
+  # only where the sandbox has its own pid namespace, so /proc lists just its processes)
   exec 5<>"$1" 6<>"$2"
+  __mlgym_jobsdir=$3 __mlgym_limit=$4
   __mlgym_spawn
+}
+__mlgym_nprocs() {  # how many processes /proc lists (a glob: no process is started)
+  local -a p=(/proc/[0-9]*)
+  __mlgym_n=${#p[@]}
+}
+__mlgym_reap() {  # after a command: kill what it left running in the foreground (process
+  # groups of the shell's session that are neither the shell's nor a job's). With $1 = purge
+  # (the sandbox is at its process limit: a fork bomb), kill every process of the shell's
+  # session and of the background jobs' sessions but the shell and its watcher, and give the
+  # jobs that died so an exit code (137).
+  local p f s spg ssid n pass=0
+  local -A spare=() jobsid=()
+  __mlgym_stat "$__mlgym_shell" || return 0
+  spg=$__s_pgid ssid=$__s_sid
+  if [[ $1 == purge ]]; then
+    for f in "$__mlgym_jobsdir"/*.pid; do
+      [[ -f $f ]] || continue
+      { IFS= read -r s < "$f"; } 2>/dev/null && [[ $s =~ ^[0-9]+$ ]] && jobsid[$s]=1
+    done
+  else
+    spare[$spg]=1
+    for p in $(jobs -p); do spare[$p]=1; done
+  fi
+  while (( pass++ < 20 )); do
+    n=0
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      [[ $p == "$__mlgym_shell" || $p == "$__mlgym_w" || $p == 1 || $p == "$PPID" ]] && continue
+      __mlgym_stat "$p" || continue
+      [[ $__s_sid == "$ssid" || -n ${jobsid[$__s_sid]} ]] || continue
+      [[ -z ${spare[$__s_pgid]} ]] || continue
+      __mlgym_gone "$p" && continue
+      n=$((n+1))
+      if [[ $1 == purge || $__s_pgid == "$spg" ]]; then kill -KILL "$p"
+      else kill -KILL -- "-$__s_pgid"; fi
+    done 2>/dev/null
+    (( n )) || break
+  done
+  if [[ $1 == purge ]]; then
+    for f in "$__mlgym_jobsdir"/*.pid; do
+      [[ -f $f && ! -e ${f%.pid}.rc ]] && { echo 137 > "${f%.pid}.rc"; } 2>/dev/null
+    done
+  fi
+}
+__mlgym_purge() {  # the sandbox is at its process limit: purge, and say so
+  __mlgym_reap purge
+  printf '\n[the sandbox reached its limit of %s processes (a fork bomb?): every process started by the commands and by background jobs was killed; the shell itself goes on]\n' "$__mlgym_limit"
 }
 __mlgym_body() {  # an interrupt that came before this point is not lost
   [[ -z $__mlgym_stop ]] || return 130
@@ -206,16 +256,28 @@ __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests s
   [[ -e /proc/$__mlgym_w/cwd ]] || { __mlgym_gone "$__mlgym_w" && __mlgym_spawn; }
   [[ $2 == sync ]] && __mlgym_sync "$1"
   __mlgym_stop=
+  local __mlgym_before
+  __mlgym_nprocs; __mlgym_before=$__mlgym_n
   # The host needs the process groups of the jobs that exist now: a kill request spares them.
   printf '__MLGYM_KEEP_%s__\n' "$1"
   jobs -p
   printf '__MLGYM_START_%s__\n' "$1"
+  if (( __mlgym_limit && __mlgym_before >= __mlgym_limit )); then
+    __mlgym_purge; __mlgym_nprocs; __mlgym_before=$__mlgym_n
+  fi
   trap "$__mlgym_trap" USR1
   # Called as an `if` condition: `set -e` cannot end the persistent shell from in there.
   if __mlgym_body "$__mlgym_c" </dev/null 5>&- 6<&-; then __mlgym_rc=0; else __mlgym_rc=$?; fi
   set +e +u  # an agent's `set -e`/`set -u` must not make the next wrapper line end the shell
   # Interrupted: the watcher's kill is over before the host hears that the command ended.
   [[ -n $__mlgym_stop ]] && __mlgym_sync "$1"
+  # More processes than before the command: what it left in the foreground goes (its jobs
+  # stay); at the process limit, everything of the shell's and the jobs' goes.
+  __mlgym_nprocs
+  if (( __mlgym_n > __mlgym_before )); then
+    __mlgym_reap; __mlgym_nprocs
+  fi
+  (( __mlgym_limit && __mlgym_n >= __mlgym_limit )) && __mlgym_purge
   jobs -n >/dev/null 2>&1  # swallow job notices ("[1]+ Done ...") rather than leak them later
   printf '\n__MLGYM_END_%s__%d:%s__MLGYM_DONE_%s__\n' "$1" "$__mlgym_rc" "$PWD" "$1"
 }
@@ -233,7 +295,7 @@ __mlgym_job() {  # $1 log/status file prefix; command on stdin. Detached: own se
 }
 readonly -f exit logout __mlgym_stat __mlgym_gone __mlgym_killfg __mlgym_killsid \
   __mlgym_watch __mlgym_spawn __mlgym_setup __mlgym_body __mlgym_sync __mlgym_run \
-  __mlgym_job
+  __mlgym_job __mlgym_nprocs __mlgym_reap __mlgym_purge
 """
 
 
@@ -280,11 +342,18 @@ class ShellDriver:
         alive: Callable[[], bool] | None = None,
         fifo_owner: tuple[int, int] | None = None,
         log_limit: int = 16 * 2**20,
+        jobs_dir: str = "",
+        process_limit: int = 0,
     ) -> None:
         """`alive` tells whether the shell process still runs: its death is noticed even when
         processes it left behind keep its output pipe open. `fifo_owner`: the sandbox user,
         when it is not the server's (it must open the control FIFOs). `log_limit`: the most
-        bytes of one command's output kept in its full-output log."""
+        bytes of one command's output kept in its full-output log. `jobs_dir`: the inside
+        path of the background jobs' folder. `process_limit`: at this many processes (in a
+        sandbox with its own pid namespace; 0 = never) the shell kills every process of its
+        commands and jobs (a fork bomb) and says so in the output."""
+        self.jobs_dir = jobs_dir
+        self.process_limit = process_limit
         self.fifo_owner = fifo_owner
         self.log_limit = log_limit
         self.reader = reader
@@ -320,7 +389,8 @@ class ShellDriver:
         fifos, self._ctl = await asyncio.to_thread(_make_fifos, self.logs, token, self.fifo_owner)
         self._close_ctl = weakref.finalize(self, os.close, self._ctl)
         ctl, ack = (shlex.quote(inside) for _, inside in fifos)
-        script = (INIT_SCRIPT + f"__mlgym_setup {ctl} {ack}\ncd {shlex.quote(cwd)}\n"
+        script = (INIT_SCRIPT + f"__mlgym_setup {ctl} {ack} {shlex.quote(self.jobs_dir or '/')} "
+                  f"{int(self.process_limit)}\ncd {shlex.quote(cwd)}\n"
                   f"printf '%s\\n' {ready}\n")
         try:
             await self._send(script)
