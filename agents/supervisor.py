@@ -93,6 +93,9 @@ class Supervisor:
     # ================================================================== public
 
     async def run(self) -> dict[str, Any]:
+        # A run holds the team's prompts, trajectories, scores and session tokens: only its
+        # owner reads it. The services it starts inherit the umask (files 0600, folders 0700).
+        umask = os.umask(0o077)
         loop = asyncio.get_running_loop()
         handled = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +115,7 @@ class Supervisor:
             for sig in handled:
                 loop.remove_signal_handler(sig)
             await self._teardown()
+            os.umask(umask)
 
     def interrupt(self) -> None:
         """Stop the run without submitting anything (SIGINT/SIGTERM): `mlgym resume` goes on."""
@@ -125,6 +129,7 @@ class Supervisor:
 
     async def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
         if self.cfg.keys and not self.cfg.host:
             raise RunError("--keys secures tcp sockets: give --host too")
         if self.resume:
