@@ -234,9 +234,13 @@ class Observation(Body, tag="observation"):
 
 
 class ReadFile(Body, tag="read_file"):
+    """Reply: FileContent with at most `max_bytes` (0: as much as the server gives, at most
+    8 MiB) from byte `offset`; `size` is the whole file's, `truncated` says more follows."""
+
     session: str
     path: str
     max_bytes: int = 0
+    offset: int = 0
     token: str = ""  # the token SessionOpened gave
 
 

@@ -98,7 +98,8 @@ class EnvServer:
                     return await self._session(body).tool_call(
                         body.tool, body.args, timeout_s=body.timeout_s, agent=env.sender)
                 case p.ReadFile():
-                    return await self._session(body).read_file(body.path, body.max_bytes)
+                    return await self._session(body).read_file(body.path, body.max_bytes,
+                                                               body.offset)
                 case p.ReadArtefact():
                     return await self._session(body).read_artefact(body.step)
                 case p.WriteFile():

@@ -22,7 +22,14 @@ from mlgym import log
 from mlgym.bus import protocol as p
 from mlgym.env_server import evaluation, policy, taskinfo
 from mlgym.env_server.disk import SessionDisk
-from mlgym.env_server.sandbox import WORKSPACE, Sandbox, SandboxConfig, SandboxPathError, create
+from mlgym.env_server.sandbox import (
+    WORKSPACE,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    SandboxPathError,
+    create,
+)
 from mlgym.env_server.sandbox.base import MAX_READ_BYTES
 from mlgym.tools.aci import ACI, ToolResult
 from mlgym.tools.turn import format_state
@@ -299,7 +306,11 @@ class Session:
             await self._emit("output", p.OutputChunk(session=self.id, job=job, offset=offsets.get(job, 0), data=text))
             offsets[job] = offsets.get(job, 0) + len(text)
 
-        job = await self.sandbox.start_background(command, on_output=chunk)
+        try:
+            job = await self.sandbox.start_background(command, on_output=chunk)
+        except SandboxError as exc:  # e.g. a full disk: the job's files cannot be written
+            note = self._space_note() if self.disk is not None and self.disk.full() else ""
+            return ToolResult(output=f"{exc}{note}", exit_code=1, action=None)
         job_ref.append(job)
         status = await self.sandbox.job_status(job)
         return ToolResult(
@@ -384,14 +395,14 @@ class Session:
 
     # ------------------------------------------------------------------ files
 
-    async def read_file(self, path: str, max_bytes: int = 0) -> p.FileContent:
-        """The file's first `max_bytes` bytes (0: all), never more than the server's cap: the
-        client's number is a request, not an order."""
+    async def read_file(self, path: str, max_bytes: int = 0, offset: int = 0) -> p.FileContent:
+        """`max_bytes` of the file (0: all) from `offset`, never more than the server's cap:
+        the client's number is a request, not an order."""
         assert self.sandbox is not None
         limit = min(max_bytes, MAX_READ_BYTES) if max_bytes > 0 else MAX_READ_BYTES
-        data, size = await self.sandbox.read_file_head(path, limit)
+        data, size = await self.sandbox.read_file_head(path, limit, offset)
         return p.FileContent(session=self.id, path=path, data=data, size=size,
-                             truncated=size > len(data))
+                             truncated=max(offset, 0) + len(data) < size)
 
     def _keep_evaluated(self, artefact: Path, step: int) -> None:
         """Keep the exact bytes that were scored, for read_artefact; only the last few."""

@@ -29,7 +29,9 @@ HOME = "/home/agent"
 WORKSPACE = "/home/agent/workspace"  # same inside every backend, as in MLGym
 STATE = "/home/agent/.mlgym"  # inside path of config.state_dir: command and job logs
 JOBS = STATE + "/jobs"  # inside path of config.jobs_dir: background jobs' logs
-MAX_READ_BYTES = 64 * 2**20  # the most one read_file returns, whatever the client asks
+# the most one read_file returns, whatever the client asks: a reply stays within the wire
+# protocol's 16 MiB frame even as JSON (bytes in base64)
+MAX_READ_BYTES = 8 * 2**20
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 
@@ -165,13 +167,23 @@ class Sandbox(abc.ABC):
         """At most `limit` bytes of a workspace file."""
         return (await self.read_file_head(path, limit))[0]
 
-    async def read_file_head(self, path: str, limit: int = MAX_READ_BYTES) -> tuple[bytes, int]:
-        """(at most `limit` bytes of a workspace file, its whole size)."""
-        return await asyncio.to_thread(read_confined, self.config.workspace, path, limit)
+    async def read_file_head(self, path: str, limit: int = MAX_READ_BYTES, offset: int = 0
+                             ) -> tuple[bytes, int]:
+        """(at most `limit` bytes of a workspace file from `offset`, its whole size)."""
+        return await asyncio.to_thread(read_confined, self.config.workspace, path, limit, offset)
 
     async def write_file(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(write_confined, self.config.workspace, path, data,
-                                self.file_owner)
+        """Write a workspace file; one mounted read-only inside (a pristine task file) is
+        refused, so what the host writes is always what the sandbox sees."""
+        await asyncio.to_thread(self._write_file, path, data)
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        rel = _relative(self.config.workspace, path)
+        pinned = {str(inside_relative(target)) for _, target in self.config.readonly
+                  if target.startswith(WORKSPACE + "/")}
+        if rel in pinned:
+            raise SandboxPathError(f"{path}: is a read-only task file")
+        write_confined(self.config.workspace, path, data, self.file_owner)
 
     # -- one-off process in a fresh sandbox ------------------------------------------------
     @abc.abstractmethod
@@ -283,15 +295,16 @@ def _confined(path: str, call):
         raise SandboxPathError(f"{path}: {exc.why}") from None
 
 
-def read_confined(workspace: Path, path: str, limit: int = MAX_READ_BYTES) -> tuple[bytes, int]:
-    """(at most `limit` bytes of the regular file at inside `path`, its size). Never through a
-    symlink, never a FIFO or device (tools/safefs.py)."""
+def read_confined(workspace: Path, path: str, limit: int = MAX_READ_BYTES, offset: int = 0
+                  ) -> tuple[bytes, int]:
+    """(at most `limit` bytes from `offset` of the regular file at inside `path`, its size).
+    Never through a symlink, never a FIFO or device (tools/safefs.py)."""
     rel = _relative(workspace, path)
 
     def read() -> tuple[bytes, int]:
         fd = safefs.open_file(workspace, rel, os.O_RDONLY)
         try:
-            return safefs.pread_all(fd, limit), os.fstat(fd).st_size
+            return safefs.pread_all(fd, limit, max(offset, 0)), os.fstat(fd).st_size
         finally:
             os.close(fd)
 

@@ -126,8 +126,9 @@ __mlgym_gone() {  # $1 pid: has it exited (gone or a zombie)?
 __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the command). Kill
   # what the running command started: every process of the shell's session (orphans included)
   # except the shell, its parent, this watcher and the spared process groups
+  # (__mlgym_killed: how many processes it killed)
   local p spg ssid n pass=0
-  local -A spare=()
+  local -A spare=() hit=()
   __mlgym_stat "$__mlgym_shell" || return 0
   spg=$__s_pgid ssid=$__s_sid
   for p in $1; do spare[$p]=1; done
@@ -139,11 +140,12 @@ __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the c
       __mlgym_stat "$p" || continue
       [[ $__s_sid == "$ssid" && -z ${spare[$__s_pgid]} ]] || continue
       __mlgym_gone "$p" && continue
-      n=$((n+1))
+      n=$((n+1)) hit[$p]=1
       if [[ $__s_pgid == "$spg" ]]; then kill -KILL "$p"; else kill -KILL -- "-$__s_pgid"; fi
     done 2>/dev/null
     (( n )) || break
   done
+  __mlgym_killed=${#hit[@]}
 }
 __mlgym_killsid() {  # $1 session id: kill the whole session (a background job)
   local p
@@ -158,9 +160,12 @@ __mlgym_watch() {  # the shell's one watcher: obeys the lines on fd 5, one at a 
   #   i PGID...  kill the running command: all but these process groups (from the host)
   #   s SID      kill a background job's session (from the host)
   #   w TOKEN    answer `ok TOKEN` on fd 6: every earlier line is dealt with (from the shell)
+  #   k, then PGID lines, then r TOKEN: the command has ended; kill what it left in the
+  #              foreground, sparing those process groups (its jobs); answer `ok TOKEN N`,
+  #              N processes killed (from the shell)
   # It ends when the shell is gone.
   trap '' INT TERM HUP QUIT USR1 USR2
-  local line part=
+  local line part= keep= listing=
   while :; do
     if IFS= read -r -t 2 line <&5; then
       line=$part$line part=
@@ -169,6 +174,11 @@ __mlgym_watch() {  # the shell's one watcher: obeys the lines on fd 5, one at a 
                    __mlgym_killfg "${line#i}" ;;
         "s "*) __mlgym_killsid "${line#s }" ;;
         "w "*) printf 'ok %s\n' "${line#w }" >&6 ;;
+        k) listing=1 keep= ;;
+        [0-9]*) [[ -n $listing ]] && keep+=" $line" ;;
+        "r "*) listing=
+               __mlgym_killfg "$keep"
+               printf 'ok %s %d\n' "${line#r }" "$__mlgym_killed" >&6 ;;
       esac
     elif (( $? > 128 )); then
       part+=$line
@@ -193,24 +203,17 @@ __mlgym_nprocs() {  # how many processes /proc lists (a glob: no process is star
   local -a p=(/proc/[0-9]*)
   __mlgym_n=${#p[@]}
 }
-__mlgym_reap() {  # after a command: kill what it left running in the foreground (process
-  # groups of the shell's session that are neither the shell's nor a job's). With $1 = purge
-  # (the sandbox is at its process limit: a fork bomb), kill every process of the shell's
-  # session and of the background jobs' sessions but the shell and its watcher, and give the
-  # jobs that died so an exit code (137).
-  local p f s spg ssid n pass=0
-  local -A spare=() jobsid=()
+__mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill every process
+  # of the shell's session and of the background jobs' sessions but the shell and its watcher,
+  # and give the jobs that died so an exit code (137). Builtins only: no fork is possible.
+  local p f s n pass=0
+  local -A jobsid=()
   __mlgym_stat "$__mlgym_shell" || return 0
-  spg=$__s_pgid ssid=$__s_sid
-  if [[ $1 == purge ]]; then
-    for f in "$__mlgym_jobsdir"/*.pid; do
-      [[ -f $f ]] || continue
-      { IFS= read -r s < "$f"; } 2>/dev/null && [[ $s =~ ^[0-9]+$ ]] && jobsid[$s]=1
-    done
-  else
-    spare[$spg]=1
-    for p in $(jobs -p); do spare[$p]=1; done
-  fi
+  local ssid=$__s_sid
+  for f in "$__mlgym_jobsdir"/*.pid; do
+    [[ -f $f ]] || continue
+    { IFS= read -r s < "$f"; } 2>/dev/null && [[ $s =~ ^[0-9]+$ ]] && jobsid[$s]=1
+  done
   while (( pass++ < 20 )); do
     n=0
     for p in /proc/[0-9]*; do
@@ -218,35 +221,36 @@ __mlgym_reap() {  # after a command: kill what it left running in the foreground
       [[ $p == "$__mlgym_shell" || $p == "$__mlgym_w" || $p == 1 || $p == "$PPID" ]] && continue
       __mlgym_stat "$p" || continue
       [[ $__s_sid == "$ssid" || -n ${jobsid[$__s_sid]} ]] || continue
-      [[ -z ${spare[$__s_pgid]} ]] || continue
       __mlgym_gone "$p" && continue
       n=$((n+1))
-      if [[ $1 == purge || $__s_pgid == "$spg" ]]; then kill -KILL "$p"
-      else kill -KILL -- "-$__s_pgid"; fi
+      kill -KILL "$p"
     done 2>/dev/null
     (( n )) || break
   done
-  if [[ $1 == purge ]]; then
-    for f in "$__mlgym_jobsdir"/*.pid; do
-      [[ -f $f && ! -e ${f%.pid}.rc ]] && { echo 137 > "${f%.pid}.rc"; } 2>/dev/null
-    done
-  fi
+  for f in "$__mlgym_jobsdir"/*.pid; do
+    [[ -f $f && ! -e ${f%.pid}.rc ]] && { echo 137 > "${f%.pid}.rc"; } 2>/dev/null
+  done
 }
 __mlgym_purge() {  # the sandbox is at its process limit: purge, and say so
-  __mlgym_reap purge
+  __mlgym_reap
   printf '\n[the sandbox reached its limit of %s processes (a fork bomb?): every process started by the commands and by background jobs was killed; the shell itself goes on]\n' "$__mlgym_limit"
 }
 __mlgym_body() {  # an interrupt that came before this point is not lost
   [[ -z $__mlgym_stop ]] || return 130
   eval "$1"
 }
-__mlgym_sync() {  # $1 token: wait until the watcher has dealt with every earlier line
+__mlgym_wait() {  # $1 token: wait for the watcher's `ok TOKEN [REPLY]` (REPLY -> __mlgym_reply)
   local a
-  printf 'w %s\n' "$1" >&5
+  __mlgym_reply=
   while :; do
-    if IFS= read -r -t 5 a <&6; then [[ $a == "ok $1" ]] && break
+    if IFS= read -r -t 5 a <&6; then
+      [[ $a == "ok $1" || $a == "ok $1 "* ]] && { __mlgym_reply=${a#"ok $1"}; break; }
     elif __mlgym_gone "$__mlgym_w"; then break; fi
   done
+}
+__mlgym_sync() {  # $1 token: wait until the watcher has dealt with every earlier line
+  printf 'w %s\n' "$1" >&5
+  __mlgym_wait "$1"
 }
 __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests since the last
   # command (they are dealt with first), else "-"; $3 the command
@@ -271,11 +275,16 @@ __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests s
   set +e +u  # an agent's `set -e`/`set -u` must not make the next wrapper line end the shell
   # Interrupted: the watcher's kill is over before the host hears that the command ended.
   [[ -n $__mlgym_stop ]] && __mlgym_sync "$1"
-  # More processes than before the command: what it left in the foreground goes (its jobs
-  # stay); at the process limit, everything of the shell's and the jobs' goes.
+  # More processes than before the command: the watcher kills what it left in the
+  # foreground, sparing the shell's jobs (`jobs -p` goes straight to the watcher's FIFO: no
+  # fork, which a fork bomb could make fail); at the process limit, everything of the shell's
+  # and the jobs' goes.
   __mlgym_nprocs
   if (( __mlgym_n > __mlgym_before )); then
-    __mlgym_reap; __mlgym_nprocs
+    printf 'k\n' >&5; jobs -p >&5; printf 'r %s\n' "$1" >&5
+    __mlgym_wait "$1"
+    (( ${__mlgym_reply:-0} > 0 )) && printf '\n[%d process(es) the command left running were stopped when it ended; to keep one running, start it as a job: nohup CMD > out.log 2>&1 &]\n' "$__mlgym_reply"
+    __mlgym_nprocs
   fi
   (( __mlgym_limit && __mlgym_n >= __mlgym_limit )) && __mlgym_purge
   jobs -n >/dev/null 2>&1  # swallow job notices ("[1]+ Done ...") rather than leak them later
@@ -295,7 +304,7 @@ __mlgym_job() {  # $1 log/status file prefix; command on stdin. Detached: own se
 }
 readonly -f exit logout __mlgym_stat __mlgym_gone __mlgym_killfg __mlgym_killsid \
   __mlgym_watch __mlgym_spawn __mlgym_setup __mlgym_body __mlgym_sync __mlgym_run \
-  __mlgym_job __mlgym_nprocs __mlgym_reap __mlgym_purge
+  __mlgym_job __mlgym_nprocs __mlgym_reap __mlgym_purge __mlgym_wait
 """
 
 
