@@ -114,6 +114,39 @@ class ServerPolicy:
                     and hmac.compare_digest(presented, self.admin_token))
 
 
+def heldout_key(path: Path | None = None) -> bytes:
+    """This machine's secret for held-out seeds (made on first use, mode 600): never in a
+    sandbox, so an agent cannot compute the seed its final submission will be scored with."""
+    from mlgym import paths
+
+    path = path or paths.home() / "heldout.key"
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    try:
+        os.link(tmp, path)  # the first writer wins; everyone then reads the same key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def final_seed(key: bytes, task: str, seed: int) -> int:
+    """The held-out seed of a final evaluation: the same for the same task and session seed on
+    this machine (runs and replays reproduce), unknowable inside the sandbox."""
+    digest = hmac.new(key, f"{task}\0{seed}".encode(), "sha256").digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1) + 1
+
+
 def disk_for(template_mb: int) -> int:
     """A quota that holds the task's starter files and data twice over plus room to work."""
     return max(DEFAULT_DISK_MB, 2 * template_mb + 8_192)

@@ -22,7 +22,7 @@ from mlgym.bus.rpc import RpcServer
 from mlgym.env_server import taskinfo
 from mlgym.env_server.pool import SandboxPool
 from mlgym.env_server.sandbox import SandboxError, SandboxPathError
-from mlgym.env_server.policy import LimitRefused, ServerPolicy, new_token
+from mlgym.env_server.policy import LimitRefused, ServerPolicy, heldout_key, new_token
 from mlgym.env_server.session import Session, SessionError
 
 logger = log.get(__name__)
@@ -55,6 +55,7 @@ class EnvServer:
         self.default_backend = default_backend
         self.max_sessions = max_sessions
         self.policy = policy or ServerPolicy()
+        self._heldout_key = heldout_key()
         self.keep_workspaces = keep_workspaces
         self.sessions: dict[str, Session] = {}
         self._counter = 0
@@ -168,7 +169,7 @@ class EnvServer:
             sid, task, self.root / sid, backend=backend, limits=limits, seed=body.seed,
             run=body.run or env.run, publish=self._publish if self.bus else None,
             image=self.docker_image if backend == "docker" else "", token=new_token(),
-            keep_disk=self.keep_workspaces,
+            keep_disk=self.keep_workspaces, heldout_key=self._heldout_key,
         )
         self.sessions[sid] = session
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +75,7 @@ class Session:
         image: str = "",
         token: str = "",
         keep_disk: bool = True,
+        heldout_key: bytes = b"",
     ):
         """`limits`: what the server's policy granted (a raw request is checked against the
         default policy). `token`: the secret requests for this session must carry.
@@ -92,9 +92,11 @@ class Session:
         self.workspace = root / "disk" / "workspace"
         self.backend = backend
         self.seed = seed
-        # the final evaluation's seed: held out (random, never shown before the episode ends),
-        # so knowing the task's public seed and an opponent's code does not predict the score
-        self.final_seed = secrets.randbelow(2**31 - 1) + 1
+        # the final evaluation's seed: held out (from this machine's secret, never inside the
+        # sandbox), so knowing the task's public seed and an opponent's code does not predict
+        # the score; the same task and seed get the same one here, so runs reproduce
+        self.final_seed = policy.final_seed(heldout_key or policy.heldout_key(), self.spec.id,
+                                            seed)
         self.run = run
         self.max_steps = limits.max_steps
         self.command_timeout = limits.command_timeout_s or DEFAULT_COMMAND_TIMEOUT

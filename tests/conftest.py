@@ -83,3 +83,14 @@ class SessionClient:
 
     def __getattr__(self, name: str):
         return getattr(self.client, name)
+
+
+def assert_beats_baseline(result: dict, baseline: float, metric: str = "Score") -> None:
+    """The run's best validated score (the task's public seed, as the baseline was measured)
+    beats the baseline, and its final submission, scored with the held-out seed, is that
+    artefact's score give or take the seed's noise (games vary by about 0.01 across seeds)."""
+    best = max(a["scores"][metric] for a in result["attempts"]
+               if a["action"] == "validate" and a.get("scores"))
+    assert best > baseline, f"best validated {best} does not beat the baseline {baseline}"
+    final = result["final_submission"]["scores"][metric]
+    assert abs(final - best) <= 0.05 + 0.02 * abs(best), (final, best)

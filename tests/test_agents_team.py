@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from conftest import assert_beats_baseline
+
 from mlgym.agents import config as C
 from mlgym.agents.events import events, gaps
 from mlgym.agents.supervisor import run_team
@@ -57,7 +59,7 @@ async def test_single_agent_with_function_calling(tmp_path):
     run_dir = tmp_path / "run"
     result = await run_team("battleOfSexes", C.load_team(team), run_dir=run_dir, progress=False)
     assert result["exit_status"] == "submitted"
-    assert result["final_submission"]["scores"]["Score"] > BASELINES["battleOfSexes"]
+    assert_beats_baseline(result, BASELINES["battleOfSexes"])
     steps = [e.body for e in events(run_dir, ["agents/agent/"]) if isinstance(e.body, P.AgentStep)]
     assert all(s.tool_calls for s in steps)
     assert {s.tool_calls[0]["name"] for s in steps} >= {"bash", "open", "edit", "validate", "submit"}
