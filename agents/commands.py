@@ -64,7 +64,7 @@ class Commands:
         restart), send it again to the new session once."""
         assert self.env is not None and self.info is not None
         for attempt in range(2):
-            body.session = self.info.session
+            body.session, body.token = self.info.session, self.info.session_token
             timeout = (self.o.command_timeout_s or 1800.0) + ENV_MARGIN_S
             t0 = time.perf_counter()
             try:
@@ -159,7 +159,8 @@ class Commands:
     async def _read_file(self, path: str) -> tuple[str, int]:
         assert self.env is not None and self.info is not None
         try:
-            fc = await self.env.request("env", P.ReadFile(session=self.info.session, path=path, max_bytes=100_000),
+            fc = await self.env.request("env", P.ReadFile(session=self.info.session, path=path, max_bytes=100_000,
+                                                         token=self.info.session_token),
                                         timeout=30)
         except (RpcError, TimeoutError) as exc:
             return f"Error: cannot read {path}: {exc}", 1

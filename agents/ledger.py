@@ -42,6 +42,7 @@ class Attempt:
     error: str
     agent: str = ""
     run_step: int = 0  # counted over the whole run (sessions replaced after a restart go on from here)
+    seed: int = 0  # the evaluation's seed (held out for the final submission)
 
 
 class Ledger:
@@ -84,7 +85,7 @@ class Ledger:
                 self.commands[-1] = (a, c, b.exit_code)
         elif isinstance(b, P.ScoreEvent):
             att = Attempt(b.session, b.step, b.action, dict(b.scores), b.error, self.last_agent.get(b.session, ""),
-                          run_step=self.offset.get(b.session, 0) + b.step)
+                          run_step=self.offset.get(b.session, 0) + b.step, seed=b.seed)
             self.attempts.append(att)
             if b.action in ("submit", "autosubmit"):
                 self.submitted = att

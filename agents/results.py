@@ -22,6 +22,8 @@ def result_dict(*, task: str, method: str, run_id: str, ledger: Ledger, exit_sta
         item: dict[str, Any] = {"step": a.run_step, "action": "validate" if a.action == "validate" else "submit"}
         if a.scores:
             item["scores"] = a.scores
+        if a.seed:
+            item["seed"] = a.seed
         if a.error:
             item["error"] = {"code": "evaluation_failed", "message": a.error}
         attempts.append(item)
@@ -31,6 +33,8 @@ def result_dict(*, task: str, method: str, run_id: str, ledger: Ledger, exit_sta
         final = {"step": s.run_step, "auto": auto_submitted or s.action == "autosubmit"}
         if s.scores:
             final["scores"] = s.scores
+        if s.seed:
+            final["seed"] = s.seed
         if s.error:
             final["error"] = {"code": "evaluation_failed", "message": s.error}
     out = {

@@ -13,6 +13,7 @@ from mlgym.agents import config as C
 from mlgym.bus import protocol as P
 
 RUN_FILE = "run.json"
+TOKEN_FILE = "session.token"  # the env session's owner token (0600), for `mlgym resume`
 PIDS_FILE = "pids.json"
 MEMORY_FILE = "memory.sqlite"
 

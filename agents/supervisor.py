@@ -36,7 +36,8 @@ from mlgym.agents import results as R
 from mlgym.agents.ledger import Attempt, Ledger
 from mlgym.agents.procs import Child, mlgym_argv
 from mlgym.agents.rundir import (
-    PIDS_FILE, RUN_FILE, Artefacts, RunConfig, RunError, default_method, new_run_id, preflight,
+    PIDS_FILE, RUN_FILE, TOKEN_FILE, Artefacts, RunConfig, RunError, default_method, new_run_id,
+    preflight,
 )
 from mlgym.bus import connect
 from mlgym.bus import endpoints as E
@@ -76,6 +77,7 @@ class Supervisor:
         self.memory_endpoint = ""
         self.bus_url = ""
         self.session = ""
+        self.session_token = ""  # from SessionOpened: every env request for the session
         self.observation = ""
         self.tools_help = ""
         self.generation = 0
@@ -99,6 +101,9 @@ class Supervisor:
     # ================================================================== public
 
     async def run(self) -> dict[str, Any]:
+        # A run holds the team's prompts, trajectories, scores and session tokens: only its
+        # owner reads it. The services it starts inherit the umask (files 0600, folders 0700).
+        umask = os.umask(0o077)
         loop = asyncio.get_running_loop()
         handled = []
         # kept until the very end: a second Ctrl-C is no traceback half-way through the teardown
@@ -121,6 +126,7 @@ class Supervisor:
             finally:
                 for sig in handled:
                     loop.remove_signal_handler(sig)
+                os.umask(umask)
 
     async def _start_interruptibly(self) -> None:
         """`_start`, cut short by a signal (opening a session can take minutes: a task's data
@@ -154,6 +160,7 @@ class Supervisor:
 
     async def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
         if self.cfg.keys and not self.cfg.host:
             raise RunError("--keys secures tcp sockets: give --host too")
         if self.resume:
@@ -164,6 +171,8 @@ class Supervisor:
             spent = data.get("agent_elapsed_s") or {}
             self.agent_elapsed = {k: float(v) for k, v in spent.items()}
             self.session = str(data.get("session") or "")
+            with contextlib.suppress(OSError):
+                self.session_token = (self.dir / TOKEN_FILE).read_text().strip()
             self.artefacts.load()
         await preflight(self.cfg.team)
         self._save_run_file("starting")
@@ -266,7 +275,8 @@ class Supervisor:
         if self.env is None:
             return
         try:
-            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step), timeout=30)
+            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step,
+                                                               token=self.session_token), timeout=30)
         except (RpcError, TimeoutError) as exc:
             logger.warning("could not copy the validated artefact", error=str(exc))
             return
@@ -323,8 +333,8 @@ class Supervisor:
         assert self.env is not None
         if self.session:
             try:
-                info = await self.env.request("env", P.SessionStatus(session=self.session),
-                                              timeout=10)
+                info = await self.env.request("env", P.SessionStatus(
+                    session=self.session, token=self.session_token), timeout=10)
             except (RpcError, TimeoutError):
                 info = None
             if isinstance(info, P.SessionInfo) and info.state == "open":
@@ -350,11 +360,18 @@ class Supervisor:
             raise RunError(f"the environment server could not open a {self.cfg.task} session: "
                            f"{exc.code}: {exc.message}") from None
         assert isinstance(opened, P.SessionOpened)
-        self.session = opened.info.session
+        self.session, self.session_token = opened.info.session, opened.token
+        # kept apart from run.json (which viewers show): a resumed run needs it to go on
+        token_file = self.dir / TOKEN_FILE
+        token_file.unlink(missing_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.session_token + "\n")
         self.observation = opened.observation
         self.tools_help = opened.tools_help
         if restore is not None and self.file_artefact:
-            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore),
+            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore,
+                                                  token=self.session_token),
                                    timeout=30)
         self.generation += 1
         logger.info("session opened", session=self.session, generation=self.generation, restored=restore is not None)
@@ -364,6 +381,7 @@ class Supervisor:
         team = self.cfg.team
         info = P.RunInfo(
             run=self.cfg.run_id, task=self.cfg.task, session=self.session, env=self.env_endpoint,
+            session_token=self.session_token,
             memory=self.memory_endpoint, observation=self.observation, tools_help=self.tools_help, team=team.name,
             members=team.members(), budget=team.budget.as_dict(),
             agent_budgets={a.name: a.budget.as_dict() for a in team.agents}, baseline=self.baseline,
@@ -497,7 +515,7 @@ class Supervisor:
     async def _session_over(self) -> bool:
         assert self.env is not None
         try:
-            info = await self.env.request("env", P.SessionStatus(session=self.session), timeout=5)
+            info = await self.env.request("env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
         except (RpcError, TimeoutError):
             return False
         return isinstance(info, P.SessionInfo) and info.state in ("submitted", "truncated")
@@ -572,7 +590,7 @@ class Supervisor:
             best_scores=best.scores if best else {}, baseline=self.baseline, reason=reason), acked=True)
         if self.env is not None and self.session:
             with contextlib.suppress(RpcError, TimeoutError):
-                await self.env.request("env", P.SessionClose(session=self.session), timeout=30)
+                await self.env.request("env", P.SessionClose(session=self.session, token=self.session_token), timeout=30)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
 
@@ -610,8 +628,10 @@ class Supervisor:
         try:
             if self.artefacts.best is not None and self.file_artefact:
                 await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
-                                                          data=self.artefacts.best), timeout=30)
-            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor"),
+                                                          data=self.artefacts.best,
+                                                          token=self.session_token), timeout=30)
+            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor",
+                                         token=self.session_token),
                                    timeout=self.eval_timeout + 120)
         except RpcError as exc:
             logger.warning("auto-submission failed", code=exc.code, error=exc.message)

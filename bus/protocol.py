@@ -165,6 +165,7 @@ class Limits(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     max_processes: int = 0
     network: bool = False
     window: int = 0  # ACI file-viewer window, lines
+    disk_mb: int = 0  # the session's disk (workspace + job logs)
 
 
 class SessionOpen(Body, tag="session_open"):
@@ -192,6 +193,7 @@ class SessionOpened(Body, tag="session_opened"):
     info: SessionInfo
     observation: str
     tools_help: str = ""
+    token: str = ""  # the session's secret: every later request for it must carry it
 
 
 class Act(Body, tag="act"):
@@ -203,6 +205,7 @@ class Act(Body, tag="act"):
     timeout_s: float = 0.0
     background: bool = False  # run detached (training runs); output streams as OutputChunk
     agent: str = ""  # who acts, for events and per-agent accounting
+    token: str = ""  # the token SessionOpened gave
 
 
 class ToolCall(Body, tag="tool_call"):
@@ -212,6 +215,7 @@ class ToolCall(Body, tag="tool_call"):
     tool: str
     args: dict[str, Any] = {}
     timeout_s: float = 0.0
+    token: str = ""  # the token SessionOpened gave
 
 
 class Observation(Body, tag="observation"):
@@ -231,9 +235,14 @@ class Observation(Body, tag="observation"):
 
 
 class ReadFile(Body, tag="read_file"):
+    """Reply: FileContent with at most `max_bytes` (0: as much as the server gives, at most
+    8 MiB) from byte `offset`; `size` is the whole file's, `truncated` says more follows."""
+
     session: str
     path: str
     max_bytes: int = 0
+    offset: int = 0
+    token: str = ""  # the token SessionOpened gave
 
 
 class FileContent(Body, tag="file_content"):
@@ -251,12 +260,14 @@ class ReadArtefact(Body, tag="read_artefact"):
 
     session: str
     step: int
+    token: str = ""  # the token SessionOpened gave
 
 
 class WriteFile(Body, tag="write_file"):
     session: str
     path: str
     data: bytes
+    token: str = ""  # the token SessionOpened gave
 
 
 class FileWritten(Body, tag="file_written"):
@@ -267,6 +278,7 @@ class FileWritten(Body, tag="file_written"):
 
 class SessionClose(Body, tag="session_close"):
     session: str
+    token: str = ""  # the token SessionOpened gave
 
 
 class SessionClosed(Body, tag="session_closed"):
@@ -275,7 +287,9 @@ class SessionClosed(Body, tag="session_closed"):
 
 
 class SessionList(Body, tag="session_list"):
-    pass
+    """Lists the session `token` belongs to; the server's admin token lists them all."""
+
+    token: str = ""
 
 
 class Sessions(Body, tag="sessions"):
@@ -284,6 +298,7 @@ class Sessions(Body, tag="sessions"):
 
 class SessionStatus(Body, tag="session_status"):
     session: str
+    token: str = ""  # the token SessionOpened gave
 
 
 # events the environment server publishes on topic env/<session>/...
@@ -316,10 +331,11 @@ class OutputChunk(Body, tag="output_chunk"):
 class ScoreEvent(Body, tag="score_event"):
     session: str
     step: int
-    action: str  # "validate" | "submit"
+    action: str  # "validate" | "submit" | "autosubmit"
     scores: dict[str, float]
     baseline: dict[str, float] = {}
     error: str = ""
+    seed: int = 0  # the evaluation's seed: the task's for validate, a held-out one at the end
 
 
 # --------------------------------------------------------------------------- agent team
@@ -405,6 +421,7 @@ class RunInfo(Body, tag="run_info"):
     task: str
     session: str
     env: str  # endpoint of the environment service (RPC "env")
+    session_token: str = ""  # the session's token: env requests for `session` carry it
     memory: str = ""  # endpoint of the memory service (RPC "memory")
     observation: str = ""  # the task as the session presented it
     tools_help: str = ""

@@ -227,8 +227,16 @@ class RpcServer:
             return
         env = P.Envelope(body=body, id=P.new_id(), topic=self.service, sender=self.sender,
                          epoch=self.epoch, reply_to=req_id, more=more)
+        payload = P.encode(env, encoding)
+        if len(payload) > P.MAX_FRAME_BYTES:  # the peer would drop it (or its connection)
+            logger.warning("rpc reply too large", service=self.service, size=len(payload))
+            env = P.Envelope(body=P.Error(code=OVERSIZED, message=(
+                f"the reply ({len(payload)} bytes) is larger than the protocol's "
+                f"{P.MAX_FRAME_BYTES}-byte frame limit")), id=P.new_id(), topic=self.service,
+                sender=self.sender, epoch=self.epoch, reply_to=req_id, more=False)
+            payload = P.encode(env, encoding)
         try:
-            self._sock.send_multipart([*route, encoding, P.encode(env, encoding)], zmq.NOBLOCK)
+            self._sock.send_multipart([*route, encoding, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone: nothing to tell anyone
             logger.debug("rpc reply not sent", service=self.service, error=str(exc))
         if self._drain is not None:

@@ -116,6 +116,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
             curve = client_curve(keys, key_name)
         self._client = RpcClient(endpoint, curve=curve)
         self.session: str | None = None
+        self._token = ""  # the session's token (SessionOpened): every request carries it
         self._closed = False
         self._last_norm = 1.0
         self._last_obs = ""
@@ -149,7 +150,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         self._close_session()
         reply = self._request(p.SessionOpen(task=self.task, backend=self.backend, limits=self.limits, seed=seed or 0))
         assert isinstance(reply, p.SessionOpened)
-        self.session = reply.info.session
+        self.session, self._token = reply.info.session, reply.token
         self._last_norm = 1.0
         self._priority = None
         self._last_obs = reply.observation
@@ -161,7 +162,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         if self.session is None:
             raise RuntimeError("call reset() before step()")
         try:
-            obs = self._request(p.Act(session=self.session, command=action))
+            obs = self._request(p.Act(session=self.session, command=action, token=self._token))
         except RpcError as exc:
             if exc.code == "episode_over":
                 raise RuntimeError("the episode is over: call reset()") from None
@@ -202,7 +203,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
     def _close_session(self) -> None:
         if self.session is not None:
             try:
-                self._request(p.SessionClose(session=self.session))
+                self._request(p.SessionClose(session=self.session, token=self._token))
             except (RpcError, TimeoutError):
                 pass
             self.session = None

@@ -22,8 +22,17 @@ import msgspec
 
 from mlgym import log
 from mlgym.bus import protocol as p
-from mlgym.env_server import evaluation, taskinfo
-from mlgym.env_server.sandbox import WORKSPACE, Sandbox, SandboxConfig, SandboxPathError, create
+from mlgym.env_server import evaluation, policy, taskinfo
+from mlgym.env_server.disk import SessionDisk
+from mlgym.env_server.sandbox import (
+    WORKSPACE,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    SandboxPathError,
+    create,
+)
+from mlgym.env_server.sandbox.base import MAX_READ_BYTES
 from mlgym.tools.aci import ACI, ToolResult
 from mlgym.tools.turn import format_state
 
@@ -32,7 +41,6 @@ logger = log.get(__name__)
 Publish = Callable[[str, p.Body], Awaitable[None]]
 
 DEFAULT_COMMAND_TIMEOUT = 1800.0  # MLGym's training timeout for most tasks
-FILE_WRITING_TOOLS = {"create", "edit", "insert"}  # ACI tools that write on the host side
 KEEP_EVALUATED = 8  # evaluated file artefacts kept per session for read_artefact
 
 
@@ -68,6 +76,7 @@ class Saved(msgspec.Struct, kw_only=True):
     cwd: str = WORKSPACE
     attempts: list[dict[str, Any]] = []
     evaluated: list[int] = []
+    token: str = ""  # the session's owner token: an adopted session keeps its owner
 
 
 def load_saved(path: Path) -> Saved | None:
@@ -99,6 +108,7 @@ class Attempt:
     error: dict[str, str] | None
     seconds: float
     ts: float = field(default_factory=time.time)
+    seed: int = 0
 
 
 class Session:
@@ -109,23 +119,39 @@ class Session:
         root: Path,
         *,
         backend: str = "local",
-        limits: p.Limits = p.Limits(),
+        limits: policy.Effective | p.Limits = p.Limits(),
         seed: int = 0,
         run: str = "",
         publish: Publish | None = None,
         sandbox_factory: Callable[[str, SandboxConfig], Sandbox] = create,
         image: str = "",
+        token: str = "",
+        keep_disk: bool = True,
+        heldout_key: bytes = b"",
     ):
+        """`limits`: what the server's policy granted (a raw request is checked against the
+        default policy). `token`: the secret requests for this session must carry.
+        `keep_disk`: keep the disk image when the session closes."""
+        if isinstance(limits, p.Limits):
+            limits = policy.ServerPolicy().effective(limits, task.spec)
         self.id = sid
         self.task = task
         self.spec = task.spec
         self.root = root
-        self.workspace = root / "workspace"
+        self.token = token or policy.new_token()
+        self.keep_disk = keep_disk
+        self.disk: SessionDisk | None = None
+        self.workspace = root / "disk" / "workspace"
         self.backend = backend
         self.seed = seed
+        # the final evaluation's seed: held out (from this machine's secret, never inside the
+        # sandbox), so knowing the task's public seed and an opponent's code does not predict
+        # the score; the same task and seed get the same one here, so runs reproduce
+        self.final_seed = policy.final_seed(heldout_key or policy.heldout_key(), self.spec.id,
+                                            seed)
         self.run = run
-        self.max_steps = limits.max_steps or self.spec.limits.max_steps
-        self.command_timeout = limits.command_timeout_s or self.spec.limits.training_timeout_s or DEFAULT_COMMAND_TIMEOUT
+        self.max_steps = limits.max_steps
+        self.command_timeout = limits.command_timeout_s or DEFAULT_COMMAND_TIMEOUT
         self.limits = limits
         self.step = 0
         self.state = "opening"
@@ -148,32 +174,37 @@ class Session:
     def sandbox_config(self, readonly: list[tuple[Path, str]]) -> SandboxConfig:
         return SandboxConfig(
             workspace=self.workspace,
+            jobs_dir=self.workspace.parent / "jobs",
             readonly=readonly,
             python_env=taskinfo.task_python_env() if self.backend == "local" else None,
             image=self.image,
             network=self.limits.network,
-            memory_mb=self.limits.memory_mb or self.spec.limits.memory_mb,
+            memory_mb=self.limits.memory_mb,
             cpu_seconds=self.limits.cpu_seconds,
-            max_processes=self.limits.max_processes or 512,
+            max_processes=self.limits.max_processes,
             state_dir=self.root / "state",
         )
 
     async def open(self, templates: Path, pool: Any = None) -> str:
-        """Lay out the workspace from the task template and start (or take from `pool`) a
-        sandbox for it."""
+        """Lay out the workspace from the task template on the session's disk and start (or
+        take from `pool`) a sandbox for it."""
         template, readonly = await asyncio.to_thread(self.task.template, templates)
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # the host's other users have no business in a session
         if pool is not None:
             self.sandbox = await pool.acquire(prepare=lambda ws: self.task.copy_template(template, ws))
             self.workspace = self.sandbox.config.workspace
+            self.disk = getattr(self.sandbox, "disk", None)
         else:
-            await asyncio.to_thread(self.task.copy_template, template, self.workspace)
-            (self.root / "state").mkdir(parents=True, exist_ok=True)
             self.sandbox = self._sandbox_factory(self.backend, self.sandbox_config(readonly))
+            self.disk = SessionDisk(self.root, self.limits.disk_mb, owner=self.sandbox.file_owner)
+            await self.disk.create()
+            await asyncio.to_thread(self.task.copy_template, template, self.workspace)
             await self.sandbox.start()
-        window = self.limits.window or 1000
+        window = self.limits.window
         self.aci = ACI(
             self.workspace,
+            file_owner=self.sandbox.file_owner,
             shell=self._shell,
             validate=self._validate,
             submit=self._submit,
@@ -197,10 +228,15 @@ class Session:
         self._evaluated = [n for n in saved.evaluated if self._evaluated_path(n).is_file()]
         (self.root / "state").mkdir(parents=True, exist_ok=True)
         self.sandbox = self._sandbox_factory(self.backend, self.sandbox_config(readonly))
+        if self.workspace == self.root / "disk" / "workspace":  # still mounted, or its image
+            self.disk = SessionDisk(self.root, self.limits.disk_mb,
+                                    owner=self.sandbox.file_owner)
+            await self.disk.create()
         await self.sandbox.start()
         self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate,
                        submit=self._submit, window=self.limits.window or 1000,
-                       command_timeout=self.command_timeout, cwd=saved.cwd or WORKSPACE)
+                       command_timeout=self.command_timeout, cwd=saved.cwd or WORKSPACE,
+                       file_owner=self.sandbox.file_owner)
         if saved.open_file:
             try:
                 self.aci.editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
@@ -221,7 +257,7 @@ class Session:
             open_file=(aci.open_file or "") if aci else "",
             first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else WORKSPACE,
             attempts=[dataclasses.asdict(a) for a in self.attempts],
-            evaluated=list(self._evaluated),
+            evaluated=list(self._evaluated), token=self.token,
         )
         line = msgspec.json.encode(saved) + b"\n"
         path = self.root / SAVED_FILE
@@ -260,6 +296,8 @@ class Session:
         self._close_journal()
         if self.sandbox is not None:
             await self.sandbox.stop()
+        if self.disk is not None:
+            await self.disk.release(keep=self.keep_disk)
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -336,10 +374,6 @@ class Session:
             await self._emit("command", p.CommandEvent(session=self.id, step=step, command=label, agent=agent))
             self._pending_scores: dict[str, float] = {}
             result = await action()
-            if label.split(" ", 1)[0].split("\n", 1)[0] in FILE_WRITING_TOOLS:
-                fix = getattr(self.sandbox, "fix_ownership", None)  # docker: files the host wrote
-                if fix is not None:
-                    await fix()
             done = result.action == "submit" or self.state == "submitted"
             truncated = False
             output = result.output
@@ -377,8 +411,25 @@ class Session:
             await self._emit("output", p.OutputChunk(session=self.id, job=job, offset=offset, data=text))
             offset += len(text)
 
-        return await self.sandbox.exec(command, timeout=timeout or self.command_timeout,
-                                       on_output=chunk if self._publish else None)
+        result = await self.sandbox.exec(command, timeout=timeout or self.command_timeout,
+                                         on_output=chunk if self._publish else None)
+        full = self.disk is not None and await asyncio.to_thread(self.disk.full)
+        if full or "No space left on device" in result.output:
+            result.output += self._space_note()
+        return result
+
+    def _space_note(self) -> str:
+        """What filled up, for an observation: the session's disk, or /tmp (memory)."""
+        tmp = self.sandbox.config.tmp_size_mb if self.sandbox is not None else 0
+        disk = ""
+        if self.disk is not None and self.disk.mounted:
+            used, total = self.disk.usage()
+            disk = (f"the workspace and job logs share a disk of {total / 2**20:.0f} MB, "
+                    f"{used / 2**20:.0f} MB used")
+        else:
+            disk = "the workspace disk has no fixed size here"
+        return (f"\n[No space left: {disk}; /tmp and /var/tmp hold {tmp} MB each (memory). "
+                "Delete files you no longer need to go on.]")
 
     async def _background(self, command: str):
         assert self.sandbox is not None
@@ -390,7 +441,11 @@ class Session:
             await self._emit("output", p.OutputChunk(session=self.id, job=job, offset=offsets.get(job, 0), data=text))
             offsets[job] = offsets.get(job, 0) + len(text)
 
-        job = await self.sandbox.start_background(command, on_output=chunk)
+        try:
+            job = await self.sandbox.start_background(command, on_output=chunk)
+        except SandboxError as exc:  # e.g. a full disk: the job's files cannot be written
+            note = self._space_note() if self.disk is not None and self.disk.full() else ""
+            return ToolResult(output=f"{exc}{note}", exit_code=1, action=None)
         job_ref.append(job)
         status = await self.sandbox.job_status(job)
         return ToolResult(
@@ -413,6 +468,7 @@ class Session:
     async def _evaluate(self, action: str) -> evaluation.EvalOutcome:
         assert self.sandbox is not None
         started = time.monotonic()
+        seed = self.spec.evaluation.seed if action == "validate" else self.final_seed
         scratch = self.root / "eval"
         scratch.mkdir(exist_ok=True)
         staged = scratch / f"artefact-{self.step}"
@@ -431,13 +487,14 @@ class Session:
         else:
             outcome = await evaluation.evaluate(
                 sandbox=self.sandbox, task=self.task.task, prepared=self.task.prepared, artefact=artefact,
-                timeout_s=self.spec.evaluation.timeout_s, seed=self.spec.evaluation.seed, scratch=scratch,
+                timeout_s=self.spec.evaluation.timeout_s, seed=seed, scratch=scratch,
             )
             if self.spec.files.submission_kind == "file":
                 await asyncio.to_thread(self._keep_evaluated, artefact, self.step)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        self.attempts.append(Attempt(self.step, action, outcome.scores, outcome.error, outcome.seconds))
+        self.attempts.append(Attempt(self.step, action, outcome.scores, outcome.error, outcome.seconds,
+                                     seed=seed))
         self._pending_scores = dict(outcome.scores)
         if action in ("submit", "autosubmit"):
             if outcome.ok:
@@ -451,7 +508,7 @@ class Session:
             "score",
             p.ScoreEvent(session=self.id, step=self.step, action=action, scores=outcome.scores,
                          baseline=dict(self.spec.baseline.scores),
-                         error=(outcome.error or {}).get("message", "")),
+                         error=(outcome.error or {}).get("message", ""), seed=seed),
             acked=True,
         )
         return outcome
@@ -473,13 +530,14 @@ class Session:
 
     # ------------------------------------------------------------------ files
 
-    async def read_file(self, path: str, max_bytes: int = 0) -> p.FileContent:
+    async def read_file(self, path: str, max_bytes: int = 0, offset: int = 0) -> p.FileContent:
+        """`max_bytes` of the file (0: all) from `offset`, never more than the server's cap:
+        the client's number is a request, not an order."""
         assert self.sandbox is not None
-        data = await self.sandbox.read_file(path)
-        size = len(data)
-        truncated = bool(max_bytes) and size > max_bytes
-        return p.FileContent(session=self.id, path=path, data=data[:max_bytes] if truncated else data,
-                             size=size, truncated=truncated)
+        limit = min(max_bytes, MAX_READ_BYTES) if max_bytes > 0 else MAX_READ_BYTES
+        data, size = await self.sandbox.read_file_head(path, limit, offset)
+        return p.FileContent(session=self.id, path=path, data=data, size=size,
+                             truncated=max(offset, 0) + len(data) < size)
 
     def _keep_evaluated(self, artefact: Path, step: int) -> None:
         """Keep the exact bytes that were scored, for read_artefact; only the last few."""

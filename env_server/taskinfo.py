@@ -64,6 +64,18 @@ class TaskHandle:
                 pass
 
 
+def tree_mb(root: Path) -> int:
+    """Disk used by the files under `root` (a server-made template), in MB, rounded up."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return -(-total // 2**20)
+
+
 def load(task_id: str) -> TaskHandle:
     """The task, with its data prepared (cached after the first time)."""
     try:

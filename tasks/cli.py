@@ -77,7 +77,10 @@ def show(task_id: str, as_json: bool) -> None:
                + (f"   via: {' && '.join(s.baseline.commands)}" if s.baseline.commands else ""))
     click.echo(f"submission:  {s.files.submission} ({s.files.submission_kind})")
     click.echo(f"read-only:   {', '.join(s.files.read_only) or '-'}")
-    click.echo(f"secret:      {', '.join(s.files.secret) or '-'}")
+    secret = list(s.files.secret)
+    if s.prepare is not None:  # its --secret folder: held-out answers, opponents, ...
+        secret.append(f"whatever {s.prepare.entry} writes to its secret folder")
+    click.echo(f"secret:      {'; '.join(secret) or '-'}  (only the evaluator sees these)")
     click.echo(f"evaluation:  {s.evaluation.entry} (timeout {s.evaluation.timeout_s:g} s, seed {s.evaluation.seed})")
     for d in s.data:
         click.echo(f"data:        {d.file} sha256 {d.sha256[:16]}... from {d.source or d.url}")

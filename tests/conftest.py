@@ -59,3 +59,38 @@ def external_agent_run(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[su
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+class SessionClient:
+    """An env-service RPC client that keeps each session's token (from SessionOpened) and
+    sends it with every later request naming that session, as real clients do (the agents
+    from RunInfo.session_token, the Gymnasium client from its own SessionOpened)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.tokens: dict[str, str] = {}
+
+    async def request(self, service: str, body, *args, **kwargs):
+        from mlgym.bus import protocol as p
+
+        sid = getattr(body, "session", None)
+        if sid in self.tokens and hasattr(body, "token") and not body.token:
+            body.token = self.tokens[sid]
+        reply = await self.client.request(service, body, *args, **kwargs)
+        if isinstance(reply, p.SessionOpened):
+            self.tokens[reply.info.session] = reply.token
+        return reply
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def assert_beats_baseline(result: dict, baseline: float, metric: str = "Score") -> None:
+    """The run's best validated score (the task's public seed, as the baseline was measured)
+    beats the baseline, and its final submission, scored with the held-out seed, is that
+    artefact's score give or take the seed's noise (games vary by about 0.01 across seeds)."""
+    best = max(a["scores"][metric] for a in result["attempts"]
+               if a["action"] == "validate" and a.get("scores"))
+    assert best > baseline, f"best validated {best} does not beat the baseline {baseline}"
+    final = result["final_submission"]["scores"][metric]
+    assert abs(final - best) <= 0.05 + 0.02 * abs(best), (final, best)

@@ -33,7 +33,8 @@ async def test_step_budget_auto_submits_the_best_artefact(tmp_path):
     final = result["final_submission"]
     assert final["auto"] is True
     first = [a for a in result["attempts"] if a["action"] == "validate"][0]["scores"]["Score"]
-    assert final["scores"]["Score"] == pytest.approx(first)  # four_fronts, not even_spread
+    # four_fronts, not even_spread (scored again with the held-out final seed: close, not equal)
+    assert final["scores"]["Score"] == pytest.approx(first, abs=0.05)
     assert final["scores"]["Score"] > -0.248
     best = (run_dir / "artefacts" / "best" / "strategy.py").read_text()
     assert best == GAMES["blotto"].candidates[0].code

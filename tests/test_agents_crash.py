@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_beats_baseline
+
 from mlgym.agents import config as C
 from mlgym.agents.events import events, gaps
 from mlgym.agents.supervisor import resume_run, run_team
@@ -117,7 +119,7 @@ async def test_killed_supervisor_run_is_resumed(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     result = await resume_run(run_dir, progress=False)
     assert result["exit_status"] == "submitted"
-    assert result["final_submission"]["scores"]["Score"] > 1.0227
+    assert_beats_baseline(result, 1.0227)
     after = agent_steps(run_dir, "agent")
     assert len(after) > len(before) and after[: len(before)] == before
     assert gaps(run_dir) == []

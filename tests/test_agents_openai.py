@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from conftest import assert_beats_baseline
 from test_llm_fakehttp import FakeServer, Reply, Seen
 from test_llm_openai import chunk, completion
 
@@ -63,7 +65,7 @@ async def test_single_agent_over_the_openai_sdk(tmp_path, monkeypatch):
         team = C.override_models(C.load_team("single"), f"openai:gpt-4o@{srv.url}/v1")
         result = await run_team("battleOfSexes", team, run_dir=tmp_path / "run", progress=False)
     assert result["exit_status"] == "submitted"
-    assert result["final_submission"]["scores"]["Score"] > 1.0227
+    assert_beats_baseline(result, 1.0227)
     reqs = [s.body for s in srv.requests if s.path.endswith("/chat/completions")]
     assert len(reqs) == result["agents"]["agent"]["turns"] == 8
     first = reqs[0]["messages"]

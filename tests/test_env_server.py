@@ -14,7 +14,7 @@ from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.rpc import RpcClient
 from mlgym.env_server.server import EnvServer
-from conftest import require
+from conftest import SessionClient, require
 
 TASK = "prisonersDilemma"
 ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
@@ -26,7 +26,7 @@ async def server(tmp_path):
     endpoint = f"ipc://{tmp_path}/env.sock"
     srv = EnvServer(endpoint, tmp_path / "sessions")
     await srv.start()
-    client = RpcClient(endpoint)
+    client = SessionClient(RpcClient(endpoint))
     try:
         yield srv, client
     finally:
@@ -65,8 +65,9 @@ async def test_open_act_aci_and_state(server):
     assert obs.exit_code != 0 and "interactive" in obs.output.lower()
     status = await client.request("env", p.SessionStatus(session=sid))
     assert isinstance(status, p.SessionInfo) and status.step == 4 and status.state == "open"
-    listed = await client.request("env", p.SessionList())
+    listed = await client.request("env", p.SessionList(token=opened.token))
     assert [s.session for s in listed.sessions] == [sid]
+    assert (await client.request("env", p.SessionList())).sessions == []  # no token, nothing
 
 
 async def test_validate_submit_scores_structured(server):
@@ -193,7 +194,8 @@ async def test_concurrent_sessions(server):
 async def test_client_disconnect_mid_command(server, tmp_path):
     srv, client = server
     sid = (await open_session(client)).info.session
-    other = RpcClient(srv.rpc.bound[0])
+    other = SessionClient(RpcClient(srv.rpc.bound[0]))
+    other.tokens = client.tokens  # a second connection of the session's owner
     pending = asyncio.create_task(other.request("env", p.Act(session=sid, command="sleep 2; echo done > done.txt"), timeout=30))
     await asyncio.sleep(0.5)
     await other.close()  # the client goes away mid-command
@@ -218,7 +220,7 @@ async def test_events_published_on_bus(tmp_path):
         sub = listener.subscribe("env/")
         srv = EnvServer(f"ipc://{tmp_path}/env.sock", tmp_path / "sessions", bus=bus)
         await srv.start()
-        client = RpcClient(f"ipc://{tmp_path}/env.sock")
+        client = SessionClient(RpcClient(f"ipc://{tmp_path}/env.sock"))
         sid = (await open_session(client)).info.session
         await act(client, sid, "echo hello-bus")
         await act(client, sid, "validate", timeout=300)

@@ -56,7 +56,8 @@ let step = 0;
 async function act(command, thought) {
   if (stopped) return null;
   const t0 = performance.now();
-  const obs = await env.request("env", { kind: "act", session: info.session, command, agent: name });
+  const obs = await env.request("env", { kind: "act", session: info.session,
+                                         token: info.session_token, command, agent: name });
   step += 1;
   const seconds = (performance.now() - t0) / 1000;
   const response = `DISCUSSION\n${thought}\n\n\`\`\`\n${command}\n\`\`\`\n`;

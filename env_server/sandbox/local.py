@@ -33,6 +33,7 @@ from typing import Any
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
     HOME,
+    JOBS,
     STATE,
     WORKSPACE,
     ExecResult,
@@ -41,6 +42,8 @@ from mlgym.env_server.sandbox.base import (
     Sandbox,
     SandboxConfig,
     SandboxError,
+    prepare_state,
+    process_limit,
 )
 from mlgym.env_server.sandbox.jobs import JobManager
 from mlgym.env_server.sandbox.limits import Cgroup, Limits, create_cgroup, wrapper
@@ -56,6 +59,7 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ETC_ALWAYS = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "alternatives",
               "ssl", "ca-certificates", "ca-certificates.conf", "localtime", "timezone",
               "mime.types", "fonts", "hosts", "os-release", "debian_version", "login.defs"]
+BWRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # all that bwrap and its wrapper get
 ETC_NETWORK = ["resolv.conf", "gai.conf", "host.conf", "services", "protocols", "pip.conf"]
 
 
@@ -100,7 +104,7 @@ def python_mounts(venv: Path | None) -> list[Path]:
     return out
 
 
-def _system_args(network: bool, etc_dir: Path) -> list[str]:
+def _system_args(network: bool, etc_dir: Path, tmp_mb: int) -> list[str]:
     """bwrap arguments for the read-only system part of the sandbox."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -115,7 +119,9 @@ def _system_args(network: bool, etc_dir: Path) -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
     for name in ("passwd", "group"):  # only the sandbox user: host accounts stay private
         args += ["--ro-bind", str(etc_dir / name), f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    size = str(tmp_mb * 2**20)  # memory-backed: bounded by size (and the memory limit)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/tmp",
+             "--size", size, "--tmpfs", "/var/tmp",
              "--dir", HOME]
     return args
 
@@ -175,7 +181,8 @@ class LocalSandbox(Sandbox):
         self._proc: asyncio.subprocess.Process | None = None
         self._cgroup: Cgroup | None = None
         self._private: Path | None = None  # our own temp files (synthetic /etc, temp state)
-        self._state: Path | None = None
+        self._state: Path | None = None  # the server's files: read-only inside
+        self._jobs: Path | None = None  # background jobs' logs: the agent's to write
         self._restarts = 0
         self._exec_lock = asyncio.Lock()  # one command at a time, recovery included
         self._stopping = False
@@ -189,6 +196,10 @@ class LocalSandbox(Sandbox):
         assert self._state is not None
         return LogDir(self._state, STATE if self.bwrap else str(self._state))
 
+    def _jobs_dir(self) -> LogDir:
+        assert self._jobs is not None
+        return LogDir(self._jobs, JOBS if self.bwrap else str(self._jobs))
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self._proc is not None:
@@ -199,7 +210,7 @@ class LocalSandbox(Sandbox):
             raise SandboxError(f"workspace {ws} is not a folder")
         self._private = Path(tempfile.mkdtemp(prefix="mlgym-sbx-"))
         self._state = self.config.state_dir or self._private / "state"
-        self._state.mkdir(parents=True, exist_ok=True)
+        self._jobs = await asyncio.to_thread(prepare_state, self._state, self.config.jobs_dir)
         _write_etc(self._private / "etc")
         if self.warning:
             logger.warning("sandbox_without_isolation", warning=self.warning)
@@ -208,7 +219,7 @@ class LocalSandbox(Sandbox):
                            detail="user namespaces unavailable; the sandbox runs as the "
                                   "server's uid (capabilities still dropped)")
         await self._spawn_shell(self.workspace_inside)
-        self.jobs = JobManager(self.shell, self._state_dir(), self.config.stream_limit)
+        self.jobs = JobManager(self.shell, self._jobs_dir(), self.config.stream_limit)
 
     async def _spawn_shell(self, cwd: str) -> None:
         self._cgroup = await asyncio.to_thread(create_cgroup, self.limits)
@@ -228,7 +239,10 @@ class LocalSandbox(Sandbox):
         assert proc.stdout is not None and proc.stdin is not None
         self.shell = ShellDriver(proc.stdout, proc.stdin, self._state_dir(),
                                  self.config.output_limit, self.config.stream_limit,
-                                 alive=lambda: proc.returncode is None)
+                                 alive=lambda: proc.returncode is None,
+                                 log_limit=self.config.full_output_limit_mb * 2**20,
+                                 jobs_dir=self._jobs_dir().inside,
+                                 process_limit=process_limit(self.config) if self.bwrap else 0)
         try:
             await self.shell.start(cwd)
         except SandboxError:
@@ -238,8 +252,9 @@ class LocalSandbox(Sandbox):
                     workspace=str(self.config.workspace), limits=self.enforcement)
 
     def _shell_mounts(self) -> list[Mount]:
+        assert self._state is not None and self._jobs is not None
         mounts = [Mount(self.config.workspace, WORKSPACE, writable=True),
-                  Mount(self._state, STATE, writable=True)]
+                  Mount(self._state, STATE), Mount(self._jobs, JOBS, writable=True)]
         mounts += [Mount(Path(src), dst) for src, dst in self.config.readonly]
         return mounts
 
@@ -253,7 +268,7 @@ class LocalSandbox(Sandbox):
             args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         if network:
             args += ["--share-net"]
-        args += _system_args(network, self._private / "etc")
+        args += _system_args(network, self._private / "etc", self.config.tmp_size_mb)
         for p in python_mounts(self.config.python_env):
             args += ["--ro-bind", str(p), str(p)]
         if self.config.gpus:
@@ -282,11 +297,13 @@ class LocalSandbox(Sandbox):
             os.write(w, blob)
             os.close(w)
             w = -1
+            # bwrap's own process becomes the sandbox's pid 1, whose /proc/1/environ the
+            # agent can read: it starts with an empty environment, never the server's
             return await asyncio.create_subprocess_exec(
                 *prefix, self.bwrap, "--args", str(r), "--", *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                pass_fds=(r,), start_new_session=True)
+                pass_fds=(r,), start_new_session=True, env=BWRAP_ENV)
         finally:
             os.close(r)
             if w >= 0:

@@ -71,8 +71,11 @@ class ACI:
         max_line_chars: int = 2000,
         max_edit_bytes: int = 16 * 2**20,
         max_results: int = search.MAX_RESULTS,
+        file_owner: tuple[int, int] | None = None,
     ):
-        self.workspace = Workspace(host_root, inside_root)
+        """`file_owner`: (uid, gid) given to files and folders the file tools create, when the
+        sandbox user is not the server's (a container user)."""
+        self.workspace = Workspace(host_root, inside_root, owner=file_owner)
         self.editor = Editor(
             self.workspace,
             window=window,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
 from collections.abc import Iterator
+
+from mlgym.tools import safefs
 
 from .editor import NO_FILE
 from .result import AciError
@@ -21,30 +22,35 @@ MAX_RESULTS = 100
 MAX_FILE_BYTES = 64 * 2**20
 
 
-def _open_text(path: str):
-    """A regular file opened without following links, or None for a binary or odd file."""
+def _open_text(dirfd: int, name: str):
+    """A regular text file opened without following links (tools/safefs.py), or None for a
+    binary file, a link, a FIFO or anything else odd."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = safefs.open_file(dirfd, name, os.O_RDONLY)
     except OSError:
         return None
     f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode) or b"\x00" in f.read(8192):
+    if b"\x00" in f.read(8192):
         f.close()
         return None
     f.seek(0)
     return f
 
 
-def _walk(root: str, *, skip_hidden_files: bool) -> Iterator[str]:
-    """Regular files under root, sorted, hidden folders pruned, symlinks not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if skip_hidden_files and name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                yield path
+def _walk(ws: Workspace, r: Resolved, *, skip_hidden_files: bool
+          ) -> Iterator[tuple[str, int, str]]:
+    """(host path, folder descriptor, name) of the files under a resolved folder, sorted,
+    hidden folders pruned; folders are entered by descriptor, never through a symlink."""
+    try:
+        root = safefs.open_dir(ws.host_root, os.path.relpath(r.host, ws.host_root))
+    except OSError:
+        raise AciError(f"Directory {r.inside} not found", "not_found") from None
+    try:
+        for rel, dirfd, name in safefs.walk_files(root, skip_hidden_dirs=True,
+                                                  skip_hidden_files=skip_hidden_files):
+            yield os.path.join(r.host, rel), dirfd, name
+    finally:
+        os.close(root)
 
 
 def _resolve_dir(ws: Workspace, dir: str | None, cwd: str) -> Resolved:
@@ -71,15 +77,11 @@ def search_dir(
     needle = search_term.encode("utf-8", "surrogateescape")
     counts: dict[str, int] = {}
     too_big: list[str] = []
-    for path in _walk(r.host, skip_hidden_files=True):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        f = _open_text(path)
+    for path, dirfd, name in _walk(ws, r, skip_hidden_files=True):
+        f = _open_text(dirfd, name)
         if f is None:
             continue
-        if st.st_size > max_file_bytes:
+        if os.fstat(f.fileno()).st_size > max_file_bytes:
             f.close()
             too_big.append(ws.to_inside(path))
             continue
@@ -132,7 +134,15 @@ def search_file(
                 f"Error: File name {file} not found. Please provide a valid file name.",
                 "not_found",
             )
-    f = _open_text(r.host)
+    try:
+        f = ws.open_read(r)
+    except AciError:
+        f = None
+    if f is not None and b"\x00" in f.read(8192):
+        f.close()
+        f = None
+    elif f is not None:
+        f.seek(0)
     if f is None:
         raise AciError(f"Error: {r.inside} is not a readable text file.", "binary")
     needle = search_term.encode("utf-8", "surrogateescape")
@@ -172,7 +182,7 @@ def find_file(
         )
     r = _resolve_dir(ws, dir, cwd)
     found: list[str] = []
-    for path in _walk(r.host, skip_hidden_files=False):
+    for path, _, _ in _walk(ws, r, skip_hidden_files=False):
         if fnmatch.fnmatchcase(os.path.basename(path), file_name):
             found.append(ws.to_inside(path))
             if len(found) > max_results:
