@@ -107,6 +107,16 @@ class SessionDisk:
         with contextlib.suppress(OSError):
             shutil.rmtree(self.mount / "lost+found")
 
+    async def unmount(self) -> None:
+        """Unmount the disk (lazily when something still holds it, e.g. a process not yet
+        reaped); the image stays."""
+        try:
+            await _run("umount", str(self.mount))
+        except DiskError:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(DiskError):
+                await _run("umount", "-l", str(self.mount))
+
     def usage(self) -> tuple[int, int]:
         """(bytes used, bytes in all) of the disk; (0, 0) when it has no fixed size."""
         if not self.mounted:
@@ -122,11 +132,7 @@ class SessionDisk:
     async def release(self, keep: bool = False) -> None:
         """Unmount; delete the image unless `keep`. Idempotent."""
         if self.mounted:
-            try:
-                await _run("umount", str(self.mount))
-            except DiskError:  # something still holds it (a process not yet reaped)
-                await asyncio.sleep(0.5)
-                await _run("umount", "-l", str(self.mount))
+            await self.unmount()
             self.mounted = False
         if not keep:
             with contextlib.suppress(FileNotFoundError):

@@ -20,6 +20,7 @@ from mlgym.bus import protocol as p
 from mlgym.bus.base import BusClientBase, RpcError
 from mlgym.bus.rpc import RpcServer
 from mlgym.env_server import taskinfo
+from mlgym.env_server.disk import SessionDisk
 from mlgym.env_server.pool import SandboxPool
 from mlgym.env_server.sandbox import SandboxError, SandboxPathError
 from mlgym.env_server.policy import LimitRefused, ServerPolicy, heldout_key, new_token
@@ -72,6 +73,7 @@ class EnvServer:
     async def start(self) -> None:
         if self.adopt:
             await self._adopt_sessions()
+        await self._unmount_stale()
         await self.rpc.start()
         logger.info("environment server listening", endpoints=self.rpc.bound, root=str(self.root))
 
@@ -197,6 +199,15 @@ class EnvServer:
             ws, _ = await asyncio.to_thread(task.template, self.root / "_templates")
             self._template_sizes[task.spec.id] = await asyncio.to_thread(taskinfo.tree_mb, ws)
         return self._template_sizes[task.spec.id]
+
+    async def _unmount_stale(self) -> None:
+        """Unmount the disks a server that died left mounted under the root and that this one
+        did not adopt (their images stay: `--adopt` mounts them again)."""
+        mine = {s.root.resolve() for s in self.sessions.values()}
+        for mount in sorted(self.root.glob("*/disk")):
+            if mount.parent.resolve() not in mine and os.path.ismount(mount):
+                await SessionDisk(mount.parent, 0).unmount()
+                logger.info("unmounted a dead server's session disk", path=str(mount))
 
     async def _adopt_sessions(self) -> None:
         """Take over the open sessions a server that died left under the root (their

@@ -287,6 +287,8 @@ class Session:
         self._close_journal()
         if self.sandbox is not None:
             await self.sandbox.stop()
+        if self.disk is not None:  # unmounted, its image kept: adopting mounts it again
+            await self.disk.release(keep=True)
 
     async def close(self) -> None:
         if self.state not in ("submitted", "truncated"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from conftest import SessionClient, require
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.rpc import RpcClient
@@ -94,7 +94,7 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path, b
     root = tmp_path / "env"
     root.mkdir()
     server = Server(root, backend, adopt=False)
-    client = RpcClient(f"ipc://{root}/env.sock")
+    client = SessionClient(RpcClient(f"ipc://{root}/env.sock"))
     try:
         await server.ready(client)
         opened = await client.request("env", p.SessionOpen(task=TASK, backend=backend), timeout=300)
@@ -127,8 +127,10 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path, b
         if backend == "docker":  # the dead server's containers are gone, the new one's serve
             assert _containers_of(dead) == [] and len(_containers_of(server.proc.pid)) == 1
 
-        listed = await client.request("env", p.SessionList(), timeout=10)
-        assert [s.session for s in listed.sessions] == [sid]  # the closed one stays closed
+        listed = await client.request("env", p.SessionList(token=opened.token), timeout=10)
+        assert [s.session for s in listed.sessions] == [sid]  # its owner's token still opens it
+        gone = await client.request("env", p.SessionList(token=closed.token), timeout=10)
+        assert gone.sessions == []  # the closed one stays closed
         after = await client.request("env", p.SessionStatus(session=sid), timeout=10)
         assert isinstance(after, p.SessionInfo)
         assert (after.step, after.max_steps, after.state) == (before.step, before.max_steps, "open")
@@ -148,7 +150,7 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path, b
         server.kill()  # a finished session is not adopted again
         server = Server(root, backend, adopt=True)
         await server.ready(client)
-        listed = await client.request("env", p.SessionList(), timeout=10)
+        listed = await client.request("env", p.SessionList(token=opened.token), timeout=10)
         assert listed.sessions == []
     finally:
         await client.close()
