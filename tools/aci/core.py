@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -71,8 +71,9 @@ class ACI:
         max_line_chars: int = 2000,
         max_edit_bytes: int = 16 * 2**20,
         max_results: int = search.MAX_RESULTS,
+        read_only: Iterable[str] = (),
     ):
-        self.workspace = Workspace(host_root, inside_root)
+        self.workspace = Workspace(host_root, inside_root, read_only)
         self.editor = Editor(
             self.workspace,
             window=window,
@@ -114,6 +115,15 @@ class ACI:
 
     def gemini_declarations(self) -> list[dict[str, Any]]:
         return gemini_declarations(self.tools)
+
+    def is_read_only(self, path: str) -> bool:
+        """Whether `path` (an inside path, or relative to the workspace) is a read-only file:
+        one the editor refuses to change, and so must every other writer."""
+        try:
+            ws = self.workspace
+            return ws.is_read_only(ws.resolve(path, ws.inside_root))
+        except AciError:
+            return False
 
     def state(self) -> AciState:
         f = self.editor.file
@@ -227,11 +237,7 @@ class ACI:
                     ws, a["search_term"], a.get("dir"), cwd, max_results=self.max_results
                 )
             case "search_file":
-                return search.search_file(
-                    ws, a["search_term"], a.get("file"), ed.file, cwd, max_results=self.max_results
-                )
+                return search.search_file(ws, a["search_term"], a.get("file"), ed.file, cwd)
             case "find_file":
-                return search.find_file(
-                    ws, a["file_name"], a.get("dir"), cwd, max_results=self.max_results
-                )
+                return search.find_file(ws, a["file_name"], a.get("dir"), cwd)
         raise AciError(f"Error: tool {name!r} has no handler in this session.", "unavailable")

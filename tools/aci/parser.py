@@ -69,12 +69,13 @@ def parse(text: str, tools: Mapping[str, ToolDef]) -> Call | ShellCommand:
             )
         return Call(tool, args)
     assert tool.end_name is not None
-    end = next((i for i, line in enumerate(rest) if line.strip() == tool.end_name), None)
+    # the terminator is a line of its own, from its first column (trailing blanks allowed)
+    end = next((i for i, line in enumerate(rest) if line.rstrip() == tool.end_name), None)
     if end is None:
-        raise _fail(
-            tool,
-            f"Error: the text for `{tool.name}` must end with a line holding only "
-            f"{tool.end_name}; none was found, so nothing was changed.",
+        raise AciError(
+            f"Malformed {tool.name} command. Please ensure you use the `{tool.end_name}` "
+            f"keyword to mark the end of your {tool.name}.",
+            kind="format",
         )
     if any(line.strip() for line in rest[end + 1 :]):
         raise _fail(
@@ -132,9 +133,9 @@ def _convert(tool: ToolDef, a: Arg, raw: str) -> Any:
     if a.type == "string":
         return raw
     if a.type == "integer":
-        if re.fullmatch(r"[+-]?\d+", raw):
+        if re.fullmatch(r"\d+", raw):  # digits only, as MLGym's commands accept
             return int(raw)
-        raise _fail(tool, f"Error: <{a.name}> must be an integer, got {raw!r}")
+        raise _fail(tool, f"Error: <{a.name}> must be a number")
     if a.type == "number":
         try:
             return float(raw)

@@ -121,7 +121,8 @@ def full_signature(tool: ToolDef) -> str:
 
 
 def usage(tool: ToolDef) -> str:
-    return f"Usage: {full_signature(tool)}"
+    """The `Usage:` line that starts a parse error (the first line of the text form)."""
+    return f"Usage: {tool.signature}"
 
 
 def help_docstring(tool: ToolDef) -> str:
