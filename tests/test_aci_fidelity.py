@@ -29,6 +29,8 @@ def num(n: int) -> str:
 
 PY = "import os\n\n\ndef f(a):\n    x = a + 1\n    return x\n\n\nprint(f(1), os.sep)\n"
 PY_LONG = PY + "".join(f"v{i} = {i}\n" for i in range(40))
+PY_VIEW = ["[File: /home/agent/workspace/m.py (9 lines total)]", "1:import os", "2:", "3:",
+           "4:def f(a):", "5:    x = a + 1", "6:    return x", "7:", "8:", "9:print(f(1), os.sep)"]
 MANY_HITS = {f"d/f{i:03}.txt": "hit\n" for i in range(103)}
 
 UPDATED = ("File updated. Please review the changes and make sure they are correct (correct "
@@ -229,20 +231,16 @@ EDIT = [
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:  x = a + 2', '6:  return x', '7:', '8:', '9:print(f(1), os.sep)',
-          RULE, '', 'This is the original code before your edit', RULE,
-          '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *EDIT_TAIL]),
+          RULE, '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE,
+          *EDIT_TAIL]),
     Case('E999 refused: an unexpected indent', 1000, {'m.py': PY}, ['open m.py'],
          'edit 5:5\n  x = a + 2\nend_of_edit',
          [EDIT_REFUSED, '', 'ERRORS:', '- E999 IndentationError: unexpected indent', '',
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:  x = a + 2', '6:    return x', '7:', '8:', '9:print(f(1), os.sep)',
-          RULE, '', 'This is the original code before your edit', RULE,
-          '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *EDIT_TAIL]),
+          RULE, '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE,
+          *EDIT_TAIL]),
     Case('an old error outside the edit is not counted', 1000,
          {'m.py': PY.replace("os.sep", "os.sepx + qq")}, ['open m.py'],
          'edit 5:5\n    x = a + 2\nend_of_edit',
@@ -269,19 +267,14 @@ EDIT = [
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + y', '6:    return x', '7:', '8:',
           '9:print(f(1), os.sep)', RULE, '', 'This is the original code before your edit', RULE,
-          '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *EDIT_TAIL]),
+          *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('E999 refused', 1000, {'m.py': PY}, ['open m.py'],
          'edit 9:9\nprint(f(1)\nend_of_edit',
          [EDIT_REFUSED, '', 'ERRORS:', "- E999 SyntaxError: '(' was never closed", '',
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:', '9:print(f(1)', RULE,
-          '', 'This is the original code before your edit', RULE,
-          '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *EDIT_TAIL]),
+          '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('refusal windows in a long file', 1000, {'m.py': PY_LONG}, ['open m.py'],
          'edit 25:27\nv = undefined_1\nw = 2\nend_of_edit',
          [EDIT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'undefined_1'", '',
@@ -327,9 +320,7 @@ INSERT = [
           '[File: /home/agent/workspace/m.py (10 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:        bad = 1', '8:', '9:',
           '10:print(f(1), os.sep)', RULE, '', 'This is the original code before your insertion',
-          RULE, '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *INSERT_TAIL]),
+          RULE, *PY_VIEW, RULE, *INSERT_TAIL]),
     Case('F821 refused', 1000, {'m.py': PY}, ['open m.py'],
          'insert 9\nprint(zzz)\nend_of_insert',
          [INSERT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'zzz'", '',
@@ -337,10 +328,7 @@ INSERT = [
           '[File: /home/agent/workspace/m.py (10 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
           '9:print(f(1), os.sep)', '10:print(zzz)', RULE, '',
-          'This is the original code before your insertion', RULE,
-          '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
-          '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, *INSERT_TAIL]),
+          'This is the original code before your insertion', RULE, *PY_VIEW, RULE, *INSERT_TAIL]),
 ]
 
 SEARCH_DIR = [
