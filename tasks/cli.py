@@ -104,6 +104,42 @@ def validate(task_id: str | None) -> None:
         sys.exit(1)
 
 
+@tasks.command("import-mlgym")
+@click.argument("checkout", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("task_ids", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the task folders go (default: your task folder, $MLGYM_TASKS or "
+                   "~/.mlgym/tasks, which list, run and baseline search).")
+@click.option("--metric", default=None, metavar="NAME[:max|min]",
+              help="The priority metric (default: a task of ours with the id, else the first).")
+@click.option("--secret", multiple=True, metavar="GLOB",
+              help="More workspace files to keep from the agent (restored for evaluation).")
+@click.option("--prefix", default="", help="Prepended to the task ids (to keep built-in ones).")
+@click.option("--force", is_flag=True, help="Replace task folders that exist.")
+def import_mlgym(checkout: Path, task_ids: tuple[str, ...], out_dir: Path | None,
+                 metric: str | None, secret: tuple[str, ...], prefix: str, force: bool) -> None:
+    """Turn an MLGym checkout's task configs (configs/tasks/*.yaml, configs/datasets/*.yaml,
+    data/<task>/) into task folders: all of them, or the TASK_IDS given (docs/tasks.md)."""
+    from mlgym.tasks import mlgym_import
+
+    out = out_dir or registry.user_tasks_root()
+    try:
+        done, failed = mlgym_import.import_tasks(checkout, list(task_ids), out, metric=metric,
+                                                 secret=secret, prefix=prefix, force=force)
+    except mlgym_import.MlgymImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in done:
+        spec = registry.load_task(item.task_id, out).spec
+        click.echo(f"imported {item.task_id} -> {item.path}  ({spec.priority_metric}, "
+                   f"{spec.priority.direction}; baseline {spec.baseline_score:.6g})")
+        for note in item.notes:
+            click.echo(f"note: {note}", err=True)
+    for task_id, why in failed.items():
+        click.echo(f"NOT IMPORTED {task_id}: {why}", err=True)
+    if any(t != "(built-in ids)" for t in failed):
+        sys.exit(1)
+
+
 @click.group()
 def data() -> None:
     """Import local copies of task data and prepare tasks (cached in ~/.mlgym)."""
