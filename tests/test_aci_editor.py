@@ -123,7 +123,7 @@ async def test_scroll_moves_by_window_minus_overlap_and_stops_at_ends(tmp_path):
     assert out[1] == "(8 more lines above)" and out[2] == "9:line 9"
     out = (await aci.run("scroll_down")).output  # would start at 17; kept inside the file
     assert "(15 more lines above)" in out and "25:line 25" in out and "more lines below" not in out
-    assert out.endswith("\n\nWARNING: Scrolling many times in a row is very inefficient.\n"
+    assert out.endswith("\nWARNING: Scrolling many times in a row is very inefficient.\n"
                         "If you know what you are looking for, use `search_file <pattern>` "
                         "instead.")  # third scroll in a row
     r = await aci.run("scroll_down")
@@ -222,7 +222,7 @@ async def test_lint_rejects_new_undefined_name_showing_errors_would_be_and_origi
     r = await aci.run("edit 5:5\n    return y + 1\nend_of_edit")
     assert r.exit_code == 1 and r.data["error"] == "lint"
     out = r.output
-    assert "ERRORS:\n- F821 undefined name 'y'\n\n" in out
+    assert "ERRORS:\n- F821 undefined name 'y'\nThis is how" in out
     would, original = out.split("This is how your edit would have looked if applied")[1].split(
         "This is the original code before your edit"
     )
@@ -258,7 +258,7 @@ async def test_lint_counts_only_new_errors_in_a_file_with_old_ones(tmp_path):
     assert r.exit_code == 1 and "- F821 undefined name 'undefined_a'" in r.output
     r = await aci.run("insert 10\nprint(undefined_b)\nend_of_insert")
     assert r.exit_code == 1
-    errors = r.output.split("ERRORS:\n")[1].split("\n\n")[0]
+    errors = r.output.split("ERRORS:\n")[1].split("\nThis is how")[0]
     assert errors == "- F821 undefined name 'undefined_b'"
     assert "undefined_a" in read(p) and "undefined_b" not in read(p)
 

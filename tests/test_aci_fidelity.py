@@ -2,7 +2,8 @@
 cases (files, the commands before, the command, the exact observation, the files after).
 
 The expectations are MLGym's observations for the same files and commands (its editor is bash
-functions over a window of W lines around a current line, with flake8 for Python files; the
+functions over a window of W lines around a current line, with flake8 for Python files, and
+its shell reader drops empty lines and tqdm progress bars from everything the agent sees; the
 table was checked against them). Paths are shown as the agent sees them. Where this project
 differs on purpose, the case is in docs/aci.md ("Differences from MLGym"), not here.
 """
@@ -158,7 +159,7 @@ SCROLL_DOWN = [
          'scroll_down',
          ['[File: /home/agent/workspace/f.txt (40 lines total)]', '(24 more lines above)',
           '25:line 25', '26:line 26', '27:line 27', '28:line 28', '29:line 29', '30:line 30',
-          '31:line 31', '32:line 32', '33:line 33', '34:line 34', '(6 more lines below)', '',
+          '31:line 31', '32:line 32', '33:line 33', '34:line 34', '(6 more lines below)',
           *SCROLL_WARNING]),
     Case('no open file', 10, {}, [],
          'scroll_down',
@@ -226,21 +227,19 @@ EDIT = [
          after={'f.txt': num(19) + 'new\n' + lines(21, 40)}),
     Case('E111 refused: indentation not a multiple of four', 1000, {'m.py': PY}, ['open m.py'],
          'edit 5:6\n  x = a + 2\n  return x\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', '- E111 indentation is not a multiple of 4',
-          '- E111 indentation is not a multiple of 4', '',
+         [EDIT_REFUSED, 'ERRORS:', '- E111 indentation is not a multiple of 4',
+          '- E111 indentation is not a multiple of 4',
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:  x = a + 2', '6:  return x', '7:', '8:', '9:print(f(1), os.sep)',
-          RULE, '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE,
-          *EDIT_TAIL]),
+          RULE, 'This is the original code before your edit', RULE, *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('E999 refused: an unexpected indent', 1000, {'m.py': PY}, ['open m.py'],
          'edit 5:5\n  x = a + 2\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', '- E999 IndentationError: unexpected indent', '',
+         [EDIT_REFUSED, 'ERRORS:', '- E999 IndentationError: unexpected indent',
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:  x = a + 2', '6:    return x', '7:', '8:', '9:print(f(1), os.sep)',
-          RULE, '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE,
-          *EDIT_TAIL]),
+          RULE, 'This is the original code before your edit', RULE, *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('an old error outside the edit is not counted', 1000,
          {'m.py': PY.replace("os.sep", "os.sepx + qq")}, ['open m.py'],
          'edit 5:5\n    x = a + 2\nend_of_edit',
@@ -252,37 +251,37 @@ EDIT = [
     Case('an old error inside the edited lines counts', 1000,
          {'m.py': PY.replace("a + 1", "a + qq")}, ['open m.py'],
          'edit 5:5\n    x = a + qq  # same\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'qq'", '',
+         [EDIT_REFUSED, 'ERRORS:', "- F821 undefined name 'qq'",
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + qq  # same', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, '', 'This is the original code before your edit', RULE,
+          '9:print(f(1), os.sep)', RULE, 'This is the original code before your edit', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + qq', '6:    return x', '7:', '8:',
           '9:print(f(1), os.sep)', RULE, *EDIT_TAIL]),
     Case('F821 refused', 1000, {'m.py': PY}, ['open m.py'],
          'edit 5:6\n    x = a + y\n    return x\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'y'", '',
+         [EDIT_REFUSED, 'ERRORS:', "- F821 undefined name 'y'",
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + y', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', RULE, '', 'This is the original code before your edit', RULE,
+          '9:print(f(1), os.sep)', RULE, 'This is the original code before your edit', RULE,
           *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('E999 refused', 1000, {'m.py': PY}, ['open m.py'],
          'edit 9:9\nprint(f(1)\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', "- E999 SyntaxError: '(' was never closed", '',
+         [EDIT_REFUSED, 'ERRORS:', "- E999 SyntaxError: '(' was never closed",
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (9 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:', '9:print(f(1)', RULE,
-          '', 'This is the original code before your edit', RULE, *PY_VIEW, RULE, *EDIT_TAIL]),
+          'This is the original code before your edit', RULE, *PY_VIEW, RULE, *EDIT_TAIL]),
     Case('refusal windows in a long file', 1000, {'m.py': PY_LONG}, ['open m.py'],
          'edit 25:27\nv = undefined_1\nw = 2\nend_of_edit',
-         [EDIT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'undefined_1'", '',
+         [EDIT_REFUSED, 'ERRORS:', "- F821 undefined name 'undefined_1'",
           'This is how your edit would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (48 lines total)]', '(19 more lines above)',
           '20:v10 = 10', '21:v11 = 11', '22:v12 = 12', '23:v13 = 13', '24:v14 = 14',
           '25:v = undefined_1', '26:w = 2', '27:v18 = 18', '28:v19 = 19', '29:v20 = 20',
-          '30:v21 = 21', '31:v22 = 22', '(17 more lines below)', RULE, '',
+          '30:v21 = 21', '31:v22 = 22', '(17 more lines below)', RULE,
           'This is the original code before your edit', RULE,
           '[File: /home/agent/workspace/m.py (49 lines total)]', '(19 more lines above)',
           '20:v10 = 10', '21:v11 = 11', '22:v12 = 12', '23:v13 = 13', '24:v14 = 14',
@@ -315,19 +314,19 @@ INSERT = [
          after={'f.txt': num(3) + 'last\n'}),
     Case('E999 refused, said of an insertion', 1000, {'m.py': PY}, ['open m.py'],
          'insert 6\n        bad = 1\nend_of_insert',
-         [INSERT_REFUSED, '', 'ERRORS:', '- E999 IndentationError: unexpected indent', '',
+         [INSERT_REFUSED, 'ERRORS:', '- E999 IndentationError: unexpected indent',
           'This is how your insertion would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (10 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:        bad = 1', '8:', '9:',
-          '10:print(f(1), os.sep)', RULE, '', 'This is the original code before your insertion',
+          '10:print(f(1), os.sep)', RULE, 'This is the original code before your insertion',
           RULE, *PY_VIEW, RULE, *INSERT_TAIL]),
     Case('F821 refused', 1000, {'m.py': PY}, ['open m.py'],
          'insert 9\nprint(zzz)\nend_of_insert',
-         [INSERT_REFUSED, '', 'ERRORS:', "- F821 undefined name 'zzz'", '',
+         [INSERT_REFUSED, 'ERRORS:', "- F821 undefined name 'zzz'",
           'This is how your insertion would have looked if applied', RULE,
           '[File: /home/agent/workspace/m.py (10 lines total)]', '1:import os', '2:', '3:',
           '4:def f(a):', '5:    x = a + 1', '6:    return x', '7:', '8:',
-          '9:print(f(1), os.sep)', '10:print(zzz)', RULE, '',
+          '9:print(f(1), os.sep)', '10:print(zzz)', RULE,
           'This is the original code before your insertion', RULE, *PY_VIEW, RULE, *INSERT_TAIL]),
 ]
 
@@ -413,6 +412,23 @@ async def test_observation_is_mlgyms(tmp_path, case: Case):
     assert got.output == "\n".join(case.expect)
     for name, text in {**case.files, **case.after}.items():
         assert (root / name).read_text() == text, name
+
+
+@pytest.mark.parametrize(("command", "expect"), [
+    ("printf 'a\\n\\nb\\n\\n\\n'", "a\nb"),  # empty lines are dropped
+    ("printf 'x\\r\\ny\\n'", "x\ny"),
+    ("printf 'epoch 1\\n 45%%|####5     | 45/100 [00:01<00:01, 40.0it/s]\\nloss 0.1\\n'",
+     "epoch 1\nloss 0.1"),  # a tqdm progress bar is dropped
+    ("printf 'Training: 100%%|##########| 10/10 [00:00<00:00]\\n'", ""),
+    ("true", ""),
+])
+async def test_shell_output_is_delivered_as_mlgyms_reader_does(tmp_path, command, expect):
+    root = tmp_path / "ws"
+    root.mkdir()
+    aci = ACI(root, shell=LocalShell(root, WS))
+    assert (await aci.run(command)).output == expect
+    raw = ACI(root, shell=LocalShell(root, WS), mlgym_output=False)
+    assert (await raw.run("printf 'a\\n\\nb\\n'")).output == "a\n\nb\n"
 
 
 def test_every_command_has_a_table():

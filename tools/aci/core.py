@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -44,6 +45,17 @@ EvalFn = Callable[[], Awaitable[ToolResult]]
 Handler = Callable[[dict[str, Any]], Awaitable[ToolResult | str]]
 
 
+# a tqdm progress bar (`45%|████▌     | 45/100 [00:01<00:01, ...]`), as MLGym's reader drops it
+TQDM_LINE = re.compile(r"(?:.*?:\s*)?(\d+%\|.*?\|.*\[.*?\])")
+
+
+def mlgym_view(text: str) -> str:
+    """An observation as MLGym's shell reader delivers it to the agent: lines split as
+    str.splitlines does, empty lines and tqdm progress bars dropped."""
+    return "\n".join(line for line in text.replace("\r\n", "\n").splitlines()
+                     if line != "" and not TQDM_LINE.search(line))
+
+
 class AciState(msgspec.Struct, kw_only=True):
     open_file: str | None
     cwd: str
@@ -72,6 +84,7 @@ class ACI:
         max_edit_bytes: int = 16 * 2**20,
         max_results: int = search.MAX_RESULTS,
         read_only: Iterable[str] = (),
+        mlgym_output: bool = True,
     ):
         self.workspace = Workspace(host_root, inside_root, read_only)
         self.editor = Editor(
@@ -84,6 +97,7 @@ class ACI:
         self.cwd = cwd or self.workspace.inside_root
         self.command_timeout = command_timeout
         self.max_results = max_results
+        self.mlgym_output = mlgym_output  # observations without empty lines and progress bars
         self._shell_fn = shell
         self._validate = validate
         self._submit = submit
@@ -139,7 +153,7 @@ class ACI:
     async def run(self, text: str, timeout: float | None = None) -> ToolResult:
         """Run one action in its text form (an ACI command or a shell command)."""
         async with self._lock:
-            return await self._run_text(text, timeout)
+            return self._deliver(await self._run_text(text, timeout))
 
     async def call(
         self, tool: str, args: dict[str, Any] | None = None, timeout: float | None = None
@@ -157,8 +171,13 @@ class ACI:
             except AciError as e:
                 return e.result()
             if t.name == "bash":
-                return await self._run_text(checked["command"], timeout)
-            return await self._execute(t, checked, timeout)
+                return self._deliver(await self._run_text(checked["command"], timeout))
+            return self._deliver(await self._execute(t, checked, timeout))
+
+    def _deliver(self, res: ToolResult) -> ToolResult:
+        if self.mlgym_output:
+            res.output = mlgym_view(res.output)
+        return res
 
     # ----------------------------------------------------------------- internals
 
