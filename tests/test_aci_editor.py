@@ -305,6 +305,23 @@ async def test_non_python_files_are_not_linted(tmp_path):
     assert read(p) == "    def broken(:\n  undefined_name\n"
 
 
+async def test_a_file_name_after_the_range(tmp_path):
+    """MLGym's edit ignores words after the range and edits the open file; models write the
+    open file's name there, which is dropped. Another file's name is refused (MLGym would have
+    changed the open file instead)."""
+    aci = make(tmp_path)
+    p = write(aci, "f.txt", "a\nb\n")
+    q = write(aci, "g.txt", "c\n")
+    await aci.run("open f.txt")
+    r = await aci.run("edit 1:1 f.txt\nA\nend_of_edit")
+    assert r.exit_code == 0 and read(p) == "A\nb\n"
+    r = await aci.run(f"insert 2 {WS}/f.txt\nC\nend_of_insert")
+    assert r.exit_code == 0 and read(p) == "A\nb\nC\n"
+    r = await aci.run("edit 1:1 g.txt\nX\nend_of_edit")
+    assert r.exit_code == 1 and "works on the open file; to change another file, `open` it" in r.output
+    assert read(p) == "A\nb\nC\n" and read(q) == "c\n"
+
+
 async def test_structured_edit_matches_text_form(tmp_path):
     aci = make(tmp_path)
     p = write(aci, "f.txt", numbered(3))

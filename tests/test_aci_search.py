@@ -147,6 +147,6 @@ async def test_find_file_with_wildcards(tmp_path):
 async def test_search_usage_errors(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("search_dir")
-    assert r.output.startswith('Usage: search_dir "<search_term>" [<dir>]') and r.exit_code == 1
+    assert r.output.startswith('Usage: search_dir <search_term> [<dir>]') and r.exit_code == 1
     r = await aci.run("search_dir def train .")
     assert "too many arguments" in r.output and "Quote an argument" in r.output

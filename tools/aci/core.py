@@ -183,13 +183,29 @@ class ACI:
 
     async def _run_text(self, text: str, timeout: float | None) -> ToolResult:
         try:
-            parsed = parse(text, self._tools)
+            parsed = parse(self._drop_open_file_name(text), self._tools)
         except AciError as e:
             return e.result()
         if isinstance(parsed, ShellCommand):
             return await self._shell(parsed.command, timeout)
         assert isinstance(parsed, Call)
         return await self._execute(parsed.tool, parsed.args, timeout)
+
+    def _drop_open_file_name(self, text: str) -> str:
+        """`edit 1:9 train.py` / `insert 4 train.py` with train.py the open file: the name is
+        dropped (MLGym's edit ignores words after the range, and models write them). A name of
+        another file is left, so the parser refuses it: MLGym would edit the open file."""
+        first, nl, rest = text.partition("\n")
+        words = first.split()
+        if len(words) != 3 or words[0] not in ("edit", "insert") or self.editor.file is None:
+            return text
+        try:
+            named = self.workspace.resolve(words[2].strip("\"'"), self.cwd)
+        except AciError:
+            return text
+        if named.inside != self.editor.file.inside:
+            return text
+        return f"{words[0]} {words[1]}{nl}{rest}"
 
     async def _shell(self, command: str, timeout: float | None) -> ToolResult:
         self.editor.scrolls = 0

@@ -168,6 +168,11 @@ def parse_args(tool: ToolDef, arg_text: str) -> dict[str, Any]:
             )
         values = _tokens(tool, arg_text)
     if len(values) > len(sl):
+        if tool.body is not None and tool.name in ("edit", "insert"):
+            return_hint = (f" `{tool.name}` works on the open file; to change another file, "
+                           "`open` it first.")
+            raise _fail(tool, f"Error: too many arguments: `{tool.name}` takes "
+                        f"{' '.join(s.text for s in sl)} only.{return_hint}")
         hint = " Quote an argument that contains spaces." if sl else ""
         raise _fail(
             tool,
