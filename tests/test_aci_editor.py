@@ -183,7 +183,7 @@ async def test_edit_replaces_deletes_and_inserts(tmp_path):
     [
         ("edit 0:1", "start_line must be at least 1"),
         ("edit 4:2", "end_line (2) is before start_line (4)"),
-        ("edit 1", "does not match <start_line>:<end_line>"),
+        ("edit 1", "Usage: edit <start_line>:<end_line>"),  # alone, as MLGym
         ("edit a:b", "<start_line> must be a number"),
     ],
 )

@@ -148,5 +148,7 @@ async def test_search_usage_errors(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("search_dir")
     assert r.output.startswith('Usage: search_dir <search_term> [<dir>]') and r.exit_code == 1
-    r = await aci.run("search_dir def train .")
+    r = await aci.run("search_dir def train .")  # MLGym answers with its usage line
+    assert (r.output, r.exit_code) == ("Usage: search_dir <search_term> [<dir>]", 1)
+    r = await aci.run("search_file def train x.py")
     assert "too many arguments" in r.output and "Quote an argument" in r.output

@@ -21,6 +21,10 @@ from .spec import Arg, Slot, ToolDef, args_type, slots, usage
 _OPERATORS = {"&&", "||", ";", "|", "&", ";;", "|&", ">", ">>", "<", "<<", "<<<", "(", ")"}
 
 
+# MLGym answers these with their usage line alone when given too many arguments
+USAGE_ONLY_WHEN_TOO_MANY = ("search_dir", "find_file")
+
+
 class ShellCommand(msgspec.Struct, frozen=True):
     command: str
 
@@ -168,6 +172,10 @@ def parse_args(tool: ToolDef, arg_text: str) -> dict[str, Any]:
             )
         values = _tokens(tool, arg_text)
     if len(values) > len(sl):
+        if tool.name in USAGE_ONLY_WHEN_TOO_MANY:  # as MLGym answers these
+            raise AciError(usage(tool), kind="format")
+        if tool.name == "goto":
+            raise AciError("goto allows only one line number at a time.", kind="format")
         if tool.body is not None and tool.name in ("edit", "insert"):
             return_hint = (f" `{tool.name}` works on the open file; to change another file, "
                            "`open` it first.")
@@ -188,6 +196,9 @@ def parse_args(tool: ToolDef, arg_text: str) -> dict[str, Any]:
             continue
         m = re.fullmatch(slot.pattern, values[i], flags=re.DOTALL)
         if m is None:
+            seps = [c for c in slot.text if c in ":,="]
+            if seps and not all(c in values[i] for c in seps):  # `edit 26`: MLGym's usage line
+                raise AciError(usage(tool), kind="format")
             raise _fail(tool, f"Error: {values[i]!r} does not match {slot.text.strip('[]')}")
         for name in slot.names:
             args[name] = _convert(tool, tool.arg(name), m[name])
