@@ -119,7 +119,8 @@ def _metrics(task_id: str, scores: dict[str, float], choice: str | None,
     if choice:
         name, _, how = choice.partition(":")
         if name not in scores:
-            raise MlgymImportError(f"{config}: --metric {name!r} is not a baseline metric ({names})")
+            raise MlgymImportError(f"{config}: --metric {name!r} is not a baseline metric "
+                                   f"({names})")
         if how:
             if how not in ("max", "min"):
                 raise MlgymImportError(f"--metric {choice!r}: the direction is max or min")
@@ -129,7 +130,8 @@ def _metrics(task_id: str, scores: dict[str, float], choice: str | None,
         priority, direction[known[0]] = known
     else:
         priority = names[0]
-    return [Metric(name=n, direction=direction[n]) for n in names], priority  # type: ignore[arg-type]
+    metrics = [Metric(name=n, direction=direction[n]) for n in names]  # type: ignore[arg-type]
+    return metrics, priority
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -163,8 +165,8 @@ def import_task(checkout: Path, config: Path, out_root: Path, *, name: str | Non
         raise MlgymImportError(f"{config}: unknown task_entrypoint {entry!r}")
     baselines = cfg.get("baseline_scores") or []
     if not baselines or not isinstance(baselines[0], dict) or not baselines[0]:
-        raise MlgymImportError(f"{config}: no baseline_scores; run the baseline in MLGym first (the "
-                           "score is the reference AUP needs)")
+        raise MlgymImportError(f"{config}: no baseline_scores; run the baseline in MLGym first "
+                               "(the score is the reference AUP needs)")
     scores = {str(k): float(v) for k, v in baselines[0].items()}
     metrics, priority = _metrics(task_id, scores, metric, config)
 
@@ -210,7 +212,8 @@ def _build(checkout: Path, config: Path, cfg: dict[str, Any], staging: Path, tas
         raise MlgymImportError(f"{config}: no evaluation_paths")
     for rel in evaluation:
         if not (ws / rel).is_file():
-            raise MlgymImportError(f"{config}: evaluation script {rel!r} is not among the starter files")
+            raise MlgymImportError(f"{config}: evaluation script {rel!r} is not among the "
+                                   "starter files")
     if cfg.get("evaluation_read_only"):
         read_only += evaluation
     hidden = [str(p) for p in cfg.get("secret_files") or []] + list(secret)

@@ -80,11 +80,13 @@ def metrics_line(output: str) -> dict:
         raise EvalError("evaluation_format_error", "the evaluation script printed no metrics line "
                         "(one JSON object on a line); its output:\n" + output[-3000:]) from None
     if not isinstance(data, dict):
-        raise EvalError("evaluation_format_error", f"the metrics line is not an object: {line[:300]}")
+        raise EvalError("evaluation_format_error",
+                        f"the metrics line is not an object: {line[:300]}")
     scores = {str(k): float(v) for k, v in data.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not scores:
-        raise EvalError("evaluation_format_error", f"the metrics line holds no numbers: {line[:300]}")
+        raise EvalError("evaluation_format_error",
+                        f"the metrics line holds no numbers: {line[:300]}")
     return scores
 
 
