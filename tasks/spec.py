@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-SUITES = ("full", "lite")
+SUITES = ("full", "lite", "imported")  # imported: made by `mlgym tasks import-mlgym`
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -72,6 +72,9 @@ class Evaluation(_Base, kw_only=True):
     timeout_s: float = 600.0
     seed: int = 0
     memory_mb: int = 4096
+    # the evaluation sandbox also gets an empty, writable /home/agent/workspace (MLGym's
+    # evaluation scripts, run by imported tasks, name files by that absolute path)
+    workspace_mount: bool = False
 
 
 class Prepare(_Base, kw_only=True):

@@ -83,7 +83,7 @@ async def test_host_secrets_other_workspaces_and_home_are_invisible(sandbox, tmp
         r = await sandbox.exec(f"cat {path} || ls {path}")
         assert r.exit_code != 0 and "No such file or directory" in r.output, path
     # /root holds at most the path down to the base Python installation; /home only the agent
-    r = await sandbox.exec("ls -A /home; ls -A /root 2>/dev/null; ls /sys /work /opt 2>&1 | wc -l")
+    r = await sandbox.exec("command ls -A /home; command ls -A /root 2>/dev/null; ls /sys /work /opt 2>&1 | wc -l")
     listed = r.output.split()
     assert listed[0] == "agent"
     shown = python_mounts(sandbox.config.python_env)

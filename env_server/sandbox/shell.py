@@ -97,6 +97,8 @@ INIT_SCRIPT = r"""
 set -m
 set +o histexpand 2>/dev/null
 exec 2>&1
+shopt -s expand_aliases  # MLGym's shell aliases: agents trained there read `ls` as `ls -F`
+alias ls='ls -F' ll='ls -alF' la='ls -A' l='ls -CF'
 __mlgym_shell=$$
 __mlgym_w=
 # USR1 (from the watcher): return from the agent's command (or the function of it that runs),
