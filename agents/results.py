@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym.agents.events import events
+from mlgym.files import atomic_write_json
 from mlgym.agents.ledger import Ledger
 from mlgym.bus import protocol as P
 
@@ -56,11 +57,7 @@ def result_dict(*, task: str, method: str, run_id: str, ledger: Ledger, exit_sta
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
-    path = run_dir / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(run_dir / RESULT_FILE, result, allow_nan=False)
 
 
 def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
@@ -108,7 +105,5 @@ def write_trajectories(run_dir: Path, trajs: dict[str, dict[str, Any]]) -> list[
     d.mkdir(exist_ok=True)
     paths = []
     for agent, data in trajs.items():
-        p = d / f"{agent}.traj"
-        p.write_text(json.dumps(data, indent=2))
-        paths.append(p)
+        paths.append(atomic_write_json(d / f"{agent}.traj", data))
     return paths
