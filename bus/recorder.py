@@ -471,8 +471,10 @@ def record(url: str, run_dir: str, prefix: str | None, username: str | None, pas
         recorder = Recorder(url, run_dir, prefix=prefix, username=username, password=password,
                             ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         asyncio.run(_run_until_signalled(recorder))
-    except (MqttBusError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (MqttBusError, ValueError, OSError) as exc:
+        from mlgym.bus.cli import one_line
+
+        raise click.ClickException(one_line(exc)) from None
 
 
 __all__ = ["Recorder", "record"]
