@@ -11,12 +11,15 @@ For each task:
               in a fresh evaluation sandbox, of the artefact the baseline produced (copied out
               of the session's workspace just before `validate`), or of the starter artefact
               when the baseline produced none.
+  reproduced  the baseline's scores match the published ones in task.toml, within
+              `[baseline] tolerance` (relative, per metric; default tasks.spec.REPRODUCE_TOLERANCE)
 Failures (an invalid spec, a baseline command failing, an evaluation error, a timeout) are
 reported per task and do not stop the others.
 
 Options: --only ID,ID  --suite NAME  --backend local|docker  --timeout S (per task).
 The last line printed is one JSON object:
-  {"tasks": {id: {"baseline_s", "evaluate_s", "scores", "published", ...}}, "total_s": ...}
+  {"tasks": {id: {"baseline_s", "evaluate_s", "scores", "published", "reproduced", ...}},
+   "total_s": ..., "targets_met": {"each_baseline", "suite", "reproduced"}}
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     task = registry.load_task(task_id)
     spec = task.spec
     out: dict[str, Any] = {"baseline_s": None, "evaluate_s": None, "scores": {},
-                           "published": dict(spec.baseline.scores)}
+                           "published": dict(spec.baseline.scores), "reproduced": False}
     t0 = time.monotonic()
     try:  # one-time data preparation (cached afterwards) is timed apart from the baseline
         await asyncio.to_thread(registry.prepare, task)
@@ -150,6 +153,10 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     try:
         result = await asyncio.wait_for(commands.run_baseline(task_id, backend), timeout)
         out["scores"] = result["scores"]
+        per_metric = spec.baseline.reproduces(out["scores"])
+        out["reproduced"] = all(per_metric.values())
+        if not out["reproduced"]:
+            out["not_reproduced"] = sorted(m for m, ok in per_metric.items() if not ok)
     except TimeoutError:
         out["error"] = f"baseline: timed out after {timeout:g} s"
     except Exception as exc:  # noqa: BLE001 - ClickException and friends: report per task
@@ -204,7 +211,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         f"{len(broken)} not, backend {a.backend}, {os.cpu_count()} CPUs, load "
         f"{[round(x, 2) for x in os.getloadavg()]}, {started:%Y-%m-%d %H:%M} UTC")
     results: dict[str, Any] = {tid: {"baseline_s": None, "evaluate_s": None, "scores": {}, "published": {},
-                                     "error": why} for tid, why in broken.items()}
+                                     "reproduced": False, "error": why} for tid, why in broken.items()}
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mlgym-bench-tasks-") as tmp:
         for tid in wanted:
@@ -226,18 +233,25 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         e = f"{r['evaluate_s']:.1f}" if r["evaluate_s"] is not None else "-"
         pr = f"{r['prepare_s']:.1f}" if r.get("prepare_s") is not None else "-"
         if r["scores"]:
-            tail = fmt_scores(r["scores"], r["published"])
+            tail = ("" if r["reproduced"] else "NOT REPRODUCED ") + fmt_scores(r["scores"], r["published"])
         else:
             tail = f"ERROR {short(r.get('error', ''))}"
         say(f"{tid:<30} {pr:>9} {b:>10} {e:>10}  {tail}")
     slow = [t for t, r in results.items()
             if r["baseline_s"] is not None and r["baseline_s"] > TARGET_BASELINE_S]
     failed = [t for t, r in results.items() if "error" in r or "evaluate_error" in r]
-    say(f"total {total:.1f} s (target {TARGET_SUITE_S:.0f} s); baselines over {TARGET_BASELINE_S:.0f} s: "
-        f"{', '.join(slow) or 'none'}; failed: {', '.join(failed) or 'none'}")
+    differ = [t for t, r in results.items() if r["scores"] and not r["reproduced"]]
+    reproduced = sum(r["reproduced"] for r in results.values())
+    load = [round(x, 2) for x in os.getloadavg()]
+    say(f"total {total:.1f} s (target {TARGET_SUITE_S:.0f} s); reproduced {reproduced} of "
+        f"{len(results)}; not reproduced: {', '.join(differ) or 'none'}; baselines over "
+        f"{TARGET_BASELINE_S:.0f} s: {', '.join(slow) or 'none'}; failed: {', '.join(failed) or 'none'}; "
+        f"load at the end {load}")
     return {"tasks": results, "total_s": total, "suite": a.suite if not only else None,
             "backend": a.backend, "date": started.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-            "targets_met": {"each_baseline": not slow and not failed, "suite": total <= TARGET_SUITE_S}}
+            "load_end": load,
+            "targets_met": {"each_baseline": not slow and not failed, "suite": total <= TARGET_SUITE_S,
+                            "reproduced": not differ and not failed}}
 
 
 def main() -> None:
