@@ -7,6 +7,7 @@ For each task:
   baseline_s  commands.run_baseline, i.e. `mlgym baseline TASK`: an environment server in this
               process, a real session on the chosen backend, the task's baseline commands, then
               `validate` (scored in the evaluation sandbox). Wall time of the whole call.
+  load        the 1-minute load average before and after the baseline (a shared machine)
   evaluate_s  commands.evaluate_path, i.e. `mlgym evaluate TASK ARTEFACT`: one evaluation alone,
               in a fresh evaluation sandbox, of the artefact the baseline produced (copied out
               of the session's workspace just before `validate`), or of the starter artefact
@@ -149,6 +150,7 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     keeper = ArtefactKeeper(scratch, spec.files.submission)
     original = commands.embedded_server
     commands.embedded_server = keeper.wrap(original)
+    load_before = os.getloadavg()[0]
     t0 = time.monotonic()
     try:
         result = await asyncio.wait_for(commands.run_baseline(task_id, backend), timeout)
@@ -164,6 +166,8 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     finally:
         commands.embedded_server = original
         out["baseline_s"] = round(time.monotonic() - t0, 2)
+        # the 1-minute load average before and after the baseline: the machine is shared
+        out["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
     artefact, source = keeper.kept, "baseline"
     if artefact is None:
@@ -220,7 +224,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             scratch.mkdir()
             results[tid] = await bench_task(tid, a.backend, a.timeout, scratch)
             r = results[tid]
-            say(f"    baseline {r['baseline_s']} s, evaluate {r['evaluate_s']} s"
+            say(f"    baseline {r['baseline_s']} s (load {r.get('load')}), evaluate {r['evaluate_s']} s"
                 + (f", error: {short(r['error'], 300)}" if "error" in r else "")
                 + (f", evaluate error: {short(r['evaluate_error'], 300)}" if "evaluate_error" in r else ""))
     total = round(time.monotonic() - t_all, 2)
