@@ -145,6 +145,26 @@ def test_memory_relevance_is_normalised_bm25(tmp_path):
     assert store.search("to be or not to be", k=5)[0].text.startswith("Label")  # only stop words: kept
 
 
+def test_memory_search_cli_shows_relevance_count_and_sources(tmp_path):
+    from click.testing import CliRunner
+
+    from mlgym.tools.cli import memory
+
+    db = tmp_path / "m.sqlite"
+    store = MemoryStore(db)
+    for author in ("literature", "planner"):
+        store.write("Tit-for-tat won Axelrod's tournaments", author=author, task="pd")
+    store.write("best candidate tit_for_tat scored 2.41", author="planner", task="pd")
+    store.close()
+    out = CliRunner().invoke(memory, ["search", "tit for tat strategy", "--db", str(db)]).output
+    lines = out.splitlines()
+    assert lines[0].startswith("# [id] relevance xN")
+    assert lines[1] == "[1] 0.67 x2 (literature,planner; ) Tit-for-tat won Axelrod's tournaments"
+    assert lines[2].startswith("[2] 0.") and " x1 (planner; ) best candidate" in lines[2]
+    out = CliRunner().invoke(memory, ["search", "zebra", "--db", str(db)]).output
+    assert out == 'no memory entries match "zebra"\n'
+
+
 def test_memory_store_of_version_1_is_migrated_and_its_duplicates_merged(tmp_path):
     import sqlite3
 

@@ -45,8 +45,10 @@ def search(query: str, k: int, task: str, db: Path | None) -> None:
     hits = store.search(query, k, task=task)
     if not hits:
         click.echo(f'no memory entries match "{query}"')
-    click.echo("relevance in [0, 1]: share of the query's words the entry holds x its bm25 "
-               "relative to the best hit; xN: written N times (merged)", err=True)
+        return
+    click.echo("# [id] relevance xN (sources; tags) text -- relevance in [0, 1]: share of the "
+               "query's words the entry holds x its bm25 relative to the best hit; xN: written "
+               "N times (merged)")
     for hit in hits:
         sources = ",".join(hit.sources) or hit.author or "?"
         click.echo(f"[{hit.memory_id}] {hit.score:.2f} x{hit.count} ({sources}; "
