@@ -57,7 +57,8 @@ class Research:
         lines = [f'{len(reply.hits)} memory entries for "{query}":']
         for h in reply.hits:
             seen = f", written {h.count}x" if h.count > 1 else ""
-            lines.append(f"[{h.memory_id}] (relevance {h.score:.2f}, {h.author or 'unknown'}{seen}) {h.text}")
+            who = h.author or "unknown"
+            lines.append(f"[{h.memory_id}] (relevance {h.score:.2f}, {who}{seen}) {h.text}")
         return "\n".join(lines), 0
 
     # ------------------------------------------------------------------ literature

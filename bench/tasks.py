@@ -214,8 +214,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     say(f"bench tasks: suite {a.suite if not only else '(--only)'}, {len(wanted)} runnable, "
         f"{len(broken)} not, backend {a.backend}, {os.cpu_count()} CPUs, load "
         f"{[round(x, 2) for x in os.getloadavg()]}, {started:%Y-%m-%d %H:%M} UTC")
-    results: dict[str, Any] = {tid: {"baseline_s": None, "evaluate_s": None, "scores": {}, "published": {},
-                                     "reproduced": False, "error": why} for tid, why in broken.items()}
+    results: dict[str, Any] = {
+        tid: {"baseline_s": None, "evaluate_s": None, "scores": {}, "published": {},
+              "reproduced": False, "error": why} for tid, why in broken.items()}
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mlgym-bench-tasks-") as tmp:
         for tid in wanted:
@@ -224,7 +225,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             scratch.mkdir()
             results[tid] = await bench_task(tid, a.backend, a.timeout, scratch)
             r = results[tid]
-            say(f"    baseline {r['baseline_s']} s (load {r.get('load')}), evaluate {r['evaluate_s']} s"
+            say(f"    baseline {r['baseline_s']} s (load {r.get('load')}), "
+                f"evaluate {r['evaluate_s']} s"
                 + (f", error: {short(r['error'], 300)}" if "error" in r else "")
                 + (f", evaluate error: {short(r['evaluate_error'], 300)}" if "evaluate_error" in r else ""))
     total = round(time.monotonic() - t_all, 2)
@@ -237,7 +239,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         e = f"{r['evaluate_s']:.1f}" if r["evaluate_s"] is not None else "-"
         pr = f"{r['prepare_s']:.1f}" if r.get("prepare_s") is not None else "-"
         if r["scores"]:
-            tail = ("" if r["reproduced"] else "NOT REPRODUCED ") + fmt_scores(r["scores"], r["published"])
+            tail = (("" if r["reproduced"] else "NOT REPRODUCED ")
+                    + fmt_scores(r["scores"], r["published"]))
         else:
             tail = f"ERROR {short(r.get('error', ''))}"
         say(f"{tid:<30} {pr:>9} {b:>10} {e:>10}  {tail}")
@@ -249,12 +252,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     say(f"total {total:.1f} s (target {TARGET_SUITE_S:.0f} s); reproduced {reproduced} of "
         f"{len(results)}; not reproduced: {', '.join(differ) or 'none'}; baselines over "
-        f"{TARGET_BASELINE_S:.0f} s: {', '.join(slow) or 'none'}; failed: {', '.join(failed) or 'none'}; "
-        f"load at the end {load}")
+        f"{TARGET_BASELINE_S:.0f} s: {', '.join(slow) or 'none'}; "
+        f"failed: {', '.join(failed) or 'none'}; load at the end {load}")
     return {"tasks": results, "total_s": total, "suite": a.suite if not only else None,
             "backend": a.backend, "date": started.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
             "load_end": load,
-            "targets_met": {"each_baseline": not slow and not failed, "suite": total <= TARGET_SUITE_S,
+            "targets_met": {"each_baseline": not slow and not failed,
+                            "suite": total <= TARGET_SUITE_S,
                             "reproduced": not differ and not failed}}
 
 

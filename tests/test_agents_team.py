@@ -99,7 +99,8 @@ async def test_runs_can_share_one_memory_store(tmp_path):
         try:
             per_run.append((store.count("prisonersDilemma"), store.writes("prisonersDilemma")))
             assert store.count("battleOfSexes") == 0
-            texts = [h.text for h in store.search("prisonersDilemma", k=100, task="prisonersDilemma")]
+            hits = store.search("prisonersDilemma", k=100, task="prisonersDilemma")
+            texts = [h.text for h in hits]
         finally:
             store.close()
         assert len(texts) == len(set(texts)) == per_run[-1][0]  # each note once

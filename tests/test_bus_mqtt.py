@@ -421,7 +421,8 @@ def test_bus_commands_refuse_a_wrong_password_in_one_line(tmp_path):
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             assert proc.returncode == 1, (what, proc.stderr)
             assert len(lines) == 1 and "Traceback" not in proc.stderr, (what, proc.stderr)
-            assert lines[0].startswith("Error: MQTT broker") and "refused the login" in lines[0], what
+            assert lines[0].startswith("Error: MQTT broker"), what
+            assert "refused the login" in lines[0], what
             assert "wrong" not in lines[0]  # the password is never printed
     finally:
         mq.stop()

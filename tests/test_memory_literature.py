@@ -96,11 +96,13 @@ def test_memory_optional_embedding_reranker(tmp_path):
 
 def test_memory_merges_identical_and_near_identical_notes(tmp_path):
     store = MemoryStore(tmp_path / "mem.sqlite")
-    note = "Tit-for-tat against the published opponent mix scored 2.31 on validation; grim trigger did worse"
+    note = ("Tit-for-tat against the published opponent mix scored 2.31 on validation; "
+            "grim trigger did worse")
     first = store.write(note, tags=["games"], author="literature", task="pd")
     assert first[1] == 1
     # the same words (case, punctuation, spacing aside): merged
-    assert store.write(note.upper().replace(";", ",") + "  ", author="literature", task="pd") == (first[0], 2)
+    shouted = note.upper().replace(";", ",") + "  "
+    assert store.write(shouted, author="literature", task="pd") == (first[0], 2)
     # nearly the same words, same numbers, another author: merged, the author joins the sources
     near = note.replace("did worse", "did clearly worse")
     assert store.write(near, tags=["strategy"], author="planner", task="pd") == (first[0], 3)
@@ -142,7 +144,8 @@ def test_memory_relevance_is_normalised_bm25(tmp_path):
     assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].bm25 < hits[1].bm25 < 0
     # stop words are not query words: "the" and "of" alone do not match everything
     assert [h.text[:7] for h in store.search("the warmup of", k=5)] == ["Batch s"]
-    assert store.search("to be or not to be", k=5)[0].text.startswith("Label")  # only stop words: kept
+    # a query of stop words only is searched as it is
+    assert store.search("to be or not to be", k=5)[0].text.startswith("Label")
 
 
 def test_memory_search_cli_shows_relevance_count_and_sources(tmp_path):
@@ -180,7 +183,8 @@ def test_memory_store_of_version_1_is_migrated_and_its_duplicates_merged(tmp_pat
         END;""")
     for author in ("literature", "literature", "planner"):  # what every run used to store again
         db.execute("INSERT INTO memories(task, author, tags, text, created) VALUES (?,?,?,?,?)",
-                   ("pd", author, "literature", "Pavlov corrects mistakes faster under noise.", 1.0))
+                   ("pd", author, "literature", "Pavlov corrects mistakes faster under noise.",
+                    1.0))
     db.execute("INSERT INTO memories(task, author, tags, text, created) VALUES "
                "('pd', 'coder', 'coder', 'Grim trigger loses to noise.', 2.0)")
     db.commit()
@@ -191,7 +195,8 @@ def test_memory_store_of_version_1_is_migrated_and_its_duplicates_merged(tmp_pat
     assert len(hits) == 2
     pavlov = next(h for h in hits if h.text.startswith("Pavlov"))
     assert pavlov.count == 3 and pavlov.sources == ["literature", "planner"]
-    assert store.write("pavlov corrects mistakes faster under noise", task="pd") == (pavlov.memory_id, 4)
+    again = store.write("pavlov corrects mistakes faster under noise", task="pd")
+    assert again == (pavlov.memory_id, 4)
 
 
 # ---------------------------------------------------------------------------- offline literature
@@ -293,8 +298,9 @@ def test_offline_index_of_an_older_version_is_rebuilt(tmp_path):
     (folder / "a.md").write_text("# Colonel Blotto\n\nSpread the soldiers over the fields.\n")
     index = tmp_path / "idx.sqlite"
     db = sqlite3.connect(index)  # the version 1 layout: no abstract column, user_version 0
-    db.executescript("CREATE TABLE docs(path TEXT PRIMARY KEY, mtime REAL, size INTEGER, title TEXT);"
-                     "CREATE VIRTUAL TABLE chunks USING fts5(path UNINDEXED, title, body);")
+    db.executescript(
+        "CREATE TABLE docs(path TEXT PRIMARY KEY, mtime REAL, size INTEGER, title TEXT);"
+        "CREATE VIRTUAL TABLE chunks USING fts5(path UNINDEXED, title, body);")
     db.close()
     found = asyncio.run(OfflineProvider(folder, index_path=index).search("blotto soldiers", 3))
     assert [p.title for p in found] == ["Colonel Blotto"]
@@ -455,8 +461,9 @@ async def test_memory_service_over_rpc(tmp_path):
         hits = await client.request("memory", p.MemorySearch(query="ridge alpha", k=3, task="hp"))
         assert isinstance(hits, p.MemoryHits) and len(hits.hits) == 1
         assert hits.hits[0].author == "coder" and hits.hits[0].tags == ["hp"]
-        again = await client.request("memory", p.MemoryWrite(text="ridge alpha 10 beat alpha 0.1 on house-prices!",
-                                                             tags=["ridge"], task="hp"))
+        same = p.MemoryWrite(text="ridge alpha 10 beat alpha 0.1 on house-prices!", tags=["ridge"],
+                             task="hp")
+        again = await client.request("memory", same)
         assert isinstance(again, p.MemoryWritten) and (again.memory_id, again.count) == (1, 2)
         hits = await client.request("memory", p.MemorySearch(query="ridge alpha", k=3, task="hp"))
         (hit,) = hits.hits

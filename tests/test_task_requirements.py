@@ -33,7 +33,8 @@ print(json.dumps(failed))
 
 
 def declared() -> list[str]:
-    return sorted({m for tid in registry.task_ids() for m in registry.load_task(tid).spec.requirements})
+    tasks = [registry.load_task(tid) for tid in registry.task_ids()]
+    return sorted({m for task in tasks for m in task.spec.requirements})
 
 
 def _imports(path: Path, *, top_level: bool = False) -> set[str]:
@@ -54,7 +55,8 @@ def task_imports(task_dir: Path) -> set[str]:
     """Third-party modules imported by a task's sandboxed code (evaluator, starter code, the
     shared tasks/_common modules they use); prepare.py runs with the framework's Python."""
     common = {p.stem: p for p in (registry.TASKS_ROOT / "_common").glob("*.py")}
-    local = {p.stem for p in task_dir.rglob("*.py")} | {p.name for p in task_dir.rglob("*") if p.is_dir()}
+    local = ({p.stem for p in task_dir.rglob("*.py")}
+             | {p.name for p in task_dir.rglob("*") if p.is_dir()})
     todo = [p for p in task_dir.rglob("*.py") if p.name != "prepare.py"]
     seen: set[Path] = set()
     found: set[str] = set()
@@ -72,7 +74,8 @@ def task_imports(task_dir: Path) -> set[str]:
 
 
 def probe(argv: list[str]) -> dict[str, str]:
-    proc = subprocess.run([*argv, "-c", PROBE, *declared()], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*argv, "-c", PROBE, *declared()], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

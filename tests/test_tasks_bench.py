@@ -18,8 +18,8 @@ def test_bench_tasks_reports_a_reproduced_baseline():
     import shutil
 
     require(shutil.which("bwrap") is not None, "bubblewrap is not installed (local sandbox)")
-    proc = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "tasks", "--only", "battleOfSexes"],
-                          capture_output=True, text=True, timeout=280)
+    argv = [sys.executable, "-m", "mlgym.cli", "bench", "tasks", "--only", "battleOfSexes"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     task = report["tasks"]["battleOfSexes"]

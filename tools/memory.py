@@ -46,10 +46,12 @@ CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
   INSERT INTO memories_fts(rowid, text, tags) VALUES (new.id, new.text, new.tags);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
-  INSERT INTO memories_fts(memories_fts, rowid, text, tags) VALUES ('delete', old.id, old.text, old.tags);
+  INSERT INTO memories_fts(memories_fts, rowid, text, tags)
+    VALUES ('delete', old.id, old.text, old.tags);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF text, tags ON memories BEGIN
-  INSERT INTO memories_fts(memories_fts, rowid, text, tags) VALUES ('delete', old.id, old.text, old.tags);
+  INSERT INTO memories_fts(memories_fts, rowid, text, tags)
+    VALUES ('delete', old.id, old.text, old.tags);
   INSERT INTO memories_fts(rowid, text, tags) VALUES (new.id, new.text, new.tags);
 END;
 """

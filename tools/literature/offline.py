@@ -62,8 +62,8 @@ def _title(path: Path, text: str) -> str:
 
 
 _ABSTRACT_HEAD = re.compile(r"^\W*abstract\b[\s.:\u2014\u2013-]*", re.I | re.M)
-_SECTION = re.compile(r"^\s*(?:#+\s*|\d+\.?\s+|[IVX]+\.\s+)?(?:introduction|keywords|index terms)\b",
-                      re.I | re.M)
+_SECTION = re.compile(
+    r"^\s*(?:#+\s*|\d+\.?\s+|[IVX]+\.\s+)?(?:introduction|keywords|index terms)\b", re.I | re.M)
 
 
 def _abstract(text: str, title: str) -> str:
