@@ -7,7 +7,7 @@ tat" must not match every text that says "for". The index keeps them (phrases st
 STOP_WORDS is a short list of English function words (articles, pronouns, prepositions,
 conjunctions, auxiliary verbs, the contraction fragments "s", "t", "ll"...), written for this
 module. It leaves out every content word on purpose: scikit-learn's list (a dependency here)
-also drops words such as "system", "computer", "interest", "fire", "bill" and "top", which
+also drops words such as "system", "interest", "detail", "fire", "part" and "top", which
 its own documentation warns about, and a research query needs them.
 
 `relevance` turns bm25 into a score in [0, 1] (see its docstring and docs/agents.md).
