@@ -9,6 +9,7 @@ from typing import Any
 
 from mlgym.agents.events import events
 from mlgym.agents.ledger import AgentUsage, Ledger
+from mlgym.files import atomic_write_json
 from mlgym.bus import protocol as P
 
 RESULT_FILE = "result.json"
@@ -67,11 +68,7 @@ def _agent_result(u: AgentUsage) -> dict[str, Any]:
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
-    path = run_dir / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(run_dir / RESULT_FILE, result, allow_nan=False)
 
 
 def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
@@ -121,7 +118,5 @@ def write_trajectories(run_dir: Path, trajs: dict[str, dict[str, Any]]) -> list[
     d.mkdir(exist_ok=True)
     paths = []
     for agent, data in trajs.items():
-        p = d / f"{agent}.traj"
-        p.write_text(json.dumps(data, indent=2))
-        paths.append(p)
+        paths.append(atomic_write_json(d / f"{agent}.traj", data))
     return paths

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym.agents import config as C
+from mlgym.files import atomic_write
 from mlgym.bus import protocol as P
 
 RUN_FILE = "run.json"
@@ -81,7 +82,7 @@ class Artefacts:
         for t in targets:
             d = self.root / t
             d.mkdir(parents=True, exist_ok=True)
-            (d / self.name).write_bytes(data)
+            atomic_write(d / self.name, data)
         self.latest = data
         if best:
             self.best = data

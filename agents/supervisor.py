@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log, paths
+from mlgym.files import atomic_write_json
 from mlgym.agents import budgets as B
 from mlgym.agents import config as C
 from mlgym.agents import results as R
@@ -725,17 +726,13 @@ class Supervisor:
                 "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
         if result is not None:
             data["exit_status"] = result["exit_status"]
-        tmp = self.dir / f"{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.dir / RUN_FILE)
+        atomic_write_json(self.dir / RUN_FILE, data)
 
     def _save_pids(self) -> None:
         pids = {"supervisor": os.getpid(), "broker": self.broker.pid if self.broker else None,
                 "env": self.env_proc.pid if self.env_proc else None,
                 "agents": {n: c.pid for n, c in self.agents.items()}}
-        tmp = self.dir / f"{PIDS_FILE}.tmp"
-        tmp.write_text(json.dumps(pids, indent=2))
-        os.replace(tmp, self.dir / PIDS_FILE)
+        atomic_write_json(self.dir / PIDS_FILE, pids)
 
 
 async def run_team(task: str, team: C.TeamConfig, *, run_dir: Path | None = None, run_id: str | None = None,

@@ -484,7 +484,11 @@ class MemoryWrite(Body, tag="memory_write"):
 
 
 class MemoryWritten(Body, tag="memory_written"):
+    """`count` > 1: the note was already stored (the same words, or nearly) and was merged
+    into entry `memory_id`, which has now been written `count` times."""
+
     memory_id: int
+    count: int = 1
 
 
 class MemorySearch(Body, tag="memory_search"):
@@ -494,12 +498,20 @@ class MemorySearch(Body, tag="memory_search"):
 
 
 class MemoryHit(msgspec.Struct, gc=False):
+    """`score`: relevance in [0, 1], the share of the query's words (stop words aside) the
+    entry holds times its bm25 relative to the best hit of this search (1 = the best hit, with
+    every word); `bm25`: FTS5's raw value (negative, lower is better). `count`: how many times
+    the note was written (merged duplicates); `sources`: the distinct authors who wrote it."""
+
     memory_id: int
     text: str
     tags: list[str]
     author: str
     score: float
     created: float
+    count: int = 1
+    sources: list[str] = []
+    bm25: float = 0.0
 
 
 class MemoryHits(Body, tag="memory_hits"):

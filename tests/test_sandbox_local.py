@@ -70,6 +70,8 @@ async def test_shell_basics_inside(sandbox, config, task_venv):
     assert r.output == f"0.1\nhi\n{WORKSPACE}/src\n"
     assert (config.workspace / "src" / "note.txt").read_text() == "hi\n"
     assert sandbox.status()["isolated"] is True
+    r = await sandbox.exec("echo $OMP_WAIT_POLICY")  # idle torch threads sleep, not spin
+    assert r.output.strip() == "PASSIVE"
 
 
 async def test_host_secrets_other_workspaces_and_home_are_invisible(sandbox, tmp_path):

@@ -68,6 +68,8 @@ def test_suites():
     ('suites = ["full", "lite"]', 'suites = ["huge"]', "suites[0]"),
     ('scores = { r2 = 0.8799891474739243,', 'scores = { acc = 1.0, r2 = 0.8799891474739243,', "baseline.scores.acc"),
     ('id = "regressionKaggleHousePrice"', 'id = "otherName"', "id"),
+    ("[baseline]\n", "[baseline]\ntolerance = { acc = 0.1 }\n", "baseline.tolerance.acc"),
+    ("[baseline]\n", "[baseline]\ntolerance = { r2 = -0.1 }\n", "baseline.tolerance.r2"),
 ])
 def test_spec_errors_name_file_and_field(tmp_path, old, new, field):
     task_dir = copy_task(tmp_path, "regressionKaggleHousePrice")
@@ -77,6 +79,17 @@ def test_spec_errors_name_file_and_field(tmp_path, old, new, field):
     assert err.value.field == field
     assert str(task_dir / "task.toml") in str(err.value)
     assert f"`{field}`" in str(err.value)
+
+
+def test_baseline_reproduction_tolerance():
+    """`mlgym bench tasks` counts a baseline as reproduced within `[baseline] tolerance`
+    (relative, per metric), else within float noise."""
+    from mlgym.tasks.spec import Baseline
+
+    b = Baseline(scores={"accuracy": 0.66, "Time": 0.9}, tolerance={"Time": 1.0})
+    assert b.reproduces({"accuracy": 0.66000001, "Time": 1.7}) == {"accuracy": True, "Time": True}
+    assert b.reproduces({"accuracy": 0.6405, "Time": 1.9}) == {"accuracy": False, "Time": False}
+    assert b.reproduces({"Time": 0.9}) == {"accuracy": False, "Time": True}  # a metric missing
 
 
 def test_spec_missing_field_and_bad_toml(tmp_path):

@@ -32,6 +32,7 @@ from typing import Any
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
+    DEFAULT_ENV,
     HOME,
     JOBS,
     STATE,
@@ -150,7 +151,8 @@ def sandbox_env(config: SandboxConfig, home: str = HOME, extra: dict[str, str] |
     path = SYSTEM_PATH
     env = {"HOME": home, "USER": "agent", "LOGNAME": "agent", "SHELL": "/bin/bash",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp",
-           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat"}
+           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat",
+           **DEFAULT_ENV}
     if config.python_env is not None:
         venv = str(config.python_env.resolve())
         env["VIRTUAL_ENV"] = venv
