@@ -33,7 +33,7 @@ from mlgym.agents.research import Research
 from mlgym.agents.tools import role_tools
 from mlgym.bus import connect
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase
+from mlgym.bus.base import BusClientBase, RpcError
 from mlgym.bus.rpc import RpcClient
 from mlgym.bus.security import ClientCurve, client_curve
 from mlgym.tools.aci import openai_tools
@@ -187,9 +187,10 @@ class Agent(Commands):
         self._listener = asyncio.create_task(self._listen(sub), name=f"agent-{self.name}-listen")
         if not self.entries:
             self.state.remaining = int(info.budget.get("steps", 0))
+            self.state.cwd = await self._workspace(info.session)
             system = prompts.system_prompt(self.role, self.tools, mode=self.o.mode)
             instance = prompts.instance_prompt(self.role, info.observation or info.task, step=0,
-                                               remaining=self.state.remaining,
+                                               remaining=self.state.remaining, cwd=self.state.cwd,
                                                team=info.members if self.role != "single" else None)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
@@ -197,6 +198,16 @@ class Agent(Commands):
             self._new = [Entry(Message.user(
                 "NOTE: You were restarted and your conversation was restored from the run's event log. "
                 "Your last command may not have finished; check the state of your files before going on."))]
+
+    async def _workspace(self, session: str) -> str:
+        """Where the session's workspace is, as its commands see it (WORKSPACE unless the
+        sandbox runs without namespaces): the agent's first working directory."""
+        assert self.env is not None
+        try:
+            info = await self.env.request("env", P.SessionStatus(session=session), timeout=10)
+        except (RpcError, TimeoutError):
+            return WORKSPACE
+        return (info.workspace if isinstance(info, P.SessionInfo) else "") or WORKSPACE
 
     async def _run_info(self) -> P.RunInfo:
         """The latest RunInfo of this run, from history or, if the run has not announced one

@@ -71,6 +71,7 @@ class Supervisor:
         self.memory_endpoint = ""
         self.bus_url = ""
         self.session = ""
+        self.sandbox_warning = ""
         self.observation = ""
         self.tools_help = ""
         self.generation = 0
@@ -286,6 +287,9 @@ class Supervisor:
             raise RunError(f"the environment server could not open a {self.cfg.task} session: "
                            f"{exc.code}: {exc.message}") from None
         assert isinstance(opened, P.SessionOpened)
+        if opened.info.warning and opened.info.warning != self.sandbox_warning:
+            self.sandbox_warning = opened.info.warning  # said once per run (and again if it changes)
+            logger.warning("the sandbox isolates less than it should", detail=opened.info.warning)
         self.session = opened.info.session
         self.observation = opened.observation
         self.tools_help = opened.tools_help

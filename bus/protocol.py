@@ -185,6 +185,9 @@ class SessionInfo(Body, tag="session_info"):
     open_file: str = ""
     best_scores: dict[str, float] = {}
     created: float = 0.0
+    warning: str = ""  # the sandbox isolates less than it should (e.g. no bubblewrap): what
+    workspace: str = ""  # the workspace as commands see it (/home/agent/workspace, or its host
+    # folder where the local sandbox has no namespaces; "" from servers before this field)
 
 
 class SessionOpened(Body, tag="session_opened"):

@@ -121,6 +121,7 @@ class Session:
         window = self.limits.window or 1000
         self.aci = ACI(
             self.workspace,
+            inside_root=self.inside,
             shell=self._shell,
             validate=self._validate,
             submit=self._submit,
@@ -141,16 +142,22 @@ class Session:
 
     # ------------------------------------------------------------------ observations
 
+    @property
+    def inside(self) -> str:
+        """The workspace as the agent's commands see it (WORKSPACE, or the host folder where
+        the local sandbox runs without namespaces: see sandbox/nobwrap.py)."""
+        return self.sandbox.workspace_inside if self.sandbox is not None else WORKSPACE
+
     def initial_observation(self) -> str:
         return (
             f"{self.spec.full_description().strip()}\n\n"
-            f"Your workspace is {WORKSPACE}. The submission artefact is `{self.spec.files.submission}`; "
+            f"Your workspace is {self.inside}. The submission artefact is `{self.spec.files.submission}`; "
             "use `validate` to score it without ending the episode and `submit` to finish.\n"
             + self.state_lines()
         )
 
     def state_lines(self) -> str:
-        open_file, cwd = ("", WORKSPACE)
+        open_file, cwd = ("", self.inside)
         if self.aci is not None:
             open_file, cwd = self.aci.state().open_file or "", self.aci.cwd
         return format_state(self.step, self.max_steps - self.step, open_file, cwd)
@@ -167,6 +174,8 @@ class Session:
             step=self.step, max_steps=self.max_steps, state=self.state,
             open_file=(self.aci.state().open_file or "") if self.aci else "",
             best_scores=best, created=self.created,
+            warning=(self.sandbox.warning or "") if self.sandbox is not None else "",
+            workspace=self.inside,
         )
 
     def _better(self, metric: str, value: float, current: float | None) -> bool:
@@ -228,7 +237,7 @@ class Session:
                 scores=dict(self._pending_scores), baseline=dict(self.spec.baseline.scores),
                 info={
                     "open_file": (self.aci.state().open_file or "") if self.aci else "",
-                    "cwd": self.aci.cwd if self.aci else WORKSPACE,
+                    "cwd": self.aci.cwd if self.aci else self.inside,
                     "action": result.action or "",
                     "exit_status": self.exit_status,
                     "state": self.state,
@@ -298,7 +307,7 @@ class Session:
         except (FileNotFoundError, SandboxPathError, ValueError, OSError) as exc:
             outcome = evaluation.EvalOutcome(
                 error={"code": "submission_not_found",
-                       "message": f"No valid submission artefact at {WORKSPACE}/{self.spec.files.submission}: {exc}"},
+                       "message": f"No valid submission artefact at {self.inside}/{self.spec.files.submission}: {exc}"},
                 seconds=time.monotonic() - started,
             )
         else:
@@ -339,7 +348,7 @@ class Session:
         verb = "submitted" if final or autosubmit else "validated"
         return (
             head
-            + f"Your {verb} artefact {WORKSPACE}/{self.spec.files.submission} was evaluated.\n"
+            + f"Your {verb} artefact {self.inside}/{self.spec.files.submission} was evaluated.\n"
             + f"Baseline Score: {dict(self.spec.baseline.scores)}\n"
             + f"Evaluation Score: {outcome.scores}"
         )

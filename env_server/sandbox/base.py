@@ -150,10 +150,18 @@ class Sandbox(abc.ABC):
 
     # -- files (inside paths, confined to the workspace) -----------------------------------
     async def read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(read_confined, self.config.workspace, path)
+        return await asyncio.to_thread(read_confined, self.config.workspace, self._as_inside(path))
 
     async def write_file(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(write_confined, self.config.workspace, path, data)
+        await asyncio.to_thread(write_confined, self.config.workspace, self._as_inside(path), data)
+
+    def _as_inside(self, path: str) -> str:
+        """A path under `workspace_inside` where that is not WORKSPACE (the plain fallback)
+        is taken relative to the workspace, as WORKSPACE/... is everywhere."""
+        root = self.workspace_inside.rstrip("/")
+        if root != WORKSPACE and (path == root or path.startswith(root + "/")):
+            return path[len(root):].lstrip("/") or "."
+        return path
 
     # -- one-off process in a fresh sandbox ------------------------------------------------
     @abc.abstractmethod
@@ -170,6 +178,12 @@ class Sandbox(abc.ABC):
         evaluate submissions against pristine task files."""
 
     # -- reporting -------------------------------------------------------------------------
+    @property
+    def workspace_inside(self) -> str:
+        """The workspace's path as the sandbox's commands see it: WORKSPACE, except in the
+        local backend's plain fallback (no namespaces), where it is the host folder."""
+        return WORKSPACE
+
     @property
     def isolated(self) -> bool:
         return self.warning is None
