@@ -25,6 +25,8 @@ class AgentUsage:
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
     exit: str = ""
+    model: str = ""  # what the agent declared in its agent_status
+    implementation: str = ""
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Ledger:
             u.turns = max(u.turns, b.step)
             u.tokens = max(u.tokens, b.tokens)
             u.cost_usd = max(u.cost_usd, b.cost_usd)
+            u.model = b.model or u.model
+            u.implementation = b.implementation or u.implementation
             if b.state == "stopped":
                 u.exit = b.detail
         elif isinstance(b, P.RunInfo):

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from mlgym import log
+from mlgym import __version__, log
 from mlgym.agents import prompts, team
 from mlgym.agents.commands import WORKSPACE, Commands, SessionLost, Stopped, call_text
 from mlgym.agents.history import Entry, HistoryPolicy
@@ -39,6 +39,7 @@ from mlgym.bus.security import ClientCurve, client_curve
 from mlgym.tools.aci import openai_tools
 
 logger = log.get(__name__)
+IMPLEMENTATION = f"python/mlgym-bus {__version__}"  # what this agent declares it is
 
 @dataclass
 class Options:
@@ -470,6 +471,7 @@ class Agent(Commands):
         await self.bus.publish(f"status/{self.name}", P.AgentStatus(
             agent=self.name, role=self.role, state=state, step=self.step,
             tokens=self.usage_prompt + self.usage_completion, cost_usd=round(self.cost, 8), detail=detail,
+            model=self.o.model, implementation=IMPLEMENTATION,
         ), acked=acked)
 
     async def _interruptible(self, aw: Any, *, session: bool = False) -> Any:

@@ -326,7 +326,9 @@ class Supervisor:
         child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a), self.dir / "logs" / f"{a.name}.log")
         self.agents[a.name] = child
         await child.start()
-        self.ledger.agent(a.name).role = a.role
+        u = self.ledger.agent(a.name)
+        u.role = a.role
+        u.model = u.model or a.model  # until it declares its own (agent_status)
         self._save_pids()
 
     # ================================================================== supervise
@@ -515,7 +517,9 @@ class Supervisor:
     async def _write_outputs(self, exit_status: str) -> dict[str, Any]:
         if self._snapshots:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
-        result = R.result_dict(task=self.cfg.task, method=self.cfg.method or default_method(self.cfg.team),
+        declared = {n: u.model for n, u in self.ledger.agents.items() if u.model}
+        method = self.cfg.method or default_method(self.cfg.team, declared)
+        result = R.result_dict(task=self.cfg.task, method=method,
                                run_id=self.cfg.run_id, ledger=self.ledger, exit_status=exit_status,
                                baseline=self.baseline, auto_submitted=self.auto_submitted,
                                extra={"team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
@@ -565,12 +569,24 @@ class Supervisor:
     def _save_run_file(self, status: str, result: dict[str, Any] | None = None) -> None:
         data = {**self.cfg.to_json(), "status": status, "elapsed_s": round(self.elapsed, 3),
                 "updated": time.time(), "session": self.session, "generation": self.generation,
-                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
+                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint,
+                "members": self._members()}
         if result is not None:
             data["exit_status"] = result["exit_status"]
         tmp = self.dir / f"{RUN_FILE}.tmp"
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.dir / RUN_FILE)
+
+    def _members(self) -> dict[str, dict[str, Any]]:
+        """Each team member as the run credits it: its model and implementation as declared
+        on the bus (the team file's model for a member the run started, until it declares)."""
+        out = {}
+        for a in self.cfg.team.agents:
+            u = self.ledger.agents.get(a.name)
+            out[a.name] = {"role": a.role, "external": a.external,
+                           "model": (u.model if u else "") or ("" if a.external else a.model),
+                           "implementation": u.implementation if u else ""}
+        return out
 
     def _save_pids(self) -> None:
         pids = {"supervisor": os.getpid(), "broker": self.broker.pid if self.broker else None,
