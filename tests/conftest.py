@@ -37,7 +37,7 @@ def require_local_sandbox() -> None:
 
     if find_bwrap() is not None:
         return
-    chosen = nobwrap.stand_in(os.environ.get("MLGYM_BWRAP", "bwrap"))
+    chosen = nobwrap.stand_in(nobwrap.not_found(os.environ.get("MLGYM_BWRAP", "bwrap")))
     require(chosen.mode == "namespaces",
             "bubblewrap (bwrap) is not installed and this machine allows no namespaces for its "
             "stand-in")

@@ -40,7 +40,7 @@ def kind(request, monkeypatch, tmp_path) -> str:
         require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
         return "bwrap"
     monkeypatch.setenv("MLGYM_BWRAP", str(tmp_path / "no-bwrap"))
-    chosen = nobwrap.stand_in(str(tmp_path / "no-bwrap"))
+    chosen = nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap")))
     require(chosen.mode == "namespaces",
             f"the stand-in needs namespaces, which this machine refuses: {chosen.warning}")
     monkeypatch.setenv(nobwrap.ENV, "namespaces")
@@ -363,7 +363,7 @@ async def test_plain_fallback_runs_unisolated_at_host_paths_and_says_so(config, 
 async def test_stand_in_is_chosen_and_named_when_bubblewrap_is_missing(config, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv(nobwrap.ENV, "auto")
-    chosen = nobwrap.stand_in(str(tmp_path / "no-bwrap"))
+    chosen = nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap")))
     require(chosen.mode == "namespaces",
             f"the stand-in needs namespaces, which this machine refuses: {chosen.warning}")
     assert "stand-in" in chosen.warning and nobwrap.INSTALL in chosen.warning
@@ -382,7 +382,7 @@ def test_stand_in_refuses_what_it_cannot_do(tmp_path):
     cases = [(["--seccomp", "3", "--", "true"], "unsupported option '--seccomp'"),
              (["--cap-drop", "CAP_NET_RAW", "--", "true"], "only ALL"),
              (["--unshare-all"], "no command given")]
-    if nobwrap.stand_in(str(tmp_path / "no-bwrap")).mode == "namespaces":  # gets that far
+    if nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap"))).mode == "namespaces":  # gets that far
         cases.append((["--ro-bind", "/nonexistent-src", "/x", "--", "true"],
                       "cannot open bind source /nonexistent-src"))
     for args, why in cases:
@@ -400,3 +400,21 @@ async def test_cpu_time_and_file_size_limits(config, kind):
         assert "rc=153" in r.output  # 128 + SIGXFSZ
         assert r.output.split()[-1] == str(1024 * 1024)
         assert (await sb.exec("echo alive")).output == "alive\n"
+
+
+async def test_a_bubblewrap_that_cannot_work_here_is_replaced(config, tmp_path, monkeypatch):
+    """In a container without privileges bwrap is installed but refused namespaces: the
+    sandbox must notice at start and fall back like when bwrap is missing, saying why. (The
+    refusing bwrap is a script that fails as bwrap fails there: a real one cannot be made to.)"""
+    refused = tmp_path / "bwrap"
+    refused.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\n"
+                       "exit 1\n")
+    refused.chmod(0o755)
+    monkeypatch.setenv(nobwrap.ENV, "plain")  # the fallback itself is tested above
+    sb = create("local", config, bwrap=refused)
+    async with sb:
+        r = await sb.exec("pwd")
+    assert sb.stand_in is not None and sb.stand_in.mode == "plain"
+    assert r.warning.startswith(f"bubblewrap ({refused}) cannot make a sandbox here (bwrap: No "
+                                "permissions to create new namespace)")
+    assert r.output.strip() == str(config.workspace.resolve())

@@ -164,13 +164,14 @@ class LocalSandbox(Sandbox):
     def __init__(self, config: SandboxConfig, bwrap: str | os.PathLike[str] | None = None) -> None:
         super().__init__(config)
         self.bwrap = find_bwrap(bwrap)
-        # without bubblewrap: the bwrap that was looked for; start() picks a stand-in
+        # without (a working) bubblewrap: why not; start() picks a stand-in (nobwrap.py)
         self._missing: str | None = None
+        self._checked = False
         self.stand_in: nobwrap.StandIn | None = None
         if self.bwrap is None:
-            self._missing = str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP",
-                                                                                   "bwrap")
-            self.warning = f"bubblewrap not found ({self._missing})"
+            self._missing = nobwrap.not_found(
+                str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP", "bwrap"))
+            self.warning = self._missing
         self.limits = Limits(config.memory_mb, config.cpu_seconds, config.max_processes,
                              config.file_size_mb)
         self.enforcement: dict[str, str] = {}
@@ -195,15 +196,25 @@ class LocalSandbox(Sandbox):
 
     # -- without bubblewrap (nobwrap.py) ------------------------------------------------------
     async def _take_stand_in(self) -> None:
-        """No bubblewrap: run nobwrap's stand-in in its place (`self.bwrap` = its launcher),
-        or nothing (plain subprocesses) where no namespace can be made."""
-        if self._missing is None or self.stand_in is not None:
+        """No bubblewrap, or one that cannot make a sandbox here (a container): run nobwrap's
+        stand-in in its place (`self.bwrap` = its launcher), or nothing (plain subprocesses)
+        where no namespace can be made."""
+        if self._checked:
             return
+        if self._missing is None:
+            assert self.bwrap is not None
+            why = await asyncio.to_thread(nobwrap.unusable, self.bwrap)
+            if not why:
+                self._checked = True
+                return
+            self._missing = f"bubblewrap ({self.bwrap}) cannot make a sandbox here ({why})"
+            self.bwrap = None
         try:
             self.stand_in = await asyncio.to_thread(nobwrap.stand_in, self._missing)
         except (RuntimeError, ValueError) as exc:
             raise SandboxError(str(exc)) from None
         self.bwrap, self.warning = self.stand_in.launcher, self.stand_in.warning
+        self._checked = True
         nobwrap.announce(self.warning)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -45,21 +45,38 @@ _chosen: dict[str, StandIn] = {}
 _announced: set[str] = set()
 
 
-def stand_in(wanted: str) -> StandIn:
-    """The replacement for bubblewrap on this machine (`wanted`: the bwrap that was looked
-    for, named in the warning). Blocking (a probe, the first time): call it in a thread."""
+def not_found(wanted: str) -> str:
+    return f"bubblewrap not found ({wanted})"
+
+
+def stand_in(missing: str) -> StandIn:
+    """The replacement for bubblewrap on this machine; `missing` says why there is none (the
+    warning begins with it: `not_found(path)`, or what `unusable` found). Blocking (a probe,
+    the first time): call it in a thread."""
     mode = os.environ.get(ENV, "auto").strip() or "auto"
     if mode not in MODES:
         raise ValueError(f"${ENV} is {mode!r}; use one of {', '.join(MODES)}")
     with _lock:
-        key = f"{wanted}\0{mode}"
+        key = f"{missing}\0{mode}"
         if key not in _chosen:
-            _chosen[key] = _choose(wanted, mode)
+            _chosen[key] = _choose(missing, mode)
         return _chosen[key]
 
 
-def _choose(wanted: str, mode: str) -> StandIn:
-    missing = f"bubblewrap not found ({wanted})"
+_usable: dict[str, str] = {}
+
+
+def unusable(bwrap: str) -> str:
+    """Why the installed bubblewrap cannot make a sandbox here ("" when it can): in a container
+    without privileges it is there but refused namespaces. Cached; blocking."""
+    with _lock:
+        if bwrap not in _usable:
+            _usable[bwrap] = _run_probe([bwrap, "--ro-bind", "/", "/", "--proc", "/proc",
+                                         "--dev", "/dev", "--", "true"])
+        return _usable[bwrap]
+
+
+def _choose(missing: str, mode: str) -> StandIn:
     why = f"${ENV}=plain"
     if mode != "plain":
         for python in _interpreters():
@@ -138,11 +155,17 @@ def _probe(launcher: str, *, user: bool) -> tuple[bool, str]:
         argv += ["--unshare-user", "--uid", "1000", "--gid", "1000"]
     argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
              "--", "true"]
+    why = _run_probe(argv)
+    return not why, why
+
+
+def _run_probe(argv: list[str]) -> str:
+    """"" when `argv` (a sandbox around `true`) succeeds, else its last line of complaint."""
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
+        return str(exc)
     if r.returncode == 0:
-        return True, ""
+        return ""
     lines = (r.stderr or r.stdout).strip().splitlines()
-    return False, (lines[-1] if lines else f"exit {r.returncode}").removeprefix("nsbox: ")
+    return (lines[-1] if lines else f"exit {r.returncode}").removeprefix("nsbox: ")

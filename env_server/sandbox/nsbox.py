@@ -211,16 +211,23 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def loopback_up() -> None:
-    """A new network namespace has `lo` down; bubblewrap brings it up, so do we."""
-    import fcntl
-    import socket
-    import struct
+class _IfReq(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * 16), ("flags", ctypes.c_short), ("pad", ctypes.c_char * 22)]
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+
+def loopback_up() -> None:
+    """A new network namespace has `lo` down; bubblewrap brings it up, so do we. (ctypes, not
+    the socket module: importing that costs more than the rest of the set-up.)"""
+    fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+    if fd < 0:
+        raise Refused(f"socket: {os.strerror(ctypes.get_errno())}")
+    try:
+        req = _IfReq(b"lo")
+        _check(_libc.ioctl(fd, SIOCGIFFLAGS, ctypes.byref(req)), "ioctl(SIOCGIFFLAGS, lo)")
+        req.flags |= IFF_UP
+        _check(_libc.ioctl(fd, SIOCSIFFLAGS, ctypes.byref(req)), "ioctl(SIOCSIFFLAGS, lo)")
+    finally:
+        os.close(fd)
 
 
 # -- the new root ---------------------------------------------------------------------------
@@ -264,7 +271,7 @@ def _mounts_under(path: str) -> list[str]:
 def remount(path: str, flags: int) -> None:
     """Add `flags` (read-only, nosuid, nodev) to a recursive bind and every mount under it,
     keeping each mount's own locked flags."""
-    for point in _mounts_under(path):
+    for point in _mounts_under(path) if os.path.isdir(path) else [path]:
         try:
             st = os.statvfs(point)
         except OSError:
