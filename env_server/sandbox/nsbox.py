@@ -42,6 +42,7 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc
 KEPT_FLAGS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
               os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME,
               os.ST_RELATIME: MS_RELATIME}
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 NEWROOT = "/tmp"  # the new root is a tmpfs mounted here, in the private mount namespace
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the interpreter links libc: its symbols are here
@@ -315,11 +316,7 @@ def build_root(o: Options, pidns: bool) -> None:
             opts += f",size={op.size}" if op.size else ""
             _mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, opts)
         elif op.kind == "proc":
-            os.makedirs(dst, exist_ok=True)
-            if pidns:
-                _mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            else:
-                _mount("/proc", dst, None, MS_BIND | MS_REC)
+            make_proc(dst, pidns)
         elif op.kind == "dev":
             make_dev(dst)
         elif op.kind in ("file", "ro-bind-data", "bind-data"):
@@ -334,6 +331,21 @@ def build_root(o: Options, pidns: bool) -> None:
             os.chmod(dst, op.mode or 0)
         elif op.kind == "remount-ro":
             remount(dst, MS_RDONLY)
+
+
+def make_proc(dst: str, pidns: bool) -> None:
+    """/proc, with the kernel's knobs read-only as bubblewrap leaves them (they matter where
+    the sandbox runs as root: without a user namespace, uid 0 may write many sysctls)."""
+    os.makedirs(dst, exist_ok=True)
+    if pidns:
+        _mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    else:
+        _mount("/proc", dst, None, MS_BIND | MS_REC)
+    for knob in PROC_READ_ONLY:
+        path = f"{dst}/{knob}"
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            remount(path, MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def make_dev(dst: str) -> None:
