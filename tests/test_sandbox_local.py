@@ -418,3 +418,17 @@ async def test_a_bubblewrap_that_cannot_work_here_is_replaced(config, tmp_path, 
     assert r.warning.startswith(f"bubblewrap ({refused}) cannot make a sandbox here (bwrap: No "
                                 "permissions to create new namespace)")
     assert r.output.strip() == str(config.workspace.resolve())
+
+
+def test_the_stand_in_survives_its_home_being_removed(tmp_path, monkeypatch):
+    """The launcher lives under $MLGYM_HOME/bin; a process that changes or loses that folder
+    (tests do) gets a new launcher, not a dead path."""
+    missing = nobwrap.not_found(str(tmp_path / "no-bwrap"))
+    monkeypatch.setenv("MLGYM_HOME", str(tmp_path / "home1"))
+    first = nobwrap.stand_in(missing)
+    require(first.mode == "namespaces",
+            f"the stand-in needs namespaces, which this machine refuses: {first.warning}")
+    shutil.rmtree(tmp_path / "home1")
+    monkeypatch.setenv("MLGYM_HOME", str(tmp_path / "home2"))
+    again = nobwrap.stand_in(missing)
+    assert again.launcher != first.launcher and os.access(again.launcher, os.X_OK)

@@ -58,9 +58,10 @@ def stand_in(missing: str) -> StandIn:
         raise ValueError(f"${ENV} is {mode!r}; use one of {', '.join(MODES)}")
     with _lock:
         key = f"{missing}\0{mode}"
-        if key not in _chosen:
-            _chosen[key] = _choose(missing, mode)
-        return _chosen[key]
+        known = _chosen.get(key)
+        if known is None or (known.launcher and not os.access(known.launcher, os.X_OK)):
+            _chosen[key] = known = _choose(missing, mode)  # (again, if its home was removed)
+        return known
 
 
 _usable: dict[str, str] = {}
