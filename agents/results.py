@@ -59,7 +59,8 @@ def result_dict(*, task: str, method: str, run_id: str, ledger: Ledger, exit_sta
 
 
 def _agent_result(u: AgentUsage) -> dict[str, Any]:
-    out = {"role": u.role, "turns": u.turns, "env_steps": u.env_steps, "tokens": u.tokens,
+    out = {"role": u.role, "model": u.model, "implementation": u.implementation,
+           "turns": u.turns, "env_steps": u.env_steps, "tokens": u.tokens,
            "cached_tokens": u.cached_tokens, "cost_usd": round(u.cost_usd, 6),
            "restarts": u.restarts, "exit": u.exit}
     if u.exit_detail:
@@ -76,9 +77,12 @@ def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
     """Per agent, MLGym's trajectory layout: environment, trajectory (action, observation,
     response, thought, execution_time, state), history (the messages), info."""
     steps: dict[str, dict[int, P.AgentStep]] = {}
-    for env in events(run_dir, ["agents/"]):
+    declared: dict[str, P.AgentStatus] = {}  # the latest status that says what the agent is
+    for env in events(run_dir, ["agents/", "status/"]):
         if isinstance(env.body, P.AgentStep):
             steps.setdefault(env.body.agent, {})[env.body.step] = env.body  # a re-recorded step replaces
+        elif isinstance(env.body, P.AgentStatus) and (env.body.model or env.body.implementation):
+            declared[env.body.agent] = env.body
     out = {}
     for agent, by_step in steps.items():
         ordered = [by_step[k] for k in sorted(by_step)]
@@ -105,6 +109,8 @@ def trajectories(run_dir: Path, *, exit_status: str, submission: str | None,
                 "submission": submission,
                 "score": scores,
                 "role": ordered[0].role if ordered else "",
+                "model": declared[agent].model if agent in declared else "",
+                "implementation": declared[agent].implementation if agent in declared else "",
                 "model_stats": {"total_cost": round(cost, 6), "instance_cost": round(cost, 6),
                                 "tokens_sent": sent, "tokens_cached": cached,
                                 "tokens_received": received, "api_calls": len(ordered)},

@@ -56,8 +56,13 @@ class RunConfig:
         return cfg, data
 
 
-def default_method(team: C.TeamConfig) -> str:
-    models = sorted({a.model for a in team.agents})
+def default_method(team: C.TeamConfig, declared: dict[str, str] | None = None) -> str:
+    """`<team>/<model>+<model>...`: each member's model as it declared it on the bus
+    (`agent_status.model`), else the team file's for the members the run started itself; an
+    external member that declared nothing counts as `undeclared`."""
+    declared = declared or {}
+    models = sorted({declared.get(a.name) or ("undeclared" if a.external else a.model)
+                     for a in team.agents})
     return f"{team.name}/{'+'.join(models)}"
 
 

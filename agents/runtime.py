@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from mlgym import log
+from mlgym import __version__, log
 from mlgym.agents import prompts, team
 from mlgym.agents.commands import WORKSPACE, Commands, SessionLost, Stopped, call_text
 from mlgym.agents.history import Entry, HistoryPolicy
@@ -40,7 +40,7 @@ from mlgym.agents.research import Research
 from mlgym.agents.tools import role_tools
 from mlgym.bus import connect
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase
+from mlgym.bus.base import BusClientBase, RpcError
 from mlgym.bus.rpc import RpcClient
 from mlgym.bus.security import ClientCurve, client_curve
 from mlgym.tools.aci import openai_tools
@@ -48,6 +48,7 @@ from mlgym.tools.aci import openai_tools
 logger = log.get(__name__)
 CALLING_AFTER_S = 0.5  # a model call running longer than this is announced (`calling`)
 
+IMPLEMENTATION = f"python/mlgym-bus {__version__}"  # what this agent declares it is
 
 FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wait for the broker
 
@@ -216,9 +217,10 @@ class Agent(Commands):
         self._listener = asyncio.create_task(self._listen(sub), name=f"agent-{self.name}-listen")
         if not self.entries:
             self.state.remaining = int(info.budget.get("steps", 0))
+            self.state.cwd = await self._workspace(info.session)
             system = prompts.system_prompt(self.role, self.tools, mode=self.o.mode)
             instance = prompts.instance_prompt(self.role, info.observation or info.task, step=0,
-                                               remaining=self.state.remaining,
+                                               remaining=self.state.remaining, cwd=self.state.cwd,
                                                team=info.members if self.role != "single" else None)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
@@ -226,6 +228,16 @@ class Agent(Commands):
             self._new = [Entry(Message.user(
                 "NOTE: You were restarted and your conversation was restored from the run's event log. "
                 "Your last command may not have finished; check the state of your files before going on."))]
+
+    async def _workspace(self, session: str) -> str:
+        """Where the session's workspace is, as its commands see it (WORKSPACE unless the
+        sandbox runs without namespaces): the agent's first working directory."""
+        assert self.env is not None
+        try:
+            info = await self.env.request("env", P.SessionStatus(session=session), timeout=10)
+        except (RpcError, TimeoutError):
+            return WORKSPACE
+        return (info.workspace if isinstance(info, P.SessionInfo) else "") or WORKSPACE
 
     async def _run_info(self) -> P.RunInfo:
         """The latest RunInfo of this run, from history or, if the run has not announced one
@@ -527,7 +539,8 @@ class Agent(Commands):
         await self.bus.publish(f"status/{self.name}", P.AgentStatus(
             agent=self.name, role=self.role, state=state, step=self.step,
             tokens=self.usage_prompt + self.usage_completion, cost_usd=round(self.cost, 8), detail=detail,
-            cached_tokens=self.usage_cached, **extra,
+            cached_tokens=self.usage_cached, model=self.o.model,
+            implementation=IMPLEMENTATION, **extra,
         ), acked=acked)
 
     async def _interruptible(self, aw: Any, *, session: bool = False) -> Any:

@@ -391,8 +391,9 @@ class Recorder:
             rpc_errors=c.rpc_errors + (self._responder.errors if self._responder else 0),
         )
 
-    async def _publish_acked(self, message: p.Envelope) -> p.Published:
+    async def _publish_acked(self, message: Any) -> p.Published:
         try:
+            message = p.publishable(message)  # any kind, as on the raw topics
             check_name(message.topic)
             p.check_version(message)
         except (ValueError, p.ProtocolError) as exc:

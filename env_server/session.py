@@ -205,6 +205,7 @@ class Session:
         self.aci = ACI(
             self.workspace,
             file_owner=self.sandbox.file_owner,
+            inside_root=self.inside,
             shell=self._shell,
             validate=self._validate,
             submit=self._submit,
@@ -236,8 +237,8 @@ class Session:
         await self.sandbox.start()
         self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate,
                        submit=self._submit, window=self.limits.window or 1000,
-                       command_timeout=self.command_timeout, cwd=saved.cwd or WORKSPACE,
-                       file_owner=self.sandbox.file_owner,
+                       command_timeout=self.command_timeout, cwd=saved.cwd or self.inside,
+                       inside_root=self.inside, file_owner=self.sandbox.file_owner,
                        read_only=[inside for _, inside in readonly])
         if saved.open_file:
             try:
@@ -257,7 +258,7 @@ class Session:
             max_steps=self.max_steps, step=self.step, state=self.state,
             exit_status=self.exit_status, created=self.created,
             open_file=(aci.open_file or "") if aci else "",
-            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else WORKSPACE,
+            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else self.inside,
             attempts=[dataclasses.asdict(a) for a in self.attempts],
             evaluated=list(self._evaluated), token=self.token,
         )
@@ -308,16 +309,22 @@ class Session:
 
     # ------------------------------------------------------------------ observations
 
+    @property
+    def inside(self) -> str:
+        """The workspace as the agent's commands see it (WORKSPACE, or the host folder where
+        the local sandbox runs without namespaces: see sandbox/nobwrap.py)."""
+        return self.sandbox.workspace_inside if self.sandbox is not None else WORKSPACE
+
     def initial_observation(self) -> str:
         return (
             f"{self.spec.full_description().strip()}\n\n"
-            f"Your workspace is {WORKSPACE}. The submission artefact is `{self.spec.files.submission}`; "
+            f"Your workspace is {self.inside}. The submission artefact is `{self.spec.files.submission}`; "
             "use `validate` to score it without ending the episode and `submit` to finish.\n"
             + self.state_lines()
         )
 
     def state_lines(self) -> str:
-        open_file, cwd = ("", WORKSPACE)
+        open_file, cwd = ("", self.inside)
         if self.aci is not None:
             open_file, cwd = self.aci.state().open_file or "", self.aci.cwd
         return format_state(self.step, self.max_steps - self.step, open_file, cwd)
@@ -334,6 +341,8 @@ class Session:
             step=self.step, max_steps=self.max_steps, state=self.state,
             open_file=(self.aci.state().open_file or "") if self.aci else "",
             best_scores=best, created=self.created,
+            warning=(self.sandbox.warning or "") if self.sandbox is not None else "",
+            workspace=self.inside,
         )
 
     def _better(self, metric: str, value: float, current: float | None) -> bool:
@@ -395,7 +404,7 @@ class Session:
                 scores=dict(self._pending_scores), baseline=dict(self.spec.baseline.scores),
                 info={
                     "open_file": (self.aci.state().open_file or "") if self.aci else "",
-                    "cwd": self.aci.cwd if self.aci else WORKSPACE,
+                    "cwd": self.aci.cwd if self.aci else self.inside,
                     "action": result.action or "",
                     "exit_status": self.exit_status,
                     "state": self.state,
@@ -491,7 +500,7 @@ class Session:
         except (FileNotFoundError, SandboxPathError, ValueError, OSError) as exc:
             outcome = evaluation.EvalOutcome(
                 error={"code": "submission_not_found",
-                       "message": f"No valid submission artefact at {WORKSPACE}/{self.spec.files.submission}: {exc}"},
+                       "message": f"No valid submission artefact at {self.inside}/{self.spec.files.submission}: {exc}"},
                 seconds=time.monotonic() - started,
             )
         else:
@@ -529,7 +538,7 @@ class Session:
             return f"Exited ({action})"  # the episode is over; the scores are in the Observation
         if outcome.ok:
             baseline = dict(self.spec.baseline.scores)
-            return (f"Your code produced a valid submission artefact at {WORKSPACE}/"
+            return (f"Your code produced a valid submission artefact at {self.inside}/"
                     f"{self.spec.files.submission}.\nBaseline Score: {baseline}"
                     f"\nEvaluation Score: {outcome.scores}")
         assert outcome.error is not None

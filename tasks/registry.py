@@ -137,9 +137,15 @@ def evaluation_layout(task: Task, prepared: PreparedTask, dest: Path) -> Evaluat
     """Build `<dest>/tasks/<id>/`, `<dest>/tasks/_common/` and `<dest>/secret/` from pristine
     copies (never from the agent's workspace)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+    def ignore_task(folder: str, names: list[str]) -> set[str]:
+        """The shipped raw inputs (data/) are prepare's, not the evaluator's: left out."""
+        skip = set(ignore(folder, names))
+        return skip | ({data.SHIPPED_DIR} & set(names) if Path(folder) == task.dir else set())
+
     task_copy = dest / "tasks" / task.id
     common_copy = dest / "tasks" / "_common"
-    shutil.copytree(task.dir, task_copy, dirs_exist_ok=True, ignore=ignore)
+    shutil.copytree(task.dir, task_copy, dirs_exist_ok=True, ignore=ignore_task)
     shutil.copytree(COMMON_DIR, common_copy, dirs_exist_ok=True, ignore=ignore)
     secret = dest / "secret"
     shutil.copytree(prepared.secret_dir, secret, dirs_exist_ok=True)

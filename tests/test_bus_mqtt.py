@@ -322,6 +322,14 @@ async def test_request_reply_and_acked_publish(broker, recorder):
         with pytest.raises(RpcError) as err:
             await a.request("bus", p.Note(text="not a request"))
         assert err.value.code == "unsupported"
+        # a team's own kind, acked (docs/protocol.md, Versioning); a body without a kind is not
+        team = p.AnyEnvelope(body={"kind": "x_team_vote", "n": 2}, topic="acked/team", id="t1")
+        seq = (await a.request("bus", p.Publish(message=team))).seq
+        (rec,) = await a.records(seq, "acked/team")
+        assert msgspec.msgpack.decode(rec.payload)["body"] == {"kind": "x_team_vote", "n": 2}
+        with pytest.raises(RpcError, match="kind") as err:
+            await a.request("bus", p.Publish(message=p.AnyEnvelope(body={}, topic="acked/team")))
+        assert err.value.code == "invalid"
 
         async def double(env: p.Envelope) -> p.Body:
             if not isinstance(env.body, p.Note):

@@ -4,7 +4,6 @@ evaluators. Uses the prisoner's dilemma task (fast evaluator, no data files)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import pytest
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.rpc import RpcClient
+from mlgym.env_server.sandbox import WORKSPACE
 from mlgym.env_server.server import EnvServer
-from conftest import SessionClient, require
+from conftest import SessionClient, require_local_sandbox
 from mlgym.tools.aci.core import mlgym_view
 
 TASK = "prisonersDilemma"
@@ -23,7 +23,7 @@ ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
 
 @pytest.fixture
 async def server(tmp_path):
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     endpoint = f"ipc://{tmp_path}/env.sock"
     srv = EnvServer(endpoint, tmp_path / "sessions")
     await srv.start()
@@ -252,7 +252,7 @@ async def test_client_disconnect_mid_command(server, tmp_path):
 
 
 async def test_events_published_on_bus(tmp_path):
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     from mlgym.bus import connect
     from mlgym.bus.broker import Broker
 
@@ -288,7 +288,7 @@ async def test_events_published_on_bus(tmp_path):
 
 async def test_curve_on_tcp_refuses_unknown_keys(tmp_path):
     """The env service over TCP with CURVE: an allowed client works, an unknown key is refused."""
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     import socket
 
     import zmq.auth
@@ -317,3 +317,49 @@ async def test_curve_on_tcp_refuses_unknown_keys(tmp_path):
         await good.close()
         await bad.close()
         await srv.stop()
+
+
+SAME_EPISODE = ["ls", "open strategy.py", "search_file row_strategy", "find_file strategy.py",
+                "create defect.py", f"edit 1:1\n{ALWAYS_DEFECT}end_of_edit", "cat defect.py",
+                "mkdir -p sub && cd sub && pwd", "open ../defect.py",
+                "cd .. && cp defect.py strategy.py", "python -c 'import os; print(os.getcwd())'",
+                "validate", "submit"]
+
+
+async def run_episode(tmp_path: Path, name: str) -> tuple[p.SessionOpened, list[p.Observation]]:
+    endpoint = f"ipc://{tmp_path}/{name}.sock"
+    srv = EnvServer(endpoint, tmp_path / name)
+    await srv.start()
+    client = RpcClient(endpoint)
+    try:
+        opened = await open_session(client)
+        return opened, [await act(client, opened.info.session, c, timeout=300) for c in SAME_EPISODE]
+    finally:
+        await client.close()
+        await srv.stop()
+
+
+async def test_without_namespaces_only_the_workspace_path_differs(tmp_path, monkeypatch):
+    """The plain fallback (no bubblewrap, no namespaces) against the real sandbox: the same
+    episode gives the same observations, states and scores, except that the workspace is named
+    by its host path, consistently."""
+    require_local_sandbox()
+    opened, sandboxed = await run_episode(tmp_path, "sandboxed")
+    assert opened.info.workspace == WORKSPACE
+    monkeypatch.setenv("MLGYM_BWRAP", str(tmp_path / "no-bwrap"))
+    monkeypatch.setenv("MLGYM_NO_BWRAP", "plain")
+    plain_opened, plain = await run_episode(tmp_path, "plain")
+    host = plain_opened.info.workspace
+    assert host == str((tmp_path / "plain" / plain_opened.info.session / "workspace").resolve())
+    assert "WITHOUT ISOLATION" in plain_opened.info.warning
+
+    def same(text: str) -> str:
+        return text.replace(host, WORKSPACE)
+
+    assert host in plain_opened.observation and sum(host in o.output for o in plain) >= 5
+    assert same(plain_opened.observation) == opened.observation
+    assert len(plain) == len(sandboxed) == len(SAME_EPISODE)
+    for cmd, a, b in zip(SAME_EPISODE, sandboxed, plain, strict=True):
+        assert (same(b.output), b.exit_code, b.scores) == (a.output, a.exit_code, a.scores), cmd
+        assert {k: same(str(v)) for k, v in b.info.items()} == {k: str(v) for k, v in a.info.items()}
+    assert plain[-2].scores["Score"] > 2.3716 and plain[-1].done  # defecting beats the baseline
