@@ -161,7 +161,8 @@ class MLGymEnv(gymnasium.Env[str, str]):
         """A file of the workspace (relative to it, or under /home/agent/workspace); at most
         `max_bytes` of it when that is not 0. Not a step. Raises RpcError (`not_found`, `path`
         for paths outside the workspace)."""
-        fc = self._request(p.ReadFile(session=self._need_session(), path=path, max_bytes=max_bytes))
+        fc = self._request(p.ReadFile(session=self._need_session(), path=path, max_bytes=max_bytes,
+                                       token=self._token))
         assert isinstance(fc, p.FileContent)
         return fc.data
 
@@ -169,7 +170,8 @@ class MLGymEnv(gymnasium.Env[str, str]):
         """Create or replace a workspace file (folders are made); returns its size. Not a
         step: for setting up an episode; the agent's own edits go through `step`."""
         raw = data.encode() if isinstance(data, str) else bytes(data)
-        done = self._request(p.WriteFile(session=self._need_session(), path=path, data=raw))
+        done = self._request(p.WriteFile(session=self._need_session(), path=path, data=raw,
+                                         token=self._token))
         assert isinstance(done, p.FileWritten)
         return done.size
 
@@ -178,7 +180,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         `max_steps`, `state` (open, submitted, truncated, closed), `open_file`, `best_scores`,
         `workspace` (the path commands see), `workdir` (its host folder), `warning` (set when
         the sandbox isolates less than it should) and `created`."""
-        info = self._request(p.SessionStatus(session=self._need_session()))
+        info = self._request(p.SessionStatus(session=self._need_session(), token=self._token))
         assert isinstance(info, p.SessionInfo)
         out = msgspec.to_builtins(info)
         out.pop("kind", None)

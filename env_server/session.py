@@ -33,7 +33,7 @@ from mlgym.env_server.sandbox import (
     create,
 )
 from mlgym.env_server.sandbox.base import MAX_READ_BYTES
-from mlgym.tools.aci import ACI, ToolResult
+from mlgym.tools.aci import ACI, AciError, ToolResult
 from mlgym.tools.turn import format_state
 
 logger = log.get(__name__)
@@ -73,6 +73,7 @@ class Saved(msgspec.Struct, kw_only=True):
     created: float
     open_file: str = ""
     first_line: int = 1
+    current_line: float = -1.0  # the editor's current line (-1: older journals, from first_line)
     cwd: str = WORKSPACE
     attempts: list[dict[str, Any]] = []
     evaluated: list[int] = []
@@ -241,11 +242,14 @@ class Session:
                        inside_root=self.inside, file_owner=self.sandbox.file_owner,
                        read_only=[inside for _, inside in readonly])
         if saved.open_file:
+            editor = self.aci.editor
             try:
-                self.aci.editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
-                self.aci.editor.first = max(saved.first_line, 1)
-            except Exception:  # the file is gone or refused: none open, as after a fresh start
-                self.aci.editor.file = None
+                editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
+            except AciError:  # the path is refused now: none open, as after a fresh start
+                editor.file = None
+            # the view as it was: `first` follows from the current line (editor.Editor.first)
+            editor.current = (saved.current_line if saved.current_line >= 0
+                              else max(saved.first_line, 1) - 1 + editor.window / 2)
         self.state = saved.state
         self.save()
 
@@ -258,7 +262,8 @@ class Session:
             max_steps=self.max_steps, step=self.step, state=self.state,
             exit_status=self.exit_status, created=self.created,
             open_file=(aci.open_file or "") if aci else "",
-            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else self.inside,
+            first_line=aci.first_line if aci else 1,
+            current_line=self.aci.editor.current if self.aci is not None else -1.0, cwd=aci.cwd if aci else self.inside,
             attempts=[dataclasses.asdict(a) for a in self.attempts],
             evaluated=list(self._evaluated), token=self.token,
         )

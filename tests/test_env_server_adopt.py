@@ -144,6 +144,11 @@ async def test_a_killed_server_is_adopted_with_the_workspace_as_left(tmp_path, b
         obs = await _act(client, sid, "cat notes/idea.txt")  # files beside the artefact too
         assert "draft" in obs.output and obs.step == before.step + 1
         assert obs.info["open_file"] == "/home/agent/workspace/strategy.py"
+        # the editor itself kept the file and its view: an edit needs no new `open`
+        defect = ALWAYS_DEFECT.splitlines()
+        obs = await _act(client, sid, f"edit 1:1\n{defect[0]}\nend_of_edit")
+        assert obs.exit_code == 0 and "No file open" not in obs.output, obs.output
+        assert "[File: /home/agent/workspace/strategy.py" in obs.output
         obs = await _act(client, sid, "submit")
         assert obs.done and obs.scores["Score"] != validated.scores["Score"]  # always-defect
 
