@@ -186,6 +186,13 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
                  wall_clock_s=b.wall_clock_s if wall_clock is None else wall_clock)
     memory_db = _memory_db(memory)
     _check_bus(bus, runs)
+    if host:
+        from mlgym.bus.endpoints import split_host
+
+        try:
+            split_host(host)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--host") from None
     agents = [msgspec.structs.replace(a, external=a.external or a.name in external) for a in cfg.agents]
     cfg = msgspec.structs.replace(cfg, budget=b, agents=agents)
     results = []

@@ -2,7 +2,8 @@
 
 `connect(url)` gives a client for any supported bus:
 - `ipc:///run/dir/bus`, `tcp://host:port`: the ZeroMQ broker (`mlgym bus serve`)
-- `mqtt://[user:pass@]host:port[?tls=1&prefix=mlgym]`: an MQTT broker (with `mlgym bus record`)
+- `mqtt://[user@]host:port[?tls=1&prefix=mlgym]`: an MQTT broker (with `mlgym bus record`; the
+  password from $MLGYM_MQTT_PASSWORD or a file, docs/mqtt.md)
 - a run directory: the bus named in its bus.json (ZeroMQ broker) or mqtt.json (MQTT recorder)
 """
 
