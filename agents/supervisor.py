@@ -14,7 +14,10 @@ SIGINT (Ctrl-C: the children run in sessions of their own, so only the superviso
 terminal's signal), SIGTERM and SIGHUP stop the run cleanly and resumably: `Control(stop)`,
 the agents stopped, run.json `stopped`, a partial result.json and the trajectories so far.
 
-Run directory: run.json, bus.json, events.sqlite, broker.log, env.log, env/ (sessions),
+With `--bus mqtt://...` (agents/mqttbus.py) the bus is an MQTT broker and the recorder takes
+the broker's place: started first, restarted when it dies, its log the run's event log.
+
+Run directory: run.json, bus.json, events.sqlite, broker.log (or mqtt.json, recorder.log), env.log, env/ (sessions),
 memory.sqlite, logs/<agent>.log, artefacts/, result.json, trajectories/<agent>.traj.
 """
 
@@ -481,7 +484,8 @@ class Supervisor:
         missed from its history, and acked publishes in flight are sent again."""
         assert self.broker is not None
         self.broker_restarts += 1
-        logger.warning("the broker died; restarting it", code=self.broker.returncode,
+        logger.warning("the broker died; restarting it", process=self.broker.name,
+                       code=self.broker.returncode,
                        restarts=self.broker_restarts)
         if self.broker_restarts > self.cfg.team.max_restarts:
             return "bus_failed"
