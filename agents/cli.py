@@ -205,8 +205,8 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
                        err=True)
         try:
             result = asyncio.run(run_team(task, cfg, run_dir=rdir, run_id=rid, backend=backend, host=host,
-                                          keys=keys, progress=not no_progress, seed=i, memory=memory_db,
-                                          bus=bus))
+                                          keys=keys, progress=not no_progress, seed=i,
+                                          memory=memory_db, bus=bus))
         except RunError as exc:
             raise click.ClickException(str(exc)) from None
         _print_result(result, as_json)
@@ -227,7 +227,8 @@ def _check_bus(bus: str | None, runs: int) -> None:
 
     if not is_mqtt(bus):
         raise click.BadParameter("an MQTT broker's URL, mqtt://... or mqtts://... (without "
-                                 "--bus the run starts a ZeroMQ broker of its own)", param_hint="--bus")
+                                 "--bus the run starts a ZeroMQ broker of its own)",
+                                 param_hint="--bus")
     try:
         MqttSettings.from_url(bus)
     except ValueError as exc:

@@ -53,8 +53,8 @@ class RunConfig:
         team = C.team_from_json(json.dumps(data["team"]).encode())
         cfg = cls(task=data["task"], team=team, run_id=data["run_id"], run_dir=run_dir,
                   backend=data.get("backend", "local"), host=data.get("host"), keys=data.get("keys"), grace_s=data.get("grace_s", 5.0),
-                  seed=data.get("seed", 0), method=data.get("method", ""), memory=data.get("memory_db"),
-                  mqtt=data.get("mqtt"))
+                  seed=data.get("seed", 0), method=data.get("method", ""),
+                  memory=data.get("memory_db"), mqtt=data.get("mqtt"))
         return cfg, data
 
 

@@ -17,8 +17,9 @@ the agents stopped, run.json `stopped`, a partial result.json and the trajectori
 With `--bus mqtt://...` (agents/mqttbus.py) the bus is an MQTT broker and the recorder takes
 the broker's place: started first, restarted when it dies, its log the run's event log.
 
-Run directory: run.json, bus.json, events.sqlite, broker.log (or mqtt.json, recorder.log), env.log, env/ (sessions),
-memory.sqlite, logs/<agent>.log, artefacts/, result.json, trajectories/<agent>.traj.
+Run directory: run.json, bus.json, events.sqlite, broker.log (or mqtt.json, recorder.log),
+env.log, env/ (sessions), memory.sqlite, logs/<agent>.log, artefacts/, result.json,
+trajectories/<agent>.traj.
 """
 
 from __future__ import annotations
@@ -222,8 +223,7 @@ class Supervisor:
     def _endpoint(self, name: str, port_offset: int) -> str:
         if self.cfg.host:
             host = E.split_host(self.cfg.host)[0]
-            host = f"[{host}]" if ":" in host else host
-            return f"tcp://{host}:{self._tcp_base + port_offset}"
+            return f"tcp://{E.join_host(host, self._tcp_base + port_offset)}"
         return paths.ipc_endpoint(self.dir, name)
 
     async def _start_broker(self) -> None:
@@ -235,7 +235,7 @@ class Supervisor:
         if self.cfg.host:
             host, port = E.split_host(self.cfg.host)
             port = int(self.bus_url.rsplit(":", 1)[1]) if self.bus_url else port
-            argv += ["--tcp", f"{host}:{port}"]
+            argv += ["--tcp", E.join_host(host, port)]
         argv += self._keys_args()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / E.DESCRIPTOR).unlink()
@@ -438,7 +438,8 @@ class Supervisor:
         return self.mqtt.child_env() if self.mqtt is not None else {}
 
     async def _start_agent(self, a: C.AgentConfig) -> None:
-        child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a), self.dir / "logs" / f"{a.name}.log",
+        child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a),
+                                                 self.dir / "logs" / f"{a.name}.log",
                                                  env=self._child_env())
         self.agents[a.name] = child
         await child.start()

@@ -76,7 +76,8 @@ def write_team(path: Path, steps: int) -> None:
     )
 
 
-async def timed_run(args: argparse.Namespace, bus: str | None = None) -> tuple[list[dict], float, str]:
+async def timed_run(args: argparse.Namespace, bus: str | None = None
+                    ) -> tuple[list[dict], float, str]:
     """One run with the external agent timed in-process: its turn timings, wall clock, exit.
     `bus`: an MQTT broker's URL (`mlgym run --bus`); the agent finds it in the run's mqtt.json."""
     tmp = Path(tempfile.mkdtemp(prefix="mlgym-bench-agents-"))
@@ -110,7 +111,8 @@ async def timed_run(args: argparse.Namespace, bus: str | None = None) -> tuple[l
     return agent.timings, wall, status
 
 
-def figures(args: argparse.Namespace, timings: list[dict], wall: float, status: str, cmd_s: float) -> dict:
+def figures(args: argparse.Namespace, timings: list[dict], wall: float, status: str,
+            cmd_s: float) -> dict:
     turns = timings[1 + args.warmup:]  # the first turn opens the file
     if len(turns) < 10:
         raise SystemExit(f"only {len(turns)} timed turns (agent ended: {status})")
@@ -140,7 +142,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     if args.mqtt:  # the same run over MQTT, against the ZeroMQ run above as its baseline
         over = figures(args, *await timed_run(args, args.mqtt), cmd_s)
         result["mqtt"] = over
-        result["mqtt_overhead_p50_ratio"] = round(over["overhead_p50_ms"] / result["overhead_p50_ms"], 2)
+        ratio = over["overhead_p50_ms"] / result["overhead_p50_ms"]
+        result["mqtt_overhead_p50_ratio"] = round(ratio, 2)
     return result
 
 
@@ -156,8 +159,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed turns")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--model", help="measure history policies against this model's prompt cache")
-    ap.add_argument("--mqtt", metavar="URL", help="also run over this MQTT broker (`mlgym run --bus URL`; "
-                    "the password from $MLGYM_MQTT_PASSWORD) and compare with the ZeroMQ run")
+    ap.add_argument("--mqtt", metavar="URL",
+                    help="also run over this MQTT broker (`mlgym run --bus URL`; the password "
+                         "from $MLGYM_MQTT_PASSWORD) and compare with the ZeroMQ run")
     args = ap.parse_args()
     r = asyncio.run(main_async(args))
     print(f"agent step overhead over {r['turns']} turns ({r['task']}, scripted model, `goto` commands):")
@@ -167,9 +171,10 @@ def main() -> None:
           f"{r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, command {r['command_ms']:.4f} ms")
     if "mqtt" in r:
         m = r["mqtt"]
-        print(f"  over MQTT: overhead p50 {m['overhead_p50_ms']:.3f} ms ({r['mqtt_overhead_p50_ratio']}x ZeroMQ's)"
-              f"   p99 {m['overhead_p99_ms']:.3f} ms   env round trip p50 {m['env_round_trip_p50_ms']:.3f} ms, "
-              f"turn record p50 {m['publish_p50_ms']:.3f} ms, {m['steps_per_s']} steps/s")
+        print(f"  over MQTT: overhead p50 {m['overhead_p50_ms']:.3f} ms "
+              f"({r['mqtt_overhead_p50_ratio']}x ZeroMQ's)   p99 {m['overhead_p99_ms']:.3f} ms   "
+              f"env round trip p50 {m['env_round_trip_p50_ms']:.3f} ms, turn record p50 "
+              f"{m['publish_p50_ms']:.3f} ms, {m['steps_per_s']} steps/s")
     print(json.dumps(r))
 
 

@@ -160,7 +160,8 @@ class BusClient(BusClientBase):
             return reply.seq
 
         def retryable(exc: BaseException) -> bool:
-            return isinstance(exc, TimeoutError) or (isinstance(exc, RpcError) and exc.code == UNAVAILABLE)
+            return isinstance(exc, TimeoutError) or (
+                isinstance(exc, RpcError) and exc.code == UNAVAILABLE)
 
         def count() -> None:
             self.ack_retries += 1

@@ -123,6 +123,11 @@ def free_tcp_base(host: str, count: int) -> int:
     raise OSError(f"no {count} consecutive free tcp ports on {host}")
 
 
+def join_host(host: str, port: int) -> str:
+    """`HOST:PORT`, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def split_host(host: str) -> tuple[str, int]:
     """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (host, port or 0)."""
     if host.startswith("[") and "]:" in host:

@@ -212,7 +212,7 @@ class MqttBusClient(BusClientBase):
             self.ack_retries += 1
 
         return await until_acked(env, send, timeout=self.ack_timeout, deadline=self.ack_deadline,
-                                 retryable=lambda exc: isinstance(exc, (TimeoutError, MqttBusError)),
+                                 retryable=lambda e: isinstance(e, (TimeoutError, MqttBusError)),
                                  on_retry=count)
 
     async def stream(self, service: str, body: p.Body, *, timeout: float = 10.0

@@ -53,8 +53,8 @@ def external_agent_run(tmp_path: Path, env: dict[str, str], extra: tuple[str, ..
     `extra`: more `mlgym run` options (a bus, tcp, keys)."""
     run_dir = tmp_path / "run"
     sup = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "single",
-                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress", "--json",
-                            *extra],
+                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress",
+                            "--json", *extra],
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "sup.log", "wb"), env=env)
     try:
         deadline = time.monotonic() + 60

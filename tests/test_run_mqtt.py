@@ -92,7 +92,8 @@ async def test_team_run_over_password_protected_mqtt_scores_as_over_zeromq(tmp_p
     try:
         url = f"mqtt://alice@127.0.0.1:{mq.port}?password_file={password_file(tmp_path)}"
         team = C.load_team("default")
-        over_zmq = await run_team("prisonersDilemma", team, run_dir=tmp_path / "zmq", progress=False)
+        over_zmq = await run_team("prisonersDilemma", team, run_dir=tmp_path / "zmq",
+                                  progress=False)
         run_dir = tmp_path / "mqtt"
         over_mqtt = await run_team("prisonersDilemma", team, run_dir=run_dir, progress=False,
                                    bus=url)
@@ -209,12 +210,14 @@ def test_an_agent_started_elsewhere_joins_over_mqtt_with_curve_keys(tmp_path):
             run_id = run_info["run_id"]
             assert run_info["env"] == f"tcp://127.0.0.1:{port}"
             assert run_info["memory"] == f"tcp://127.0.0.1:{port + 1}"
-            tail = subprocess.run([*cli, "bus", "tail", "--run-dir", str(run_dir), "--from-seq", "1",
-                                   "--count", "1", "run/info"],
+            tail = subprocess.run([*cli, "bus", "tail", "--run-dir", str(run_dir),
+                                   "--from-seq", "1", "--count", "1", "run/info"],
                                   capture_output=True, text=True, env=env, timeout=60)
-            assert tail.returncode == 0 and "run/info [run_info] supervisor" in tail.stdout, tail.stderr
-            agent = subprocess.run([*cli, "agent", "--role", "single", "--name", "agent", "--run", run_id,
-                                    "--bus", url, "--keys", str(keys), "--model", "scripted:auto"],
+            assert tail.returncode == 0, tail.stderr
+            assert "run/info [run_info] supervisor" in tail.stdout
+            agent = subprocess.run([*cli, "agent", "--role", "single", "--name", "agent",
+                                    "--run", run_id, "--bus", url, "--keys", str(keys),
+                                    "--model", "scripted:auto"],
                                    capture_output=True, text=True, env=env, timeout=180)
             assert agent.returncode == 0, agent.stderr[-3000:]
             assert json.loads(agent.stdout.strip().splitlines()[-1]) == {
