@@ -199,14 +199,19 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
     for i in range(runs):
         rid = new_run_id(task, cfg.name) + (f"-r{i + 1}" if runs > 1 else "")
         rdir = (run_dir / rid if runs > 1 else run_dir) if run_dir else None
+        run_bus = bus
+        if bus and runs > 1:  # each run's topics its own: PREFIX/<run id>, mlgym/<run id>
+            from mlgym.bus.mqtt_link import for_run
+
+            run_bus = for_run(bus, rid, nested=True)
         if external:
-            where = _bus_for_agents(bus, rid) if bus else rdir or "runs/" + rid
+            where = _bus_for_agents(run_bus, rid) if run_bus else rdir or "runs/" + rid
             click.echo(f"run id {rid}; start the external agents with: mlgym agent --run {rid} --bus {where} ...",
                        err=True)
         try:
             result = asyncio.run(run_team(task, cfg, run_dir=rdir, run_id=rid, backend=backend, host=host,
                                           keys=keys, progress=not no_progress, seed=i,
-                                          memory=memory_db, bus=bus))
+                                          memory=memory_db, bus=run_bus))
         except RunError as exc:
             raise click.ClickException(str(exc)) from None
         _print_result(result, as_json)
@@ -216,12 +221,9 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
 
 
 def _check_bus(bus: str | None, runs: int) -> None:
-    """--bus: an MQTT URL that parses (its password file readable), and no fixed prefix for
-    several runs (each run's topics are its own: mlgym/<run id>)."""
+    """--bus: an MQTT URL that parses (its password file readable)."""
     if bus is None:
         return
-    from urllib.parse import parse_qs, urlsplit
-
     from mlgym.bus import is_mqtt
     from mlgym.bus.mqtt_link import MqttSettings
 
@@ -233,9 +235,6 @@ def _check_bus(bus: str | None, runs: int) -> None:
         MqttSettings.from_url(bus)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--bus") from None
-    if runs > 1 and "prefix" in parse_qs(urlsplit(bus).query):
-        raise click.BadParameter("with --runs N each run needs topics of its own: leave prefix= "
-                                 "out (each run's are under mlgym/<run id>)", param_hint="--bus")
 
 
 def _bus_for_agents(bus: str, run_id: str) -> str:

@@ -189,21 +189,25 @@ def _without_password(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def run_prefix(run: str) -> str:
+def run_prefix(run: str, root: str = DEFAULT_PREFIX) -> str:
     """The topic prefix of a run whose URL names none: `mlgym/<run id>`, so that runs sharing a
     broker (and `mlgym run --runs N`) never share topics, and an ACL can fence one run in."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in run)
-    return f"{DEFAULT_PREFIX}/{safe}"
+    return f"{root}/{safe}"
 
 
-def for_run(url: str, run: str) -> str:
-    """`url` with the run's topic prefix (`run_prefix`) unless it names a prefix itself."""
+def for_run(url: str, run: str, *, nested: bool = False) -> str:
+    """`url` with the run's topic prefix (`run_prefix`) unless it names a prefix itself;
+    `nested` (several runs on one URL): a named prefix P becomes `P/<run id>`."""
     parts = urllib.parse.urlsplit(url)
-    if not run or "prefix" in urllib.parse.parse_qs(parts.query):
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    named = [v for k, v in query if k == "prefix"]
+    if not run or (named and not nested):
         return url
-    extra = urllib.parse.urlencode({"prefix": run_prefix(run)}, safe="/")
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urllib.parse.urlunsplit(parts._replace(query=query))
+    prefix = run_prefix(run, named[-1] if named else DEFAULT_PREFIX)
+    query = [(k, v) for k, v in query if k != "prefix"] + [("prefix", prefix)]
+    return urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query, safe="/")))
 
 
 # --------------------------------------------------------------------------- topic mapping

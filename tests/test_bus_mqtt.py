@@ -88,6 +88,9 @@ def test_password_sources_and_the_url_a_run_hands_out(tmp_path, monkeypatch):
     public = for_run(url, "task-team-1+2")
     assert MqttSettings.from_url(public).prefix == "mlgym/task-team-1-2"
     assert for_run("mqtt://h?prefix=lab/r1", "x") == "mqtt://h?prefix=lab/r1"  # named: kept
+    nested = for_run("mqtt://h?prefix=lab&ca=/c", "x.1", nested=True)  # --runs N: one level each
+    assert (MqttSettings.from_url(nested).prefix, MqttSettings.from_url(nested).ca_file) == (
+        "lab/x.1", "/c")
     again = MqttSettings.from_url(s.public_url().replace(str(secret), str(tmp_path / "none")),
                                   password="given")
     assert (again.host, again.port, again.tls, again.ca_file, again.username, again.client_id,
