@@ -71,6 +71,9 @@ def agent(role: str, name: str | None, run_id: str, bus_url: str, model: str, hi
         from mlgym.bus.mqtt_link import MqttSettings, for_run
 
         bus_url = for_run(bus_url, run_id)  # the run's topics: mlgym/<run id> unless named
+        if for_run(bus_url, "any") != bus_url:  # neither --run nor ?prefix=: no run to find
+            raise click.UsageError("on an MQTT bus give --run RUN_ID (a run's topics are under "
+                                   "mlgym/<run id>) or the URL's ?prefix=")
         try:
             MqttSettings.from_url(bus_url)
         except ValueError as exc:
