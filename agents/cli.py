@@ -33,7 +33,11 @@ def call_options(f):
 @click.option("--role", type=click.Choice(["planner", "coder", "literature", "single"]), required=True)
 @click.option("--name", default=None, help="Agent name on the bus (default: the role).")
 @click.option("--run", "run_id", default="", help="The run id (default: the one the bus announces).")
-@click.option("--bus", "bus_url", required=True, help="Bus URL (ipc://..., tcp://HOST:PORT) or the run directory.")
+@click.option("--bus", "bus_url", required=True,
+              help="Bus URL (ipc://..., tcp://HOST:PORT, mqtt[s]://[user@]HOST:PORT) or the run "
+                   "directory. On MQTT the run's topics are under ?prefix=, by default "
+                   "mlgym/<run id> (give --run); the password comes from $MLGYM_MQTT_PASSWORD "
+                   "or a file (docs/mqtt.md), never the command line.")
 @click.option("--model", required=True, help="Model spec: scripted:auto, replay:RUN_DIR, openai:gpt-4o, ...")
 @click.option("--history", default="last:5", show_default=True,
               help="'full', 'last:N' or 'stable:K' (cache-friendly) observations kept.")
@@ -57,18 +61,33 @@ def agent(role: str, name: str | None, run_id: str, bus_url: str, model: str, hi
     ends or it is told to stop. Can run on another machine than the run (tcp bus)."""
     from mlgym.agents.history import check_spec
     from mlgym.agents.runtime import Agent, Options
+    from mlgym.bus import is_mqtt
 
     try:
         check_spec(history)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--history") from None
+    if is_mqtt(bus_url):
+        from mlgym.bus.mqtt_link import MqttSettings, for_run
+
+        bus_url = for_run(bus_url, run_id)  # the run's topics: mlgym/<run id> unless named
+        if for_run(bus_url, "any") != bus_url:  # neither --run nor ?prefix=: no run to find
+            raise click.UsageError("on an MQTT bus give --run RUN_ID (a run's topics are under "
+                                   "mlgym/<run id>) or the URL's ?prefix=")
+        try:
+            MqttSettings.from_url(bus_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--bus") from None
     given = (("max_tokens", max_tokens), ("max_retries", max_retries),
              ("stall_timeout_s", stall_timeout), ("call_timeout_s", call_timeout))
     limits = {k: v for k, v in given if v is not None}
     opts = Options(name=name or role, role=role, run=run_id, bus=bus_url, model=model, history=history, mode=mode,
                    temperature=temperature, stream=stream, wait_timeout_s=wait_timeout,
                    max_item_steps=max_item_steps, curve=keys, **limits)
-    status = asyncio.run(Agent(opts).run())
+    try:
+        status = asyncio.run(Agent(opts).run())
+    except ConnectionError as exc:  # the bus refused the login: one line, no traceback
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"agent": opts.name, "exit_status": status}))
 
 
@@ -120,9 +139,17 @@ def _print_result(result: dict, as_json: bool) -> None:
                    "models].")
 @call_options
 @click.option("--external", multiple=True, help="Agent started separately with `mlgym agent` (repeatable).")
-@click.option("--host", default=None, help="Serve the bus and services on tcp at this address (remote agents).")
+@click.option("--host", default=None, metavar="HOST[:PORT]",
+              help="Serve the bus and services on tcp at this address (remote agents); with PORT, "
+                   "on fixed ports: the broker PORT..PORT+2, env PORT+3, memory PORT+4 (with "
+                   "--bus: env PORT, memory PORT+1).")
 @click.option("--keys", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --host: CURVE key folder (`mlgym keys init`) for the bus, env and memory sockets.")
+@click.option("--bus", "bus", default=None, metavar="MQTT_URL",
+              help="Run the bus over this MQTT broker, mqtt[s]://[user@]host:port[?prefix=P&ca=F"
+                   "&password_file=F], instead of a ZeroMQ broker of the run's own (docs/mqtt.md). "
+                   "Topics under P, default mlgym/<run id>; the password from $MLGYM_MQTT_PASSWORD "
+                   "or a file, never the command line.")
 @click.option("--memory", "memory", default=None, metavar="PATH|shared",
               help="The team's memory store: an SQLite file to share across runs (kept per task), or "
                    "`shared` for ~/.mlgym/memory.sqlite (what `mlgym memory` serves and searches). "
@@ -133,8 +160,8 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
         histories: tuple[str, ...], max_tokens: tuple[str, ...], max_retries: int | None,
         stall_timeout: float | None, call_timeout: float | None,
-        external: tuple[str, ...], host: str | None, keys: str | None, memory: str | None, no_progress: bool,
-        as_json: bool) -> None:
+        external: tuple[str, ...], host: str | None, keys: str | None, bus: str | None,
+        memory: str | None, no_progress: bool, as_json: bool) -> None:
     """Run a team of agents on TASK: broker, environment server, memory service and one process per
     agent, supervised, with budgets; writes a run directory (event log, result.json, .traj files)."""
     import msgspec
@@ -161,25 +188,62 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
                  dollars=b.dollars if dollars is None else dollars,
                  wall_clock_s=b.wall_clock_s if wall_clock is None else wall_clock)
     memory_db = _memory_db(memory)
+    _check_bus(bus, runs)
+    if host:
+        from mlgym.bus.endpoints import split_host
+
+        try:
+            split_host(host)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--host") from None
     agents = [msgspec.structs.replace(a, external=a.external or a.name in external) for a in cfg.agents]
     cfg = msgspec.structs.replace(cfg, budget=b, agents=agents)
     results = []
     for i in range(runs):
         rid = new_run_id(task, cfg.name) + (f"-r{i + 1}" if runs > 1 else "")
         rdir = (run_dir / rid if runs > 1 else run_dir) if run_dir else None
+        run_bus = bus
+        if bus and runs > 1:  # each run's topics its own: PREFIX/<run id>, mlgym/<run id>
+            from mlgym.bus.mqtt_link import for_run
+
+            run_bus = for_run(bus, rid, nested=True)
         if external:
-            where = rdir or "runs/" + rid
+            where = _bus_for_agents(run_bus, rid) if run_bus else rdir or "runs/" + rid
             click.echo(f"run id {rid}; start the external agents with: mlgym agent --run {rid} --bus {where} ...",
                        err=True)
         try:
             result = asyncio.run(run_team(task, cfg, run_dir=rdir, run_id=rid, backend=backend, host=host,
-                                          keys=keys, progress=not no_progress, seed=i, memory=memory_db))
+                                          keys=keys, progress=not no_progress, seed=i,
+                                          memory=memory_db, bus=run_bus))
         except RunError as exc:
             raise click.ClickException(str(exc)) from None
         _print_result(result, as_json)
         results.append(result)
     if any(not r.get("final_submission") for r in results):
         sys.exit(1)
+
+
+def _check_bus(bus: str | None, runs: int) -> None:
+    """--bus: an MQTT URL that parses (its password file readable)."""
+    if bus is None:
+        return
+    from mlgym.bus import is_mqtt
+    from mlgym.bus.mqtt_link import MqttSettings
+
+    if not is_mqtt(bus):
+        raise click.BadParameter("an MQTT broker's URL, mqtt://... or mqtts://... (without "
+                                 "--bus the run starts a ZeroMQ broker of its own)",
+                                 param_hint="--bus")
+    try:
+        MqttSettings.from_url(bus)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bus") from None
+
+
+def _bus_for_agents(bus: str, run_id: str) -> str:
+    from mlgym.agents.mqttbus import run_bus
+
+    return f"'{run_bus(bus, run_id)[0]}'"
 
 
 def _memory_db(memory: str | None) -> Path | None:

@@ -37,6 +37,8 @@ class RunConfig:
     seed: int = 0
     method: str = ""
     memory: str | None = None  # the memory store's SQLite file; None: RUN_DIR/memory.sqlite, this run's own
+    # the MQTT bus (URL with the run's prefix, never the password); None: a ZeroMQ broker of its own
+    mqtt: str | None = None
 
     def memory_db(self) -> Path:
         return Path(self.memory) if self.memory else self.run_dir / MEMORY_FILE
@@ -44,7 +46,7 @@ class RunConfig:
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "team": json.loads(C.team_json(self.team)), "run_id": self.run_id,
                 "backend": self.backend, "host": self.host, "keys": self.keys, "grace_s": self.grace_s, "seed": self.seed,
-                "method": self.method, "memory_db": self.memory}
+                "method": self.method, "memory_db": self.memory, "mqtt": self.mqtt}
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -52,7 +54,8 @@ class RunConfig:
         team = C.team_from_json(json.dumps(data["team"]).encode())
         cfg = cls(task=data["task"], team=team, run_id=data["run_id"], run_dir=run_dir,
                   backend=data.get("backend", "local"), host=data.get("host"), keys=data.get("keys"), grace_s=data.get("grace_s", 5.0),
-                  seed=data.get("seed", 0), method=data.get("method", ""), memory=data.get("memory_db"))
+                  seed=data.get("seed", 0), method=data.get("method", ""),
+                  memory=data.get("memory_db"), mqtt=data.get("mqtt"))
         return cfg, data
 
 

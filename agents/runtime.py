@@ -254,8 +254,11 @@ class Agent(Commands):
                 except TimeoutError:
                     if latest is not None:
                         return latest
+                    where = getattr(self.bus, "prefix", "")  # an MQTT bus: the run's topics
+                    hint = (f" (MQTT topics under {where!r}; a run's are under mlgym/<run id> "
+                            "unless its URL names a prefix: give --run)") if where else ""
                     raise RuntimeError(f"no RunInfo on run/info within {self.o.info_timeout_s:.0f} s: "
-                                       "is the supervisor running?") from None
+                                       f"is the supervisor running?{hint}") from None
                 if isinstance(env.body, P.RunInfo) and (latest is None or env.body.generation >= latest.generation):
                     latest = env.body
         finally:

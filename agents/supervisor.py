@@ -14,8 +14,12 @@ SIGINT (Ctrl-C: the children run in sessions of their own, so only the superviso
 terminal's signal), SIGTERM and SIGHUP stop the run cleanly and resumably: `Control(stop)`,
 the agents stopped, run.json `stopped`, a partial result.json and the trajectories so far.
 
-Run directory: run.json, bus.json, events.sqlite, broker.log, env.log, env/ (sessions),
-memory.sqlite, logs/<agent>.log, artefacts/, result.json, trajectories/<agent>.traj.
+With `--bus mqtt://...` (agents/mqttbus.py) the bus is an MQTT broker and the recorder takes
+the broker's place: started first, restarted when it dies, its log the run's event log.
+
+Run directory: run.json, bus.json, events.sqlite, broker.log (or mqtt.json, recorder.log),
+env.log, env/ (sessions), memory.sqlite, logs/<agent>.log, artefacts/, result.json,
+trajectories/<agent>.traj.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mlgym.agents import budgets as B
 from mlgym.agents import config as C
 from mlgym.agents import results as R
 from mlgym.agents.ledger import Attempt, Ledger
+from mlgym.agents.mqttbus import MqttBus, run_bus
 from mlgym.agents.procs import Child, mlgym_argv
 from mlgym.agents.rundir import (
     PIDS_FILE, RUN_FILE, TOKEN_FILE, Artefacts, RunConfig, RunError, default_method, new_run_id,
@@ -54,11 +59,12 @@ TICK = 0.2
 
 
 class Supervisor:
-    def __init__(self, cfg: RunConfig, *, resume: bool = False):
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, mqtt_password: str | None = None):
         from mlgym.tasks import registry
 
         self.cfg = cfg
         self.resume = resume
+        self.mqtt_password = mqtt_password  # else from $MLGYM_MQTT_PASSWORD or a file
         self.dir = cfg.run_dir.resolve()
         spec = registry.load_task(cfg.task).spec
         self.spec = spec
@@ -71,7 +77,9 @@ class Supervisor:
         self.ledger = Ledger(self.metric, self.direction)
         self.artefacts = Artefacts(self.dir / "artefacts", Path(self.submission).name)
         self.bus: BusClientBase | None = None
-        self.broker: Child | None = None
+        self.broker: Child | None = None  # the ZeroMQ broker, or the MQTT recorder
+        self.mqtt: MqttBus | None = None  # `--bus mqtt://...`: the run's bus is an MQTT broker
+        self._tcp_base = 0  # with --host: the env server's tcp port; the memory service's is next
         self.env_proc: Child | None = None
         self.env: RpcClient | None = None
         self.env_endpoint = ""
@@ -177,10 +185,15 @@ class Supervisor:
                 self.session_token = (self.dir / TOKEN_FILE).read_text().strip()
             self.artefacts.load()
         await preflight(self.cfg.team)
+        if self.cfg.mqtt:  # before anything starts: a refused login is one line
+            self.mqtt = MqttBus(self.cfg.mqtt, password=self.mqtt_password)
+            self.bus = await self.mqtt.login(self.cfg.run_id, "supervisor")
         self._save_run_file("starting")
         await self._start_broker()
-        self.bus = connect(self.bus_url, run=self.cfg.run_id, sender="supervisor", curve=self.cfg.keys)
-        await self.bus.connect()
+        if self.bus is None:
+            self.bus = connect(self.bus_url, run=self.cfg.run_id, sender="supervisor",
+                               curve=self.cfg.keys)
+            await self.bus.connect()
         await self._catch_up()
         if self.ledger.ended is not None:
             if not self.resume:
@@ -211,16 +224,20 @@ class Supervisor:
 
     def _endpoint(self, name: str, port_offset: int) -> str:
         if self.cfg.host:
-            return f"tcp://{self.cfg.host}:{self._tcp_base + port_offset}"
+            host = E.split_host(self.cfg.host)[0]
+            return f"tcp://{E.join_host(host, self._tcp_base + port_offset)}"
         return paths.ipc_endpoint(self.dir, name)
 
     async def _start_broker(self) -> None:
         """Start the broker (again, after a crash: on the same log, and on the same tcp ports,
-        so every client's URL stays valid)."""
+        so every client's URL stays valid); on an MQTT bus, the recorder."""
+        if self.mqtt is not None:
+            return await self._start_recorder()
         argv = mlgym_argv("bus", "serve", "--run-dir", str(self.dir))
         if self.cfg.host:
-            port = self.bus_url.rsplit(":", 1)[1] if self.bus_url else "0"
-            argv += ["--tcp", f"{self.cfg.host}:{port}"]
+            host, port = E.split_host(self.cfg.host)
+            port = int(self.bus_url.rsplit(":", 1)[1]) if self.bus_url else port
+            argv += ["--tcp", E.join_host(host, port)]
         argv += self._keys_args()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / E.DESCRIPTOR).unlink()
@@ -245,6 +262,17 @@ class Supervisor:
         if self.cfg.host:
             port = int(self.bus_url.rsplit(":", 1)[1])
             self._tcp_base = port + 3  # env: +3, memory: +4 (the broker holds PORT..PORT+2)
+
+    async def _start_recorder(self) -> None:
+        """The MQTT bus's recorder (again, after a crash: the next epoch on the same log); env
+        and memory on tcp PORT and PORT+1 with `--host HOST:PORT` (free ones with no PORT)."""
+        assert self.mqtt is not None
+        self.broker = self.broker or self.mqtt.recorder(self.dir)
+        await self.mqtt.start_recorder(self.broker, self.dir)
+        self.bus_url = self.mqtt.url
+        if self.cfg.host and not self._tcp_base:
+            host, port = E.split_host(self.cfg.host)
+            self._tcp_base = port or E.free_tcp_base(host, 2)
 
     async def _catch_up(self) -> None:
         """Feed the ledger with the log so far (a resumed run), then follow the live stream."""
@@ -310,7 +338,7 @@ class Supervisor:
         argv = mlgym_argv("env", "serve", "--endpoint", self.env_endpoint, "--root", str(self.dir / "env"),
                           "--bus", self.bus_url, "--run", self.cfg.run_id, "--backend", self.cfg.backend,
                           "--adopt", *self._keys_args())
-        self.env_proc = Child("env", argv, self.dir / "env.log")
+        self.env_proc = Child("env", argv, self.dir / "env.log", env=self._child_env())
         await self.env_proc.start()
         if self.env is None:
             curve = client_curve(self.cfg.keys) if self.cfg.keys else None
@@ -410,8 +438,14 @@ class Supervisor:
     def _keys_args(self) -> list[str]:
         return ["--keys", str(self.cfg.keys)] if self.cfg.keys else []
 
+    def _child_env(self) -> dict[str, str]:
+        """What the run's processes get in their environment beyond ours: the MQTT password."""
+        return self.mqtt.child_env() if self.mqtt is not None else {}
+
     async def _start_agent(self, a: C.AgentConfig) -> None:
-        child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a), self.dir / "logs" / f"{a.name}.log")
+        child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a),
+                                                 self.dir / "logs" / f"{a.name}.log",
+                                                 env=self._child_env())
         self.agents[a.name] = child
         await child.start()
         u = self.ledger.agent(a.name)
@@ -458,7 +492,8 @@ class Supervisor:
         missed from its history, and acked publishes in flight are sent again."""
         assert self.broker is not None
         self.broker_restarts += 1
-        logger.warning("the broker died; restarting it", code=self.broker.returncode,
+        logger.warning("the broker died; restarting it", process=self.broker.name,
+                       code=self.broker.returncode,
                        restarts=self.broker_restarts)
         if self.broker_restarts > self.cfg.team.max_restarts:
             return "bus_failed"
@@ -757,15 +792,17 @@ class Supervisor:
 async def run_team(task: str, team: C.TeamConfig, *, run_dir: Path | None = None, run_id: str | None = None,
                    backend: str = "local", host: str | None = None, keys: str | None = None, progress: bool = True,
                    seed: int = 0, method: str = "", grace_s: float = 5.0, memory: str | Path | None = None,
-                   ) -> dict[str, Any]:
+                   bus: str | None = None) -> dict[str, Any]:
     """`memory`: the memory store's SQLite file, to share one across runs (rows are kept per
-    task); None gives the run its own, RUN_DIR/memory.sqlite."""
+    task); None gives the run its own, RUN_DIR/memory.sqlite. `bus`: an MQTT broker's URL
+    (agents/mqttbus.py) instead of a ZeroMQ broker of the run's own."""
     run_id = run_id or new_run_id(task, team.name)
     run_dir = run_dir or paths.runs_root() / run_id
+    mqtt, password = run_bus(bus, run_id) if bus else (None, None)
     cfg = RunConfig(task=task, team=team, run_id=run_id, run_dir=Path(run_dir), backend=backend, host=host, keys=keys,
                     progress=progress, seed=seed, method=method, grace_s=grace_s,
-                    memory=str(Path(memory).resolve()) if memory else None)
-    return await Supervisor(cfg).run()
+                    memory=str(Path(memory).resolve()) if memory else None, mqtt=mqtt)
+    return await Supervisor(cfg, mqtt_password=password).run()
 
 
 async def resume_run(run_dir: Path, *, progress: bool = True) -> dict[str, Any]:

@@ -11,7 +11,8 @@ file-viewer command that costs the environment server microseconds. Per turn:
   overhead  total - model time - the command's own time (`goto` run on a local ACI, median)
 
 Warm-up turns are dropped. The last line printed is one JSON object with overhead_p50_ms and
-overhead_p99_ms (target: p50 <= 5 ms).
+overhead_p99_ms (target: p50 <= 5 ms). With `--mqtt URL` the same run is then made over that
+MQTT broker (`mlgym run --bus URL`) and reported under "mqtt", with its p50 over ZeroMQ's.
 
 With `--model SPEC` (an OpenAI-compatible server, `openai:NAME@http://host:port/v1`, or `local`
 for bench/cacheserver.py) it measures instead what the history policies cost a prompt cache:
@@ -75,7 +76,10 @@ def write_team(path: Path, steps: int) -> None:
     )
 
 
-async def main_async(args: argparse.Namespace) -> dict:
+async def timed_run(args: argparse.Namespace, bus: str | None = None
+                    ) -> tuple[list[dict], float, str]:
+    """One run with the external agent timed in-process: its turn timings, wall clock, exit.
+    `bus`: an MQTT broker's URL (`mlgym run --bus`); the agent finds it in the run's mqtt.json."""
     tmp = Path(tempfile.mkdtemp(prefix="mlgym-bench-agents-"))
     run_dir = tmp / "run"
     team = tmp / "bench.toml"
@@ -83,7 +87,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     sup = subprocess.Popen(
         [sys.executable, "-m", "mlgym.cli", "run", "--task", args.task, "--team", str(team), "--run-dir",
-         str(run_dir), "--no-progress", "--json"],
+         str(run_dir), "--no-progress", "--json", *(["--bus", bus] if bus else [])],
         stdout=subprocess.PIPE, stderr=open(tmp / "supervisor.log", "wb"), env=env,
     )
     try:
@@ -98,20 +102,25 @@ async def main_async(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         status = await agent.run()
         wall = time.perf_counter() - t0
-        out, _ = await asyncio.to_thread(sup.communicate, timeout=300)
+        await asyncio.to_thread(sup.communicate, timeout=300)
     finally:
         if sup.poll() is None:
             sup.terminate()
             sup.wait(30)
-    cmd_s = await command_cost(args.task)
-    turns = agent.timings[1 + args.warmup:]  # the first turn opens the file
+    shutil.rmtree(tmp, ignore_errors=True)
+    return agent.timings, wall, status
+
+
+def figures(args: argparse.Namespace, timings: list[dict], wall: float, status: str,
+            cmd_s: float) -> dict:
+    turns = timings[1 + args.warmup:]  # the first turn opens the file
     if len(turns) < 10:
         raise SystemExit(f"only {len(turns)} timed turns (agent ended: {status})")
     overhead = [max(t["total"] - t["model"] - cmd_s, 0.0) * 1000 for t in turns]
     env_rt = [max(t["env"] - cmd_s, 0.0) * 1000 for t in turns]
     publish = [t["publish"] * 1000 for t in turns]
     model = [t["model"] * 1000 for t in turns]
-    result = {
+    return {
         "task": args.task,
         "turns": len(turns),
         "overhead_p50_ms": round(pct(overhead, 50), 3),
@@ -121,11 +130,20 @@ async def main_async(args: argparse.Namespace) -> dict:
         "publish_p50_ms": round(pct(publish, 50), 3),
         "model_p50_ms": round(pct(model, 50), 3),
         "command_ms": round(cmd_s * 1000, 4),
-        "steps_per_s": round(len(agent.timings) / wall, 1),
+        "steps_per_s": round(len(timings) / wall, 1),
         "agent_exit": status,
         "target_p50_ms": 5.0,
     }
-    shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    cmd_s = await command_cost(args.task)
+    result = figures(args, *await timed_run(args), cmd_s)
+    if args.mqtt:  # the same run over MQTT, against the ZeroMQ run above as its baseline
+        over = figures(args, *await timed_run(args, args.mqtt), cmd_s)
+        result["mqtt"] = over
+        ratio = over["overhead_p50_ms"] / result["overhead_p50_ms"]
+        result["mqtt_overhead_p50_ratio"] = round(ratio, 2)
     return result
 
 
@@ -141,6 +159,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed turns")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--model", help="measure history policies against this model's prompt cache")
+    ap.add_argument("--mqtt", metavar="URL",
+                    help="also run over this MQTT broker (`mlgym run --bus URL`; the password "
+                         "from $MLGYM_MQTT_PASSWORD) and compare with the ZeroMQ run")
     args = ap.parse_args()
     r = asyncio.run(main_async(args))
     print(f"agent step overhead over {r['turns']} turns ({r['task']}, scripted model, `goto` commands):")
@@ -148,6 +169,12 @@ def main() -> None:
           f"mean {r['overhead_mean_ms']:.3f} ms   (target p50 <= 5 ms)")
     print(f"  environment round trip p50 {r['env_round_trip_p50_ms']:.3f} ms, turn record on the bus p50 "
           f"{r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, command {r['command_ms']:.4f} ms")
+    if "mqtt" in r:
+        m = r["mqtt"]
+        print(f"  over MQTT: overhead p50 {m['overhead_p50_ms']:.3f} ms "
+              f"({r['mqtt_overhead_p50_ratio']}x ZeroMQ's)   p99 {m['overhead_p99_ms']:.3f} ms   "
+              f"env round trip p50 {m['env_round_trip_p50_ms']:.3f} ms, turn record p50 "
+              f"{m['publish_p50_ms']:.3f} ms, {m['steps_per_s']} steps/s")
     print(json.dumps(r))
 
 

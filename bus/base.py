@@ -13,7 +13,8 @@ The contract (see /docs/protocol.md, "Client behaviour"):
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from mlgym import log
@@ -53,6 +54,33 @@ def decodable(records: Iterable[Record]) -> list[Envelope]:
     if skipped:
         logger.warning("history records with unreadable bodies skipped", count=skipped)
     return out
+
+
+async def until_acked(env: Envelope, send: Callable[[float], Awaitable[int]], *, timeout: float,
+                      deadline: float, retryable: Callable[[BaseException], bool],
+                      on_retry: Callable[[], None] = lambda: None) -> int:
+    """`send(timeout)` (one acked publish of `env`: its seq) until it is acknowledged: a reply
+    lost with a restarting broker or recorder is sent again, same envelope id, so the bus logs
+    it once, for up to `deadline` seconds; each retry is logged. What `retryable` refuses (a
+    refusal such as `invalid` or `oversized`) is final."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    delay = 0.05
+    while True:
+        try:
+            return await send(max(min(timeout, end - loop.time()), 0.01))
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            if loop.time() >= end:
+                logger.error("acked publish not acknowledged; giving up", topic=env.topic,
+                             id=env.id, seconds=deadline)
+                raise
+            on_retry()
+            logger.warning("acked publish not acknowledged; sending it again", topic=env.topic,
+                           id=env.id, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(min(delay, max(end - loop.time(), 0)))
+            delay = min(delay * 2, 1.0)
 
 
 class Subscription(abc.ABC):

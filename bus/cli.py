@@ -71,9 +71,12 @@ def serve(run_dir: str, tcp: str | None, bind_all: bool, keys: str | None, histo
 
 
 @bus.command()
-@click.option("--url", default=None, help="Bus URL (ipc://..., tcp://..., mqtt://...).")
+@click.option("--url", default=None,
+              help="Bus URL (ipc://..., tcp://..., mqtt[s]://[user@]host:port?prefix=...; the "
+                   "MQTT password from $MLGYM_MQTT_PASSWORD or a file, docs/mqtt.md).")
 @click.option("--run-dir", default=None, envvar="MLGYM_RUN_DIR", type=click.Path(file_okay=False),
-              help="Or the run directory of a running broker (reads its bus.json).")
+              help="Or the run directory of a running broker or recorder (its bus.json or "
+                   "mqtt.json).")
 @click.option("--keys", default=None, type=click.Path(file_okay=False, exists=True),
               help="CurveZMQ keys folder (client key and the server's public key).")
 @click.option("--from-seq", type=int, default=None, help="Replay history from this seq first.")

@@ -23,7 +23,7 @@ import zmq.asyncio
 from mlgym import log
 from mlgym.bus import endpoints as E
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase, RpcError, Subscription, decodable
+from mlgym.bus.base import BusClientBase, RpcError, Subscription, decodable, until_acked
 from mlgym.bus.broker import HEARTBEAT_TOPIC, RESERVED_PREFIX, SERVICE
 from mlgym.bus.rpc import UNAVAILABLE, RpcClient
 from mlgym.bus.security import ClientCurve
@@ -151,33 +151,23 @@ class BusClient(BusClientBase):
         return None
 
     async def _publish_acked(self, env: P.Envelope) -> int:
-        """Send `env` to the broker's `publish` RPC until it is acknowledged: a reply lost with
-        a killed broker is sent again (same envelope id, so the broker logs it once) as soon as
-        a broker answers, for up to `ack_deadline` seconds; each retry is logged. A refusal
-        (`invalid`, `oversized`) is final."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ack_deadline
-        delay = 0.05
-        while True:
-            left = deadline - loop.time()
-            try:
-                reply = await self.rpc.request(SERVICE, P.Publish(message=env),
-                                               timeout=max(min(self.ack_timeout, left), 0.01))
-            except (TimeoutError, RpcError) as exc:
-                if isinstance(exc, RpcError) and exc.code != UNAVAILABLE:
-                    raise
-                if loop.time() >= deadline:
-                    logger.error("acked publish not acknowledged; giving up", topic=env.topic,
-                                 id=env.id, seconds=self.ack_deadline)
-                    raise
-                self.ack_retries += 1
-                logger.warning("acked publish not acknowledged; sending it again", topic=env.topic,
-                               id=env.id, error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
-                delay = min(delay * 2, 1.0)
-                continue
+        """Send `env` to the broker's `publish` RPC until it is acknowledged (`until_acked`:
+        sent again across a broker restart, for up to `ack_deadline` seconds)."""
+
+        async def send(timeout: float) -> int:
+            reply = await self.rpc.request(SERVICE, P.Publish(message=env), timeout=timeout)
             assert isinstance(reply, P.Published)
             return reply.seq
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, TimeoutError) or (
+                isinstance(exc, RpcError) and exc.code == UNAVAILABLE)
+
+        def count() -> None:
+            self.ack_retries += 1
+
+        return await until_acked(env, send, timeout=self.ack_timeout, deadline=self.ack_deadline,
+                                 retryable=retryable, on_retry=count)
 
     async def wait_broker(self, timeout: float | None = None) -> None:
         """Wait until the broker is connected and listening to this client's publications."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,39 @@ def read_descriptor(run_dir: str | Path) -> dict[str, Any]:
 def url_of_run(run_dir: str | Path) -> str:
     """The URL of the broker serving a run directory (from its bus.json)."""
     return str(read_descriptor(run_dir)["url"])
+
+
+def free_tcp_base(host: str, count: int) -> int:
+    """A port P such that P..P+count-1 are free on `host` now (services bind them next)."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind((host, 0))
+            base = first.getsockname()[1]
+            if base + count > 65536:
+                continue
+            try:
+                for port in range(base + 1, base + count):
+                    with socket.socket() as s:
+                        s.bind((host, port))
+            except OSError:
+                continue
+            return base
+    raise OSError(f"no {count} consecutive free tcp ports on {host}")
+
+
+def join_host(host: str, port: int) -> str:
+    """`HOST:PORT`, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_host(host: str) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (host, port or 0)."""
+    if host.startswith("[") and "]:" in host:
+        addr, _, port = host[1:].partition("]:")
+        return addr, int(port)
+    if host.count(":") == 1:
+        addr, _, port = host.partition(":")
+        if not port.isdigit():
+            raise ValueError(f"bad port in {host!r}")
+        return addr, int(port)
+    return host.strip("[]"), 0

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 
 from mlgym import log
 from mlgym.bus import protocol as p
-from mlgym.bus.base import BusClientBase, RpcError, Subscription, decodable, envelope_of
+from mlgym.bus.base import (
+    BusClientBase, RpcError, Subscription, decodable, envelope_of, until_acked,
+)
 from mlgym.bus.mqtt_link import (
     REPLY_LEVEL,
     RPC_LEVEL,
@@ -44,6 +46,7 @@ from mlgym.bus.mqtt_link import (
 )
 
 logger = log.get(__name__)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- client
@@ -78,8 +81,11 @@ class MqttBusClient(BusClientBase):
     override it."""
 
     def __init__(self, url: str, *, run: str = "", sender: str = "", encoding: bytes = p.MSGPACK,
-                 **kw: Any):
+                 ack_timeout: float = 5.0, ack_deadline: float = 120.0, **kw: Any):
         self.settings = MqttSettings.from_url(url, **kw)
+        self.ack_timeout = ack_timeout  # one try of an acked publish
+        self.ack_deadline = ack_deadline  # all tries: how long a recorder restart may take
+        self.ack_retries = 0
         self.run = run
         self.sender = sender
         self.encoding = encoding
@@ -185,15 +191,29 @@ class MqttBusClient(BusClientBase):
         check_name(topic)
         await self.connect()
         if acked:
-            reply = await self.request("bus", p.Publish(message=env))
-            if not isinstance(reply, p.Published):
-                raise RpcError("bad_reply", f"expected published, got {type(reply).__name__}")
-            return reply.seq
+            return await self._publish_acked(env)
         payload = p.encode(env, self.encoding)
         if len(payload) > p.MAX_FRAME_BYTES:
             raise ValueError(f"message of {len(payload)} bytes > {p.MAX_FRAME_BYTES}")
         await self._link.publish(f"{self.prefix}/{topic}", payload, self._raw_props)
         return None
+
+    async def _publish_acked(self, env: p.Envelope) -> int:
+        """Send `env` to the recorder's `Publish` RPC until it is acknowledged (`until_acked`:
+        sent again while the recorder or the broker restarts, for up to `ack_deadline`)."""
+
+        async def send(timeout: float) -> int:
+            reply = await self.request("bus", p.Publish(message=env), timeout=timeout)
+            if not isinstance(reply, p.Published):
+                raise RpcError("bad_reply", f"expected published, got {type(reply).__name__}")
+            return reply.seq
+
+        def count() -> None:
+            self.ack_retries += 1
+
+        return await until_acked(env, send, timeout=self.ack_timeout, deadline=self.ack_deadline,
+                                 retryable=lambda e: isinstance(e, (TimeoutError, MqttBusError)),
+                                 on_retry=count)
 
     async def stream(self, service: str, body: p.Body, *, timeout: float = 10.0
                      ) -> AsyncIterator[p.Body]:
@@ -299,6 +319,7 @@ class MqttSubscription(Subscription):
         self.refills = 0
         self.dropped = 0
         self.bad = 0  # logged messages whose body this client cannot read, skipped
+        self.waits = 0  # requests the recorder did not answer (restarting?), tried again
         self._suspect = False  # something was dropped locally: catch up once the inbox drains
         self._failure: BaseException | None = None
         self._inbox: asyncio.Queue[_Stamped] = asyncio.Queue(self.INBOX)
@@ -413,7 +434,7 @@ class MqttSubscription(Subscription):
             await self.client.connect()
             for topic in self.filters:
                 await self.client._link.subscribe(topic)
-            status = await self.client.request("bus", p.StatusRequest())
+            status = await self._retrying(self.client.request, "bus", p.StatusRequest())
             if not isinstance(status, p.BusStatus):
                 raise RpcError("bad_reply", f"expected bus_status, got {type(status).__name__}")
             self.epoch = status.epoch
@@ -422,18 +443,18 @@ class MqttSubscription(Subscription):
                 chain.done = start
             self._ready.set()
             if self.from_seq is not None:
-                await self._catch_up()
+                await self._retrying(self._catch_up)
             while True:
                 if self._suspect and self._inbox.empty():
                     self._suspect = False
-                    await self._catch_up()
+                    await self._retrying(self._catch_up)
                 try:
                     item = await asyncio.wait_for(self._inbox.get(), self.IDLE_CHECK_S)
                 except asyncio.TimeoutError:
-                    await self._catch_up()
+                    await self._retrying(self._catch_up)
                     continue
                 if item.epoch != self.epoch:
-                    await self._new_epoch(item.epoch)
+                    await self._retrying(self._new_epoch, item.epoch)
                 for chain in self.chains:
                     if item.topic.startswith(chain.prefix):
                         await self._advance(chain, item)
@@ -445,6 +466,23 @@ class MqttSubscription(Subscription):
                 logger.warning("mqtt subscription failed", error=str(exc))
                 await self._outbox.put(exc)
 
+    async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`fn(*args)`, tried again while the recorder does not answer (it is restarting, or
+        the broker is): the subscription waits it out, as ZeroMQ subscriptions wait for their
+        broker, instead of failing its reader. Each wait is logged."""
+        delay = 0.1
+        while True:
+            try:
+                return await fn(*args)
+            except (asyncio.TimeoutError, MqttBusError) as exc:
+                if self._closed or self.client._closed:
+                    raise
+                self.waits += 1
+                logger.warning("bus recorder not answering; trying again", error=str(exc),
+                               prefixes=self.prefixes, retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def _advance(self, chain: _Chain, item: _Stamped) -> None:
         if item.seq <= chain.done:
             return  # duplicate, or already refilled from history
@@ -453,7 +491,8 @@ class MqttSubscription(Subscription):
             prev = item.prev[chain.level]
         if prev > chain.done:
             self.refills += 1
-            for env in await self._fetch(chain.members, chain.done + 1, item.seq - 1):
+            for env in await self._retrying(self._fetch, chain.members, chain.done + 1,
+                                            item.seq - 1):
                 await self._emit(env)
         chain.done = item.seq
         if self._matches(item.topic, chain):

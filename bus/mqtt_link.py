@@ -14,7 +14,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiomqtt
@@ -48,18 +48,53 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
+PASSWORD_ENV = "MLGYM_MQTT_PASSWORD"
+PASSWORD_FILE_ENV = "MLGYM_MQTT_PASSWORD_FILE"
+DEFAULT_PREFIX = "mlgym"
+
+
+def read_password_file(path: str) -> str:
+    """The MQTT password from a file only its owner can read (its first line)."""
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise ValueError(f"MQTT password file {path} is readable by others (chmod 600 it)")
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read the MQTT password file {path}: {exc.strerror}") from None
+    if not password:
+        raise ValueError(f"MQTT password file {path} is empty")
+    return password
+
+
+def _password(url_password: str | None, password_file: str | None) -> str | None:
+    """The first of: the URL's password, its `password_file=`, $MLGYM_MQTT_PASSWORD,
+    $MLGYM_MQTT_PASSWORD_FILE."""
+    if url_password is not None:
+        return url_password
+    if password_file:
+        return read_password_file(password_file)
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if os.environ.get(PASSWORD_FILE_ENV):
+        return read_password_file(os.environ[PASSWORD_FILE_ENV])
+    return None
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     """Where and how to reach the broker. Built from a URL
-    `mqtt[s]://[user[:password]@]host[:port][?prefix=mlgym&tls=1&ca=F&cert=F&key=F&insecure=1]`;
-    keyword arguments override the URL. The password may come from $MLGYM_MQTT_PASSWORD so it
-    never shows on a command line."""
+    `mqtt[s]://[user[:password]@]host[:port][?prefix=mlgym&tls=1&ca=F&cert=F&key=F&insecure=1
+    &password_file=F]`; keyword arguments override the URL. So that a password never shows on
+    a command line it may come from a file (`password_file=`, or $MLGYM_MQTT_PASSWORD_FILE)
+    or from $MLGYM_MQTT_PASSWORD instead of the URL."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
-    prefix: str = "mlgym"
+    password: str | None = field(default=None, repr=False)
+    prefix: str = DEFAULT_PREFIX
     tls: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
@@ -67,6 +102,7 @@ class MqttSettings:
     tls_insecure: bool = False
     client_id: str = ""
     keepalive: int = 30
+    password_file: str | None = None  # where the password came from (a path, not a secret)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
@@ -77,14 +113,19 @@ class MqttSettings:
         tls = parts.scheme == "mqtts" or _flag(query.get("tls"))
         username = urllib.parse.unquote(parts.username) if parts.username else None
         password = urllib.parse.unquote(parts.password) if parts.password is not None else None
-        if username and password is None:
-            password = os.environ.get("MLGYM_MQTT_PASSWORD")
+        password_file = query.get("password_file")
+        if username and overrides.get("password") is None:
+            password = _password(password, password_file)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in MQTT URL {_without_password(url)!r}") from None
         settings = cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
+            port=port or (8883 if tls else 1883),
             username=username,
             password=password,
-            prefix=query.get("prefix", "mlgym"),
+            prefix=query.get("prefix", DEFAULT_PREFIX),
             tls=tls,
             ca_file=query.get("ca"),
             cert_file=query.get("cert"),
@@ -92,14 +133,16 @@ class MqttSettings:
             tls_insecure=_flag(query.get("insecure")),
             client_id=query.get("client_id", ""),
             keepalive=int(query.get("keepalive", 30)),
+            password_file=password_file,
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides.get("ca_file") or overrides.get("cert_file"):
             overrides.setdefault("tls", True)
         settings = replace(settings, **overrides)
         check_name(settings.prefix, "prefix")
-        if not settings.prefix:
-            raise ValueError("MQTT topic prefix must not be empty")
+        if not settings.prefix or "" in settings.prefix.split("/"):
+            raise ValueError(f"MQTT topic prefix {settings.prefix!r} must not be empty or have "
+                             "empty levels")
         return settings
 
     def safe_url(self) -> str:
@@ -107,6 +150,24 @@ class MqttSettings:
         user = f"{self.username}@" if self.username else ""
         scheme = "mqtts" if self.tls else "mqtt"
         return f"{scheme}://{user}{self.host}:{self.port}?prefix={self.prefix}"
+
+    def public_url(self) -> str:
+        """A URL with every setting but the password and the client id (each process needs
+        its own): what a run hands its processes, keeps in run.json and prints."""
+        query: dict[str, str] = {"prefix": self.prefix}
+        for key, value in (("ca", self.ca_file), ("cert", self.cert_file), ("key", self.key_file),
+                           ("password_file", self.password_file)):
+            if value:
+                query[key] = value
+        if self.tls_insecure:
+            query["insecure"] = "1"
+        if self.keepalive != 30:
+            query["keepalive"] = str(self.keepalive)
+        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "mqtts" if self.tls else "mqtt"
+        return (f"{scheme}://{user}{host}:{self.port}?"
+                + urllib.parse.urlencode(query, safe="/"))
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -118,6 +179,35 @@ class MqttSettings:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def run_prefix(run: str, root: str = DEFAULT_PREFIX) -> str:
+    """The topic prefix of a run whose URL names none: `mlgym/<run id>`, so that runs sharing a
+    broker (and `mlgym run --runs N`) never share topics, and an ACL can fence one run in."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in run)
+    return f"{root}/{safe}"
+
+
+def for_run(url: str, run: str, *, nested: bool = False) -> str:
+    """`url` with the run's topic prefix (`run_prefix`) unless it names a prefix itself;
+    `nested` (several runs on one URL): a named prefix P becomes `P/<run id>`."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    named = [v for k, v in query if k == "prefix"]
+    if not run or (named and not nested):
+        return url
+    prefix = run_prefix(run, named[-1] if named else DEFAULT_PREFIX)
+    query = [(k, v) for k, v in query if k != "prefix"] + [("prefix", prefix)]
+    return urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query, safe="/")))
 
 
 # --------------------------------------------------------------------------- topic mapping
@@ -406,13 +496,15 @@ class Link:
 def _explain(exc: aiomqtt.MqttError, s: MqttSettings) -> str:
     text = str(exc)
     low = text.lower()
+    where = (f"the password file {s.password_file}" if s.password_file
+             else f"the URL, ${PASSWORD_ENV} or ${PASSWORD_FILE_ENV}")
     if "user name or password" in low or "username or password" in low:
         return (f"MQTT broker {s.safe_url()} refused the login: bad username or password "
-                f"(user {s.username!r}; set it in the URL or $MLGYM_MQTT_PASSWORD)")
+                f"(user {s.username!r}; the password comes from {where})")
     if "not authori" in low:  # what mosquitto answers MQTT v5 clients for a wrong password too
-        who = f"user {s.username!r}" if s.username else "anonymous login"
+        who = f"user {s.username!r}" if s.username else "anonymous login: give user@ in the URL"
         return (f"MQTT broker {s.safe_url()} refused the login: not authorized ({who}; check the "
-                f"username and password, in the URL or $MLGYM_MQTT_PASSWORD)")
+                f"username and password, from {where})")
     return f"cannot connect to MQTT broker {s.safe_url()}: {text}"
 
 

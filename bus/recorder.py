@@ -40,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mlgym import log
+from mlgym.bus import MQTT_DESCRIPTOR
 from mlgym.files import atomic_write_json
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
@@ -63,7 +64,7 @@ from mlgym.bus.mqtt_link import (
 logger = log.get(__name__)
 
 LOG_NAME = LOG_FILE  # the ZeroMQ broker's file name: tools that read a run's log read either
-INFO_NAME = "mqtt.json"
+INFO_NAME = MQTT_DESCRIPTOR  # mqtt.json: connect(run_dir) finds the bus by it
 BATCH = 512
 RECENT_IDS = 10_000
 OWNER_LEVEL = "$recorder"
@@ -81,6 +82,7 @@ class _Item:
     done: asyncio.Future[int] | None = None
     msg: aiomqtt.Message | None = None  # acknowledged to the broker once committed
     source: aiomqtt.Client | None = None
+    id: str = ""  # the envelope id (known once admitted): redeliveries and retries are dropped
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Counters:
     dropped_oversized: int = 0
     dropped_version: int = 0
     dropped_duplicate: int = 0
+    duplicates_acked: int = 0  # acked publishes sent again (same id), answered from the log
     history_served: int = 0
     rpc_errors: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
@@ -107,7 +110,9 @@ class Recorder:
         self.head = 0  # highest committed seq
         self._start_head = 0  # head when this epoch began: the conservative `prev` of new chains
         self._chains: dict[str, int] = {}
-        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # envelope id -> (seq, epoch) of the latest RECENT_IDS logged messages
+        self._recent: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        self._acking: dict[str, asyncio.Future[int]] = {}  # id -> acked publish in flight
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._log: EventLog | None = None
         self._link: Link | None = None
@@ -150,7 +155,8 @@ class Recorder:
             raise
         self._writer = asyncio.create_task(self._write_loop(), name="recorder-writer")
         self._writer.add_done_callback(self._writer_done)
-        info = {"transport": "mqtt", "url": self.settings.safe_url(), "prefix": self.prefix,
+        # every setting but the password and client id: `connect(run_dir)` reads it
+        info = {"transport": "mqtt", "url": self.settings.public_url(), "prefix": self.prefix,
                 "epoch": self.epoch, "head_seq": self.head, "pid": os.getpid(),
                 "log": str(self.log_path)}
         atomic_write_json(self.run_dir / INFO_NAME, info)
@@ -241,16 +247,18 @@ class Recorder:
             asyncio.ensure_future(self.close())
 
     def _remember_recent_ids(self) -> None:
-        """Seed the redelivery filter with the ids of the log's last messages."""
+        """Seed the redelivery filter with the ids of the log's last messages: an acked publish
+        the previous recorder logged but did not answer is answered with its seq, not logged
+        again."""
         reader = LogReader(self.log_path)
         try:
             start = max(self.head - RECENT_IDS + 1, 1)
             for rows in reader.read(start, self.head):
-                for _seq, _epoch, _ts, _topic, encoding, payload in rows:
+                for seq, epoch, _ts, _topic, encoding, payload in rows:
                     with contextlib.suppress(p.ProtocolError):
                         env_id = p.check(payload, encoding.encode()).id
                         if env_id:
-                            self._recent[env_id] = None
+                            self._recent[env_id] = (seq, epoch)
         finally:
             reader.close()
 
@@ -287,27 +295,33 @@ class Recorder:
         setattr(self.counters, attr, getattr(self.counters, attr) + 1)
         logger.warning("bus message dropped", code=code, topic=topic, reason=reason)
 
-    def _admit(self, item: _Item) -> bool:
-        """Validate before logging: only decodable, current-version envelopes get a seq."""
-        if item.done is not None:
-            return True  # acked publishes were validated by the RPC decoder
-        try:
-            env = p.check(item.payload, item.encoding)  # the envelope; bodies are receivers'
-        except p.ProtocolError as exc:
-            self._drop(exc.code, item.topic, exc.message)
-            return False
-        if env.topic != item.topic or not item.topic:  # as the ZeroMQ broker: must agree
-            self._drop("malformed", item.topic, f"envelope topic {env.topic!r} differs from the "
-                       f"MQTT topic, or is empty")
-            return False
-        if env.id:
-            if env.id in self._recent:  # a QoS 1 redelivery after a reconnect
+    def _admit(self, item: _Item, batch_ids: set[str]) -> bool:
+        """Validate before logging: only decodable, current-version envelopes get a seq, and
+        each envelope id once (a QoS 1 redelivery after a reconnect is dropped)."""
+        if item.done is None:  # acked publishes were validated by the RPC decoder
+            try:
+                env = p.check(item.payload, item.encoding)  # the envelope; bodies: receivers'
+            except p.ProtocolError as exc:
+                self._drop(exc.code, item.topic, exc.message)
+                return False
+            if env.topic != item.topic or not item.topic:  # as the ZeroMQ broker: must agree
+                self._drop("malformed", item.topic, f"envelope topic {env.topic!r} differs "
+                           f"from the MQTT topic, or is empty")
+                return False
+            item.id = env.id
+        if item.id:
+            if item.id in self._recent or item.id in batch_ids:
                 self.counters.dropped_duplicate += 1
                 return False
-            self._recent[env.id] = None
-            if len(self._recent) > RECENT_IDS:
-                self._recent.popitem(last=False)
+            batch_ids.add(item.id)
         return True
+
+    def _remember(self, batch: list[_Item], first: int) -> None:
+        for seq, item in enumerate(batch, start=first):
+            if item.id:
+                self._recent[item.id] = (seq, self.epoch)
+        while len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
 
     # ----------------------------------------------------------------- stamping
 
@@ -318,9 +332,11 @@ class Recorder:
             await self._owner_ok.wait()
             while len(taken) < BATCH and not self._queue.empty():
                 taken.append(self._queue.get_nowait())
-            batch = [item for item in taken if self._admit(item)]
+            batch_ids: set[str] = set()
+            batch = [item for item in taken if self._admit(item, batch_ids)]
             if not batch:
                 self._ack(taken)
+                self._answer_duplicates(taken)
                 continue
             records = [(item.topic, item.encoding.decode(), item.payload) for item in batch]
             try:
@@ -334,6 +350,7 @@ class Recorder:
                 continue
             self._ack(taken)
             first = self.head + 1
+            self._remember(batch, first)
             self.head += len(batch)
             self.counters.published += len(batch)
             sends = [self._send(seq, item) for seq, item in enumerate(batch, start=first)]
@@ -344,6 +361,13 @@ class Recorder:
                                    seq=seq, error=str(result))
                 if item.done is not None and not item.done.done():
                     item.done.set_result(seq)
+            self._answer_duplicates(taken)
+
+    def _answer_duplicates(self, items: list[_Item]) -> None:
+        """Acked publishes dropped as duplicates of a logged message get that message's seq."""
+        for item in items:
+            if item.done is not None and not item.done.done() and item.id in self._recent:
+                item.done.set_result(self._recent[item.id][0])
 
     def _ack(self, items: list[_Item]) -> None:
         assert self._link is not None
@@ -404,9 +428,21 @@ class Recorder:
         if len(payload) > p.MAX_FRAME_BYTES:
             self.counters.dropped_oversized += 1
             raise RpcError("oversized", f"message of {len(payload)} bytes > {p.MAX_FRAME_BYTES}")
+        if message.id:  # sent again (no reply came: a restart, a slow commit)? answer once
+            logged = self._recent.get(message.id)
+            if logged is not None:
+                self.counters.duplicates_acked += 1
+                return p.Published(seq=logged[0], epoch=logged[1])
+            pending = self._acking.get(message.id)
+            if pending is not None:
+                self.counters.duplicates_acked += 1
+                return p.Published(seq=await asyncio.shield(pending), epoch=self.epoch)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(message.topic, p.MSGPACK, payload, done))
-        return p.Published(seq=await done, epoch=self.epoch)
+        if message.id:
+            self._acking[message.id] = done
+            done.add_done_callback(lambda _: self._acking.pop(message.id, None))
+        self._queue.put_nowait(_Item(message.topic, p.MSGPACK, payload, done, id=message.id))
+        return p.Published(seq=await asyncio.shield(done), epoch=self.epoch)
 
     async def _history(self, req: p.HistoryRequest) -> AsyncIterator[p.Body]:
         prefixes = ([req.prefix] if req.prefix else []) + list(req.prefixes)
@@ -451,7 +487,9 @@ async def _run_until_signalled(recorder: Recorder) -> None:
 
 @click.command("record")
 @click.option("--mqtt", "url", required=True, envvar="MLGYM_MQTT_URL",
-              help="mqtt[s]://[user@]host:port[?prefix=mlgym&tls=1&ca=F&cert=F&key=F]")
+              help="mqtt[s]://[user@]host:port[?prefix=mlgym&tls=1&ca=F&cert=F&key=F"
+                   "&password_file=F] (a password in the URL shows in `ps`: use a file or "
+                   "the environment)")
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False),
               help="Directory of the run; the event log is RUN_DIR/events.sqlite.")
 @click.option("--prefix", default=None, help="Topic prefix (default from the URL, else mlgym).")

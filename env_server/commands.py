@@ -54,7 +54,9 @@ async def embedded_server(root: Path, backend: str = "local", bus_url: str | Non
 @click.option("--endpoint", default=None, help="ZeroMQ endpoint to bind (default ipc://<root>/env.sock).")
 @click.option("--tcp", "tcp", default=None, metavar="HOST:PORT", help="Bind tcp://HOST:PORT instead (127.0.0.1 unless you say otherwise).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where session workspaces live.")
-@click.option("--bus", "bus_url", default=None, help="Bus URL to publish session events on.")
+@click.option("--bus", "bus_url", default=None,
+              help="Bus URL to publish session events on (ipc://, tcp://, mqtt[s]://; the MQTT "
+                   "password from $MLGYM_MQTT_PASSWORD or a file, docs/mqtt.md).")
 @click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True)
 @click.option("--keys", type=click.Path(file_okay=False, path_type=Path), default=None, help="CURVE key folder (`mlgym keys init`): encrypt and authenticate tcp clients.")
 @click.option("--run", "run_id", default="", help="Run id stamped on events.")
@@ -110,14 +112,36 @@ def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str
         from mlgym.bus import security
 
         curve = security.server_curve(keys)
-    click.echo(f"environment server on {endpoint} (backend {backend}, sessions under {root})", err=True)
+    from mlgym.bus import is_mqtt
+
+    if is_mqtt(bus_url):
+        from mlgym.bus.mqtt_link import MqttSettings
+
+        try:
+            MqttSettings.from_url(bus_url)  # a bad URL or password file: one line
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--bus") from None
+
+    async def serve_and_say_so() -> None:
+        ready = asyncio.Event()
+        server = asyncio.ensure_future(run_server(
+            endpoint, root / "sessions", bus_url, run=run_id, backend=backend, curve=curve,
+            bus_curve=keys, pool_size=pool_size, warm=warm, freeze_gc=True, adopt=adopt,
+            policy=policy, keep_workspaces=not discard_workspaces, ready=ready))
+        said = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({server, said}, return_when=asyncio.FIRST_COMPLETED)
+        said.cancel()
+        if ready.is_set():  # once serving: a server that cannot start says only why
+            click.echo(f"environment server on {endpoint} (backend {backend}, sessions under "
+                       f"{root})", err=True)
+        await server
+
     try:
-        asyncio.run(run_server(endpoint, root / "sessions", bus_url, run=run_id, backend=backend, curve=curve,
-                               bus_curve=keys, pool_size=pool_size, warm=warm, freeze_gc=True,
-                               adopt=adopt, policy=policy,
-                               keep_workspaces=not discard_workspaces))
+        asyncio.run(serve_and_say_so())
     except KeyboardInterrupt:
         pass
+    except ConnectionError as exc:  # the bus refused the login: one line, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- shell

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,12 +60,15 @@ def pytest_runtest_makereport(item, call):  # noqa: ARG001
 
 
 @contextlib.contextmanager
-def external_agent_run(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, dict]]:
+def external_agent_run(tmp_path: Path, env: dict[str, str], extra: tuple[str, ...] = ()
+                       ) -> Iterator[tuple[subprocess.Popen, dict]]:
     """`mlgym run` on battleOfSexes whose one agent ("agent") is left to join from outside:
-    yields the supervisor process and its run.json once the run is running; kills it on exit."""
+    yields the supervisor process and its run.json once the run is running; kills it on exit.
+    `extra`: more `mlgym run` options (a bus, tcp, keys)."""
     run_dir = tmp_path / "run"
     sup = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "single",
-                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress", "--json"],
+                            "--external", "agent", "--run-dir", str(run_dir), "--no-progress",
+                            "--json", *extra],
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "sup.log", "wb"), env=env)
     try:
         deadline = time.monotonic() + 60
@@ -73,6 +79,86 @@ def external_agent_run(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[su
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+# --------------------------------------------------------------------------- mosquitto
+# A real MQTT broker on a free loopback port, for the MQTT bus tests (tests/test_bus_mqtt.py,
+# tests/test_run_mqtt.py).
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Mosquitto:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_mosquitto(workdir: Path, extra: list[str] | None = None, *,
+                    anonymous: bool = True, port: int = 0) -> Mosquitto:
+    """Start mosquitto with a generated config and wait until it accepts connections."""
+    require(shutil.which("mosquitto") is not None, "mosquitto is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    lines = []
+    if os.geteuid() == 0:
+        lines.append("user root")  # else it drops to user mosquitto and cannot read tmp_path
+    lines += [f"listener {port} 127.0.0.1", f"allow_anonymous {'true' if anonymous else 'false'}",
+              "persistence false", "set_tcp_nodelay true", *(extra or [])]
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    log = workdir / "mosquitto.log"
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mosquitto exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mosquitto did not listen on {port}: {log.read_text()}")
+            time.sleep(0.05)
+    return Mosquitto(port, proc, log)
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    require(shutil.which("openssl") is not None, "openssl is not installed")
+    d.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=mlgym-test-ca")
+    ssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return {name: d / f"{name}" for name in ("ca.crt", "server.crt", "server.key")}
+
 
 
 class SessionClient:

@@ -71,13 +71,17 @@ async def test_run_over_tcp_with_curve_keys(tmp_path):
     CurveZMQ (what agents on other machines use); the agents get the client keys."""
     from mlgym.bus.security import init_keys
 
+    from mlgym.bus.endpoints import free_tcp_base
+
     init_keys(tmp_path / "keys")
     run_dir = tmp_path / "run"
+    port = free_tcp_base("127.0.0.1", 5)  # --host HOST:PORT: fixed ports, for firewall rules
     result = await run_team("battleOfSexes", C.load_team("single"), run_dir=run_dir, progress=False,
-                            host="127.0.0.1", keys=str(tmp_path / "keys"))
+                            host=f"127.0.0.1:{port}", keys=str(tmp_path / "keys"))
     assert result["exit_status"] == "submitted"
     run = json.loads((run_dir / "run.json").read_text())
-    assert all(run[k].startswith("tcp://127.0.0.1:") for k in ("bus", "env", "memory"))
+    assert [run[k] for k in ("bus", "env", "memory")] == [
+        f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 3}", f"tcp://127.0.0.1:{port + 4}"]
     assert json.loads((run_dir / "bus.json").read_text())["curve"] is True
     assert len(events(run_dir, ["env/"])) > 0  # the environment server reached the secured bus
 

@@ -6,12 +6,8 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiomqtt
 import msgspec
@@ -20,70 +16,14 @@ import pytest
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.mqtt import MqttBusClient, MqttBusError, MqttSubscription, boundary_prefixes, chain_of
+from mlgym.bus.mqtt_link import MqttSettings, for_run
 from mlgym.bus.recorder import Recorder
-from conftest import require
+from conftest import make_certs, require, start_mosquitto
 
 pytestmark = pytest.mark.timeout(120)
 
 
-# --------------------------------------------------------------------------- mosquitto
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Mosquitto:
-    port: int
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_mosquitto(workdir: Path, extra: list[str] | None = None, *,
-                    anonymous: bool = True, port: int = 0) -> Mosquitto:
-    """Start mosquitto with a generated config and wait until it accepts connections."""
-    require(shutil.which("mosquitto") is not None, "mosquitto is not installed")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
-    lines = []
-    if os.geteuid() == 0:
-        lines.append("user root")  # else it drops to user mosquitto and cannot read tmp_path
-    lines += [f"listener {port} 127.0.0.1", f"allow_anonymous {'true' if anonymous else 'false'}",
-              "persistence false", "set_tcp_nodelay true", *(extra or [])]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text("\n".join(lines) + "\n")
-    log = workdir / "mosquitto.log"
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mosquitto exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mosquitto did not listen on {port}: {log.read_text()}")
-            time.sleep(0.05)
-    return Mosquitto(port, proc, log)
+# --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
@@ -119,6 +59,43 @@ def test_bad_names_refused():
         MqttBusClient("mqtt://127.0.0.1:1", prefix="a/#")
     with pytest.raises(ValueError, match="not an MQTT URL"):
         MqttBusClient("tcp://127.0.0.1:1")
+
+
+def test_password_sources_and_the_url_a_run_hands_out(tmp_path, monkeypatch):
+    """The password comes from the URL, a file (`password_file=` or
+    $MLGYM_MQTT_PASSWORD_FILE; only its owner may read it) or $MLGYM_MQTT_PASSWORD; the URL a
+    run keeps and hands its processes has every setting but the password and the client id."""
+    monkeypatch.delenv("MLGYM_MQTT_PASSWORD", raising=False)
+    monkeypatch.delenv("MLGYM_MQTT_PASSWORD_FILE", raising=False)
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    url = f"mqtts://bob@broker.lan:8884?ca=/etc/ca.crt&password_file={secret}&client_id=x"
+    s = MqttSettings.from_url(url)
+    assert s.password == "from-file" and "from-file" not in repr(s)
+    assert MqttSettings.from_url("mqtt://bob:inline@h").password == "inline"
+    monkeypatch.setenv("MLGYM_MQTT_PASSWORD", "from-env")
+    assert MqttSettings.from_url("mqtt://bob@h").password == "from-env"
+    monkeypatch.delenv("MLGYM_MQTT_PASSWORD")
+    monkeypatch.setenv("MLGYM_MQTT_PASSWORD_FILE", str(secret))
+    assert MqttSettings.from_url("mqtt://bob@h").password == "from-file"
+    secret.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by others"):
+        MqttSettings.from_url("mqtt://bob@h")
+    with pytest.raises(ValueError, match="cannot read the MQTT password file"):
+        MqttSettings.from_url(f"mqtt://bob@h?password_file={tmp_path / 'missing'}")
+    secret.chmod(0o600)
+    public = for_run(url, "task-team-1+2")
+    assert MqttSettings.from_url(public).prefix == "mlgym/task-team-1-2"
+    assert for_run("mqtt://h?prefix=lab/r1", "x") == "mqtt://h?prefix=lab/r1"  # named: kept
+    nested = for_run("mqtt://h?prefix=lab&ca=/c", "x.1", nested=True)  # --runs N: one level each
+    assert (MqttSettings.from_url(nested).prefix, MqttSettings.from_url(nested).ca_file) == (
+        "lab/x.1", "/c")
+    again = MqttSettings.from_url(s.public_url().replace(str(secret), str(tmp_path / "none")),
+                                  password="given")
+    assert (again.host, again.port, again.tls, again.ca_file, again.username, again.client_id,
+            again.password) == ("broker.lan", 8884, True, "/etc/ca.crt", "bob", "", "given")
+    assert ":inline@" not in MqttSettings.from_url("mqtt://bob:inline@h").public_url()
 
 
 # --------------------------------------------------------------------------- publish / subscribe
@@ -343,6 +320,37 @@ async def test_request_reply_and_acked_publish(broker, recorder):
             await a.request("nobody", p.Ping(), timeout=0.5)
 
 
+async def test_acked_publish_waits_out_a_recorder_restart_and_is_logged_once(broker, tmp_path):
+    """An acked publish sent while no recorder answers is tried again (same envelope id) until
+    a recorder does; every copy the broker queued for the recorder meanwhile is answered with
+    the one seq, and the log holds the message once. Two sends of one envelope at the same time
+    get the same seq too."""
+    run = tmp_path / "run"
+    rec = Recorder(broker.url, run)
+    await rec.start()
+    async with MqttBusClient(broker.url, sender="pub", ack_timeout=0.3) as pub:
+        assert await pub.publish("a/x", p.Note(text="before"), acked=True) == 1
+        await rec.close()
+        pending = asyncio.create_task(pub.publish("a/x", p.Note(text="during"), acked=True))
+        await asyncio.sleep(2.0)
+        assert not pending.done() and pub.ack_retries >= 2
+        rec = Recorder(broker.url, run)
+        await rec.start()
+        try:
+            assert await asyncio.wait_for(pending, 30) == 2
+            env = p.make(p.Note(text="twice"), topic="a/x", sender="pub")
+            first, second = await asyncio.gather(pub.publish_envelope(env, acked=True),
+                                                 pub.publish_envelope(env, acked=True))
+            assert first == second == 3
+            assert await pub.publish_envelope(env, acked=True) == 3  # answered from the log
+            await asyncio.sleep(0.5)  # let any late copy of a retried request arrive
+            texts = [e.body.text for e in await pub.history(1, "a/")]
+            assert texts == ["before", "during", "twice"]
+            assert rec.counters.duplicates_acked >= 2
+        finally:
+            await rec.close()
+
+
 async def test_history_streams_in_chunks(broker, recorder):
     async with MqttBusClient(broker.url, sender="h") as client:
         payload = "x" * 300_000  # ~4 records per 1 MiB chunk
@@ -440,25 +448,8 @@ def test_bus_commands_refuse_a_wrong_password_in_one_line(tmp_path):
     assert gone.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), gone.stderr
 
 
-def _make_certs(d: Path) -> dict[str, Path]:
-    require(shutil.which("openssl") is not None, "openssl is not installed")
-    d.mkdir()
-
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=mlgym-test-ca")
-    ssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    return {name: d / f"{name}" for name in ("ca.crt", "server.crt", "server.key")}
-
-
 async def test_tls_with_ca(tmp_path):
-    certs = _make_certs(tmp_path / "certs")
+    certs = make_certs(tmp_path / "certs")
     mq = start_mosquitto(tmp_path / "mq", [
         f"cafile {certs['ca.crt']}", f"certfile {certs['server.crt']}",
         f"keyfile {certs['server.key']}"])
