@@ -35,15 +35,22 @@ TEAM_FILE = "sweep-team.toml"
 STOP_GRACE_S = 90.0  # a run told to stop waits for its agents (grace 5 s each) and tears down
 LOCK_WAIT_S = 120.0
 
-try:  # loaded before any fork: the child only makes the call
-    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+try:  # loaded before any fork: the child only makes the calls
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 except OSError:  # not Linux
-    _prctl = None
+    _libc = None
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _die_with_parent() -> None:
-    if _prctl is not None:
-        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _child_setup() -> None:
+    """In the child, before exec: die with the parent (PR_SET_PDEATHSIG), and take SIGINT and
+    SIGTERM as a run expects them. A Ray worker blocks and ignores them, and both the mask and
+    an ignored disposition survive exec: the run would never hear a stop."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if _libc is not None:
+        for sig in _STOP_SIGNALS:
+            _libc.signal(int(sig), 0)  # SIG_DFL
+        _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -135,7 +142,7 @@ def _run_locked(job: Job, run_dir: Path, out: AttemptExit, stop: threading.Event
             out.child_start = time.time()
             proc = subprocess.Popen(argv(job, run_dir), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fileno(),),
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, preexec_fn=_child_setup)
             out.interrupted = _wait(proc, stop)
             out.child_end = time.time()
         out.returncode = proc.returncode
