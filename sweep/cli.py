@@ -11,7 +11,7 @@ import click
 from mlgym.sweep.spec import SweepError
 
 
-def _plan(path: Path, out: Path | None):
+def _plan(path: Path, out: Path | None, limit: int | None = None):
     """A sweep file, or a sweep folder (its plan's sweep file, re-read)."""
     from mlgym.sweep import spec
     from mlgym.sweep.folder import COPY_FILE, Folder
@@ -20,8 +20,8 @@ def _plan(path: Path, out: Path | None):
         if path.is_dir():
             old = Folder(path).load_plan()
             source = Path(old.source) if Path(old.source).is_file() else path / COPY_FILE
-            return spec.plan(source, out or path)
-        return spec.plan(path, out)
+            return spec.plan(source, out or path, limit)
+        return spec.plan(path, out, limit)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -36,13 +36,16 @@ def sweep() -> None:
 @click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The sweep folder [default: the file's `out`, else sweeps/<name>].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N runs of the plan (seed-major: every cell of the table once "
+                   "before any second seed); a smoke test before the whole sweep.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the runs and the totals.")
-def plan_cmd(file: Path, out: Path | None, as_json: bool) -> None:
+def plan_cmd(file: Path, out: Path | None, limit: int | None, as_json: bool) -> None:
     """The runs FILE expands to, with their ids, and an estimate of the cost where prices are
     known (tokens per step from the file's [estimate]; capped by each run's dollar budget)."""
     from mlgym.agents.progress import dollars
 
-    p = _plan(file, out)
+    p = _plan(file, out, limit)
     known = [r.est_usd for r in p.runs if r.est_usd is not None]
     unknown = sum(r.est_usd is None for r in p.runs)
     cap = sum(r.dollars_cap for r in p.runs if r.est_usd != 0.0)  # free models cost nothing
@@ -77,19 +80,22 @@ def plan_cmd(file: Path, out: Path | None, as_json: bool) -> None:
               help="Runs at once [default: the file's; with --ray, the cluster's CPUs / CPUs per run].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The sweep folder [default: the file's `out`, else sweeps/<name>].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N runs of the plan (seed-major: every cell of the table once "
+                   "before any second seed); a smoke test before the whole sweep.")
 @click.option("--force", is_flag=True, help="Go on although finished runs were made with other settings.")
 @click.option("--no-progress", is_flag=True, help="No live table (the finished lines only).")
 @click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
 @click.option("--json", "as_json", is_flag=True, help="End with the summary as one JSON line.")
-def run_cmd(file: Path, ray_address: str | None, concurrency: int | None, out: Path | None, force: bool,
-            no_progress: bool, no_report: bool, as_json: bool) -> None:
+def run_cmd(file: Path, ray_address: str | None, concurrency: int | None, out: Path | None, limit: int | None,
+            force: bool, no_progress: bool, no_report: bool, as_json: bool) -> None:
     """Run the sweep FILE (or go on with a sweep folder): finished runs are skipped, stopped ones
     resumed, infrastructure failures retried. Ctrl-C stops cleanly; run it again to go on."""
     from mlgym.sweep.executors import LocalExecutor
     from mlgym.sweep.progress import SweepProgress
     from mlgym.sweep.runner import Sweep
 
-    p = _plan(file, out)
+    p = _plan(file, out, limit)
     try:
         if ray_address is not None:
             from mlgym.sweep.ray_exec import RayExecutor

@@ -50,6 +50,8 @@ class LocalCluster:
         self.log_dir = Path(log_dir or self.tmp)
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = _free_port()
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"  # Ray Client, from outside
         self.nodes: list[subprocess.Popen] = []
 
     def __enter__(self) -> LocalCluster:
@@ -71,7 +73,8 @@ class LocalCluster:
 
     def start(self, timeout: float = 180.0) -> None:
         self._start_node(["--head", f"--port={self.port}", "--include-dashboard=false",
-                          f"--temp-dir={self.tmp}"], "head", self.head_cpus)
+                          f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.tmp}"],
+                         "head", self.head_cpus)
         self.wait_nodes(1, timeout)
         for i, cpus in enumerate(self.worker_cpus, 1):
             self._start_node([f"--address={self.address}"], f"worker{i}", cpus)

@@ -237,6 +237,7 @@ def _plot_scores(rows: list[dict[str, Any]], rep: Any, out_dir: Path) -> list[Pa
             xs = [i + 0.08 * (k - (len(vals) - 1) / 2) for k in range(len(vals))]
             ax.scatter(xs, vals, s=18, alpha=0.8)
         ax.axhline(info.baseline, linestyle="--", color="grey", linewidth=1, label="baseline")
+        ax.set_xlim(-0.5, len(methods) - 0.5)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=7)
         ax.set_title(f"{t} ({info.metric}, {'higher' if info.direction == 'max' else 'lower'} is better)",

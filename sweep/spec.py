@@ -157,8 +157,9 @@ def load(path: str | Path) -> SweepFile:
     return sweep
 
 
-def plan(path: str | Path, out: str | Path | None = None) -> Plan:
-    """Read a sweep file and expand its grid (tasks x designs x models x seeds x repeats)."""
+def plan(path: str | Path, out: str | Path | None = None, limit: int | None = None) -> Plan:
+    """Read a sweep file and expand its grid (tasks x designs x models x seeds x repeats);
+    `limit`: only the first runs (a smoke test; the ids are the same)."""
     path = Path(path).resolve()
     sweep = load(path)
     where = str(path)
@@ -174,17 +175,20 @@ def plan(path: str | Path, out: str | Path | None = None) -> Plan:
     _check_unique([str(s) for s in seeds], "seed", where)
     from mlgym.tasks import registry
 
+    specs_of = {t: registry.load_task(t).spec for t in tasks}
+    teams = {(d[0], m[0]): _effective_team(d[3], m[1], sweep) for d in designs for m in models}
     runs = []
-    for task in tasks:
-        spec = registry.load_task(task).spec
-        for dname, team_ref, toml_text, team in designs:
-            for mname, specs in models:
-                cfg = _effective_team(team, specs, sweep)
-                for seed in seeds:
-                    for rep in range(sweep.repeats):
-                        runs.append(_point(sweep, task, spec, dname, team_ref, toml_text, cfg, mname,
-                                           specs, seed, rep))
+    # seed-major: the first runs cover every cell of the table once (a partial sweep, or
+    # --limit, already gives a whole table)
+    for seed in seeds:
+        for rep in range(sweep.repeats):
+            for task in tasks:
+                for dname, team_ref, toml_text, _ in designs:
+                    for mname, specs in models:
+                        runs.append(_point(sweep, task, specs_of[task], dname, team_ref, toml_text,
+                                           teams[(dname, mname)], mname, specs, seed, rep))
     _check_unique([r.id for r in runs], "run id", where)
+    runs = runs[:limit] if limit else runs
     out_dir = Path(out or sweep.out or Path("sweeps") / label(sweep.name)).resolve()
     return Plan(sweep=sweep, source=str(path), out=str(out_dir), runs=runs)
 

@@ -86,8 +86,8 @@ def test_a_local_sweep_runs_its_grid_at_once_reports_and_skips_what_is_done(tmp_
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout.strip().splitlines()[-1])["methods"] == ["single/scripted-auto", "Baseline"]
 
-    # the same command again runs nothing
-    again = mlgym("sweep", "run", f, "--json", "--no-report")
+    # again (by the sweep folder this time) runs nothing
+    again = mlgym("sweep", "run", out, "--json", "--no-report")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 2
     assert len([x for x in journal(out) if x["event"] == "start"]) == 2
@@ -230,3 +230,23 @@ backoff_s = 0
     assert f"1 run(s) finished after infrastructure failures: {flaky_id} (1)." in md
     results = [json.loads(x) for x in (out / "report" / "results.jsonl").read_text().splitlines()]
     assert [x["sweep_run"] for x in results] == [flaky_id]
+
+
+@pytest.mark.timeout(600)
+def test_the_sweep_spend_cap_starts_no_run_once_it_is_spent(tmp_path):
+    with FakeServer(default=scripted_openai("battleOfSexes")) as server:
+        f = sweep_file(tmp_path, f"""
+tasks = ["battleOfSexes"]
+designs = ["single"]
+models = [{{name = "gpt", "*" = "openai:gpt-4o@{server.url}/v1"}}]
+seeds = 2
+concurrency = 1
+max_dollars = 0.000001
+""")
+        r = mlgym("sweep", "run", f, "--json", "--no-report", timeout=500)
+    assert r.returncode == 1, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (summary["done"], summary["remaining"], summary["budget_reached"]) == (1, 1, True)
+    assert summary["spend_usd"] > 0.000001  # gpt-4o's price on the server's reported usage
+    assert len([x for x in journal(tmp_path / "out") if x["event"] == "start"]) == 1
+    assert "BUDGET REACHED" in r.stderr

@@ -51,6 +51,10 @@ repeats = 2
     r0, r1 = p.point("blotto.default.mixed.s3.r0"), p.point("blotto.default.mixed.s3.r1")
     assert r0.fingerprint == r1.fingerprint != p.point("blotto.default.mixed.s7.r0").fingerprint
     assert p.out == str((tmp_path / "out").resolve())
+    # seed-major: the first runs fill every cell of the table once; --limit keeps the ids
+    first = [r.id for r in spec.plan(f, tmp_path / "out", limit=8).runs]
+    assert first == ids[:8] and {r.rsplit(".s", 1)[1] for r in first} == {"3.r0"}
+    assert len({(r.task, r.design, r.models) for r in p.runs[:8]}) == 8
 
 
 def test_suites_expand_and_exclusions_apply(tmp_path):

@@ -2,10 +2,11 @@
 (`ray start --head`, `ray start --address`, each its own process group), started here. Runs go
 to both nodes; a SIGINT stops them cleanly through Ray's cancel and the same command resumes
 them (a shared sweep folder); the worker node killed outright mid-sweep loses no run (run
-folders come back through Ray)."""
+folders come back through Ray). Both connections: the cluster's address and Ray Client."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -14,8 +15,6 @@ import time
 import pytest
 from conftest import require
 from test_sweep_local import MLGYM, journal, mlgym, of, sweep_file, wait_for
-
-import importlib.util
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
@@ -64,7 +63,8 @@ def test_runs_spread_over_the_nodes_stop_on_sigint_and_resume(cluster, tmp_path)
         assert run_json(out, r)["status"] == "stopped"
         assert [e["outcome"] for e in of(journal(out), r, "end")] == ["interrupted"]
 
-    again = mlgym("sweep", "run", f, "--ray", cluster.address, "--json", "--no-report", timeout=600)
+    # the same command, through Ray Client (ray://), as from a machine outside the cluster
+    again = mlgym("sweep", "run", f, "--ray", cluster.client_address, "--json", "--no-report", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["done"] == 2
     recs = journal(out)
