@@ -67,7 +67,10 @@ class Folder:
         self.runs.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             shutil.copyfile(plan.source, self.root / COPY_FILE)
-        _write_atomic(self.root / PLAN_FILE, msgspec.json.format(msgspec.json.encode(plan)))
+        # the environment's values may be secrets the file should not hold anyway: names only
+        env = {k: "<set>" for k in plan.sweep.env}
+        shown = msgspec.structs.replace(plan, sweep=msgspec.structs.replace(plan.sweep, env=env))
+        _write_atomic(self.root / PLAN_FILE, msgspec.json.format(msgspec.json.encode(shown)))
 
     def load_plan(self) -> Plan:
         try:

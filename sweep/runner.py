@@ -15,6 +15,7 @@ import contextlib
 import shutil
 import signal
 import statistics
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -232,6 +233,21 @@ class Sweep:
             job.payload = pack(run_dir)
         return job
 
+    def _receive(self, run_dir: Path, ex: AttemptExit) -> Path | None:
+        """Put a run folder that came back through Ray in place of the local copy (the payload
+        holds all the copy had, and more); a payload that cannot be unpacked leaves the copy."""
+        incoming = run_dir.with_name(run_dir.name + ".incoming")
+        shutil.rmtree(incoming, ignore_errors=True)
+        try:
+            unpack(ex.payload or b"", incoming)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            shutil.rmtree(incoming, ignore_errors=True)
+            ex.lost = ex.lost or f"the run folder that came back cannot be unpacked: {exc}"
+            return None
+        shutil.rmtree(run_dir, ignore_errors=True)
+        incoming.rename(run_dir)
+        return run_dir
+
     def _ended(self, ex: AttemptExit) -> None:
         s = self.status
         running = s.running.pop(ex.run, None)
@@ -240,9 +256,7 @@ class Sweep:
             return
         run_dir: Path | None = self.folder.run_dir(ex.run)
         if ex.payload is not None:
-            assert run_dir is not None
-            shutil.rmtree(run_dir, ignore_errors=True)  # the payload holds all it had, and more
-            unpack(ex.payload, run_dir)
+            run_dir = self._receive(run_dir, ex)
         elif running.job.storage == "copy":
             run_dir = None  # the attempt's folder stayed on a lost node
         out = classify(run_dir, ex)

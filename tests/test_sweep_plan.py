@@ -242,3 +242,33 @@ def test_a_packed_run_folder_round_trips_and_a_hostile_one_is_refused(tmp_path):
     with pytest.raises(tarfile.TarError):
         unpack(buf.getvalue(), tmp_path / "dst2")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_the_saved_plan_names_the_environment_but_keeps_no_value(tmp_path):
+    f = write(tmp_path, 'name = "x"\ntasks = ["blotto"]\n[env]\nSOME_TOKEN = "s3cret-value"\n')
+    p = spec.plan(f, tmp_path / "out")
+    Folder(p.out).save_plan(p)
+    text = (Path(p.out) / "plan.json").read_text()
+    assert "SOME_TOKEN" in text and "s3cret-value" not in text
+    assert Folder(p.out).load_plan().runs == p.runs
+    assert (Path(p.out) / "sweep.toml").read_text() == f.read_text()  # the copy, for the record
+
+
+def test_a_run_folder_that_comes_back_broken_leaves_the_local_copy(tmp_path):
+    from mlgym.sweep.executors import LocalExecutor
+    from mlgym.sweep.runner import Sweep
+
+    p = spec.plan(write(tmp_path, 'name = "x"\ntasks = ["blotto"]\n'), tmp_path / "out")
+    s = Sweep(p, LocalExecutor(1))
+    run_dir = s.folder.run_dir(p.runs[0].id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"status": "stopped"}')
+    ex = AttemptExit(run=p.runs[0].id, attempt=2, payload=b"not a tar.gz")
+    assert s._receive(run_dir, ex) is None
+    assert "cannot be unpacked" in ex.lost and (run_dir / "run.json").read_text() == '{"status": "stopped"}'
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "result.json").write_text("{}")
+    ex = AttemptExit(run=p.runs[0].id, attempt=2, payload=pack(good))
+    assert s._receive(run_dir, ex) == run_dir and sorted(x.name for x in run_dir.iterdir()) == ["result.json"]
+    s.executor.close()
