@@ -272,3 +272,13 @@ def test_a_run_folder_that_comes_back_broken_leaves_the_local_copy(tmp_path):
     ex = AttemptExit(run=p.runs[0].id, attempt=2, payload=pack(good))
     assert s._receive(run_dir, ex) == run_dir and sorted(x.name for x in run_dir.iterdir()) == ["result.json"]
     s.executor.close()
+
+
+def test_without_ray_the_ray_executor_says_how_to_get_it(tmp_path):
+    f = write(tmp_path, f'name = "x"\ntasks = ["blotto"]\nout = "{tmp_path / "out"}"\n')
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['mlgym', 'sweep', 'run', sys.argv[1], '--ray', "
+            "'auto']; from mlgym.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "the Ray executor needs ray: pip install 'mlgym-bus[ray]'" in r.stderr
+    assert not (tmp_path / "out" / "journal.jsonl").exists()  # nothing ran
