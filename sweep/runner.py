@@ -80,6 +80,7 @@ class Sweep:
         self.queue: list[tuple[float, RunPoint]] = []  # (not before, point)
         self.outcomes: dict[str, Outcome] = {}
         self._stop = threading.Event()
+        self.fatal = ""  # why the sweep could not go on (its folder cannot be written)
 
     # ------------------------------------------------------------------ public
 
@@ -97,6 +98,9 @@ class Sweep:
                 if self.progress is not None:
                     self.progress.stop()
                 self.executor.close()
+            if self.fatal:
+                raise SweepError(f"the sweep stopped: cannot write its folder: {self.fatal}; the running runs "
+                                 "were told to stop; run the same command again once it is fixed")
             summary = self.summary()
             self.folder.log("sweep_end", **{k: v for k, v in summary.items() if k != "runs"})
             return summary
@@ -184,12 +188,16 @@ class Sweep:
                 if self.progress is not None:
                     self.progress.note(f"stopping: {len(s.running)} running run(s) are saving their state; "
                                        "run the same command again to go on")
-            if not s.stopping:
-                self._launch()
-            if not s.running and (s.stopping or not self.queue or s.budget_reached):
-                break
-            for ex in self.executor.poll(TICK_S):
-                self._ended(ex)
+            try:
+                if not s.stopping:
+                    self._launch()
+                if not s.running and (s.stopping or not self.queue or s.budget_reached):
+                    break
+                for ex in self.executor.poll(TICK_S):
+                    self._ended(ex)
+            except OSError as exc:  # the sweep folder cannot be written (a full disk, ...)
+                self.fatal = self.fatal or f"{exc} ({getattr(exc, 'filename', '') or self.folder.root})"
+                self._stop.set()
             if self.progress is not None:
                 self.progress.update()
 

@@ -250,3 +250,30 @@ max_dollars = 0.000001
     assert summary["spend_usd"] > 0.000001  # gpt-4o's price on the server's reported usage
     assert len([x for x in journal(tmp_path / "out") if x["event"] == "start"]) == 1
     assert "BUDGET REACHED" in r.stderr
+
+
+@pytest.mark.timeout(600)
+def test_a_sweep_folder_that_cannot_be_written_stops_the_sweep_and_loses_no_finished_run(tmp_path):
+    f = sweep_file(tmp_path, 'tasks = ["battleOfSexes"]\ndesigns = ["single"]')
+    out = tmp_path / "out"
+    run_dir = out / "runs" / BOS
+    proc = subprocess.Popen([*MLGYM, "sweep", "run", str(f), "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (run_dir / "run.json").exists(), 240, "the run to start", proc)
+        (out / "journal.jsonl").unlink()
+        (out / "journal.jsonl").mkdir()  # every write to the journal now fails, as on a full disk
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "the sweep stopped: cannot write its folder: [Errno 21] Is a directory" in output
+    assert "Traceback" not in output
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    (out / "journal.jsonl").rmdir()
+    again = mlgym("sweep", "run", f, "--json", "--no-report")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 1  # read from its folder
+    (end,) = [x for x in journal(out) if x["event"] == "end"]
+    assert (end["run"], end["outcome"], end["recovered"]) == (BOS, "done", True)
