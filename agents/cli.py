@@ -123,6 +123,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--model", "models", multiple=True,
               help="Model for every agent, or NAME=SPEC for one agent or role (repeatable).")
 @click.option("--runs", type=int, default=1, show_default=True, help="Independent runs, one after the other.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The task's seed (the session's); with --runs N, runs get SEED..SEED+N-1.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/<run id>; with --runs N, a folder of N runs).")
 @click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True)
@@ -156,7 +158,7 @@ def _print_result(result: dict, as_json: bool) -> None:
                    "Default: each run its own, RUN_DIR/memory.sqlite.")
 @click.option("--no-progress", is_flag=True, help="No live table.")
 @click.option("--json", "as_json", is_flag=True, help="End with the result as one JSON line.")
-def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path | None, backend: str,
+def run(task: str, team: str, models: tuple[str, ...], runs: int, seed: int, run_dir: Path | None, backend: str,
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
         histories: tuple[str, ...], max_tokens: tuple[str, ...], max_retries: int | None,
         stall_timeout: float | None, call_timeout: float | None,
@@ -213,7 +215,7 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
                        err=True)
         try:
             result = asyncio.run(run_team(task, cfg, run_dir=rdir, run_id=rid, backend=backend, host=host,
-                                          keys=keys, progress=not no_progress, seed=i,
+                                          keys=keys, progress=not no_progress, seed=seed + i,
                                           memory=memory_db, bus=run_bus))
         except RunError as exc:
             raise click.ClickException(str(exc)) from None

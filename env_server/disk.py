@@ -10,15 +10,18 @@ Loop mounts need root and loop devices. Where either is missing, the disk is a p
 and the quota is NOT enforced; `enforcement` says so and the server logs a warning once (the
 audit reports it as a failure).
 
-On close the filesystem is unmounted; the image is deleted (`keep=False`, the default for
-servers that discard workspaces) or kept beside it as `disk.img` (mount it with
-`mount -o loop,ro disk.img DIR` to look inside).
+When a session ends for good its files are copied out as plain files (`export`: regular
+files only, never through a link) to `<session>/workspace/` and `<session>/jobs/`, unless the
+server discards workspaces, and the image is deleted: a run folder holds no 50 GB sparse file
+that a copy without sparse support (tar, scp, rsync without -S) would write out in full. A
+session suspended for a restarted server to adopt keeps its image (`disk.img`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -129,6 +132,52 @@ class SessionDisk:
         used, total = self.usage()
         return total > 0 and total - used <= max(total * margin, 1 << 20)
 
+    def export(self, dest_root: Path, max_bytes: int = 0) -> tuple[int, int]:
+        """Copy `workspace/` and `jobs/` of the mounted disk to plain folders of the same names
+        under `dest_root` (the server's, outside the disk). Only regular files are copied, each
+        opened without following links (tools/safefs.py), so what the agent left (links to host
+        files, FIFOs, devices) cannot make the server read anything but its own files; nothing
+        runs in the sandbox any more. Returns (files copied, entries skipped). Blocking: call it
+        in a thread."""
+        from mlgym.tools import safefs
+
+        copied = skipped = total = 0
+        # holes stay holes (_copy_sparse): the host gets at most the blocks the disk held
+        used, _ = self.usage()
+        limit = max_bytes or used + (1 << 20)
+        for part in ("workspace", "jobs"):
+            try:
+                src_root = safefs.open_dir(self.mount, part)
+            except OSError:
+                continue
+            dest = Path(dest_root) / part
+            dest.mkdir(mode=0o700, exist_ok=True)
+            try:
+                for rel, dirfd, name in safefs.walk_files(src_root):
+                    try:
+                        src = safefs.open_file(dirfd, name, os.O_RDONLY)
+                    except OSError:
+                        skipped += 1  # a link, FIFO, socket or device: left behind
+                        continue
+                    try:
+                        st = os.fstat(src)
+                        if total + st.st_blocks * 512 > limit:
+                            skipped += 1
+                            continue
+                        out = safefs.open_file(dest, rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                               0o600, make_parents=True)
+                        try:
+                            _copy_sparse(src, out, st.st_size)
+                        finally:
+                            os.close(out)
+                        total += st.st_blocks * 512
+                        copied += 1
+                    finally:
+                        os.close(src)
+            finally:
+                os.close(src_root)
+        return copied, skipped
+
     async def release(self, keep: bool = False) -> None:
         """Unmount; delete the image unless `keep`. Idempotent."""
         if self.mounted:
@@ -137,6 +186,28 @@ class SessionDisk:
         if not keep:
             with contextlib.suppress(FileNotFoundError):
                 self.image.unlink()
+
+
+def _copy_sparse(src: int, out: int, size: int) -> None:
+    """Copy a file's data extents only (SEEK_DATA/SEEK_HOLE): a sparse file stays sparse."""
+    os.ftruncate(out, size)
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        hole = os.lseek(src, data, os.SEEK_HOLE)
+        pos = data
+        while pos < hole:  # copy_file_range refuses some pairs of filesystems (EXDEV)
+            chunk = os.pread(src, min(hole - pos, 1 << 20), pos)
+            if not chunk:
+                break
+            os.pwrite(out, chunk, pos)
+            pos += len(chunk)
+        offset = hole
 
 
 async def _run(*argv: str) -> None:

@@ -307,7 +307,17 @@ class Session:
         if self.sandbox is not None:
             await self.sandbox.stop()
         if self.disk is not None:
-            await self.disk.release(keep=self.keep_disk)
+            if self.keep_disk and self.disk.mounted:  # its files as plain files, no image
+                try:
+                    copied, skipped = await asyncio.to_thread(self.disk.export, self.root)
+                    logger.info("workspace exported", session=self.id, files=copied,
+                                skipped=skipped)
+                except OSError as exc:  # keep the image rather than lose the files
+                    logger.warning("workspace export failed; disk image kept",
+                                   session=self.id, error=str(exc))
+                    await self.disk.release(keep=True)
+                    return
+            await self.disk.release(keep=False)
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

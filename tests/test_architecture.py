@@ -13,6 +13,8 @@ ALLOWED = {
     "tasks": {"bus"},
     "env_server": {"bus", "tools", "tasks"},
     "agents": {"bus", "tools", "tasks"},
+    # runs are `mlgym run` / `mlgym resume` subprocesses: never env_server internals
+    "sweep": {"bus", "tasks", "agents"},
 }
 
 

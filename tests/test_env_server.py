@@ -4,6 +4,7 @@ evaluators. Uses the prisoner's dilemma task (fast evaluator, no data files)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -365,3 +366,27 @@ async def test_without_namespaces_only_the_workspace_path_differs(tmp_path, monk
         assert (same(b.output), b.exit_code, b.scores) == (a.output, a.exit_code, a.scores), cmd
         assert {k: same(str(v)) for k, v in b.info.items()} == {k: str(v) for k, v in a.info.items()}
     assert plain[-2].scores["Score"] > 2.3716 and plain[-1].done  # defecting beats the baseline
+
+
+async def test_a_closed_session_leaves_its_files_as_plain_files_and_no_disk_image(server, tmp_path):
+    """A finished session's disk image (sparse, 50 GB by default) is not left in the run
+    folder for tar or scp to write out in full: its regular files are copied out (a sparse
+    file stays sparse); what the agent planted (a link to a host file, a FIFO) is left behind."""
+    from mlgym.env_server.disk import loop_mounts_possible
+
+    srv, client = server
+    opened = await open_session(client)
+    sid = opened.info.session
+    for cmd in ("mkdir -p sub && echo kept > sub/notes.txt", "ln -s /etc/shadow shadow",
+                "mkfifo pipe", "truncate -s 4G sparse.bin", "echo log > /tmp/x"):
+        assert (await act(client, sid, cmd)).exit_code == 0
+    await client.request("env", p.SessionClose(session=sid), timeout=60)
+    root = tmp_path / "sessions" / sid
+    assert (root / "workspace" / "sub" / "notes.txt").read_text() == "kept\n"
+    assert (root / "workspace" / "strategy.py").is_file()
+    for planted in ("shadow", "pipe"):
+        assert not os.path.lexists(root / "workspace" / planted), planted
+    sparse = (root / "workspace" / "sparse.bin").stat()
+    assert sparse.st_size == 4 << 30 and sparse.st_blocks * 512 < 1 << 20
+    assert not (root / "disk.img").exists() and not os.path.ismount(root / "disk")
+    assert loop_mounts_possible() or not (root / "disk" / "workspace").exists()
