@@ -19,7 +19,7 @@ describes every key; in short:
     session = "shared"         # "shared": the team's session; "own": its own sandbox; "none"
     critical = true            # the run cannot go on once every member of this role is gone
     history, model, max_item_steps, [budget]   # defaults for its members
-    policy = "coder"           # the scripted model's policy for it (default: the role's name)
+    policy = "coder"           # the scripted model's policy (default: its parent's, else its name)
 
 Templates are `str.format` templates: a brace that is not a variable is written `{{`.
 """
@@ -150,6 +150,7 @@ def resolve_table(name: str, table: dict[str, Any], *, local: dict[str, dict[str
         else:
             raise RoleError(f"role {name}: extends unknown role {parent!r} "
                             f"(shipped: {', '.join(shipped())})")
+        base.setdefault("policy", base["name"])  # a child acts like its parent unless told
         merged = {**base, **merged}
     merged.update(table)
     merged["name"] = name

@@ -13,6 +13,14 @@ file-viewer command that costs the environment server microseconds. Per turn:
 Warm-up turns are dropped. The last line printed is one JSON object with overhead_p50_ms and
 overhead_p99_ms (target: p50 <= 5 ms).
 
+With `--members N` (N > 1) the timed agent works in a team of N (docs/teams.md): N - 1 more
+members run as the supervisor's processes, each in a session of its own, doing the same
+`goto` turns with a model that thinks `--member-latency` seconds (default 0.2 s) and sending a
+team message to the others every third turn, so the broker, the environment server and the
+timed agent's subscription carry a busy team's traffic. The same run first measures the timed
+agent alone in the same kind of team (the baseline) and prints the ratio; the target
+(p50 <= 5 ms) holds for the team of N.
+
 With `--model SPEC` (an OpenAI-compatible server, `openai:NAME@http://host:port/v1`, or `local`
 for bench/cacheserver.py) it measures instead what the history policies cost a prompt cache:
 prompt tokens re-processed per turn under last:5 and stable:5 (bench/history_cache.py, whose
@@ -66,20 +74,35 @@ async def command_cost(task: str, n: int = 500) -> float:
     return statistics.median(times)
 
 
-def write_team(path: Path, steps: int) -> None:
+def write_team(path: Path, steps: int, members: int = 1, latency_s: float = 0.2) -> None:
+    if members <= 1 and latency_s < 0:  # the classic measurement: one MLGym-style agent
+        path.write_text(
+            'name = "bench"\n[budget]\n'
+            f"steps = {steps}\ntokens = 0\ndollars = 0\nwall_clock_s = 900\n"
+            '[[agents]]\nname = "agent"\nrole = "single"\nmodel = "scripted:bench"\nhistory = "last:5"\n'
+            "external = true\n"
+        )
+        return
+    # a team of peers, each in its own session; the others talk among themselves
+    others = (f'[[agents]]\nname = "bg"\nrole = "bg"\ncount = {members - 1}\nhistory = "last:5"\n'
+              f'model = "scripted:bench?latency_s={latency_s}&chatter=3"\n') if members > 1 else ""
     path.write_text(
-        'name = "bench"\n[budget]\n'
-        f"steps = {steps}\ntokens = 0\ndollars = 0\nwall_clock_s = 900\n"
-        '[[agents]]\nname = "agent"\nrole = "single"\nmodel = "scripted:bench"\nhistory = "last:5"\n'
-        "external = true\n"
+        'name = "bench-team"\nmerge = "best"\n[budget]\n'
+        f"steps = {steps * members * 4}\ntokens = 0\ndollars = 0\nwall_clock_s = 900\n"
+        '[topology]\nkind = "none"\n'
+        + ('[[topology.channels]]\nfrom = "bg"\nto = ["bg"]\nkinds = ["message"]\n' if members > 1 else "")
+        + '[roles.bg]\nextends = "peer"\n'
+        '[[agents]]\nname = "agent"\nrole = "peer"\nmodel = "scripted:bench"\nhistory = "last:5"\n'
+        f"external = true\n[agents.budget]\nsteps = {steps}\n" + others
     )
 
 
-async def main_async(args: argparse.Namespace) -> dict:
+async def main_async(args: argparse.Namespace, members: int = 1) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="mlgym-bench-agents-"))
     run_dir = tmp / "run"
     team = tmp / "bench.toml"
-    write_team(team, args.steps + args.warmup)
+    latency = args.member_latency if args.members > 1 else -1.0
+    write_team(team, args.steps + args.warmup, members, latency)
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     sup = subprocess.Popen(
         [sys.executable, "-m", "mlgym.cli", "run", "--task", args.task, "--team", str(team), "--run-dir",
@@ -93,11 +116,13 @@ async def main_async(args: argparse.Namespace) -> dict:
             if sup.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the run did not start; see {tmp / 'supervisor.log'}")
             await asyncio.sleep(0.05)
-        agent = Agent(Options(name="agent", role="single", run="", bus=str(run_dir), model="scripted:bench",
+        agent = Agent(Options(name="agent", role="", run="", bus=str(run_dir), model="scripted:bench",
                               history="last:5"))
         t0 = time.perf_counter()
         status = await agent.run()
         wall = time.perf_counter() - t0
+        if latency >= 0:  # the other members go on: stop the run (a clean stop)
+            sup.terminate()
         out, _ = await asyncio.to_thread(sup.communicate, timeout=300)
     finally:
         if sup.poll() is None:
@@ -113,6 +138,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     model = [t["model"] * 1000 for t in turns]
     result = {
         "task": args.task,
+        "members": members,
         "turns": len(turns),
         "overhead_p50_ms": round(pct(overhead, 50), 3),
         "overhead_p99_ms": round(pct(overhead, 99), 3),
@@ -141,13 +167,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed turns")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--model", help="measure history policies against this model's prompt cache")
+    ap.add_argument("--members", type=int, default=1, help="team size (the timed agent included)")
+    ap.add_argument("--member-latency", type=float, default=0.2,
+                    help="--members: the other members' model think time per turn, seconds")
     args = ap.parse_args()
-    r = asyncio.run(main_async(args))
-    print(f"agent step overhead over {r['turns']} turns ({r['task']}, scripted model, `goto` commands):")
-    print(f"  overhead p50 {r['overhead_p50_ms']:.3f} ms   p99 {r['overhead_p99_ms']:.3f} ms   "
-          f"mean {r['overhead_mean_ms']:.3f} ms   (target p50 <= 5 ms)")
-    print(f"  environment round trip p50 {r['env_round_trip_p50_ms']:.3f} ms, turn record on the bus p50 "
-          f"{r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, command {r['command_ms']:.4f} ms")
+    runs = [1, args.members] if args.members > 1 else [1]
+    results = [asyncio.run(main_async(args, n)) for n in runs]
+    for r in results:
+        who = "alone" if r["members"] == 1 else f"in a team of {r['members']}"
+        print(f"agent step overhead over {r['turns']} turns, {who} ({r['task']}, scripted model, "
+              "`goto` commands):")
+        print(f"  overhead p50 {r['overhead_p50_ms']:.3f} ms   p99 {r['overhead_p99_ms']:.3f} ms   "
+              f"mean {r['overhead_mean_ms']:.3f} ms   (target p50 <= 5 ms)")
+        print(f"  environment round trip p50 {r['env_round_trip_p50_ms']:.3f} ms, turn record on the bus "
+              f"p50 {r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, command "
+              f"{r['command_ms']:.4f} ms")
+    r = results[-1]
+    if len(results) > 1:
+        base = results[0]["overhead_p50_ms"]
+        r = {**r, "alone_overhead_p50_ms": base,
+             "ratio_p50": round(r["overhead_p50_ms"] / base, 2) if base else None}
+        print(f"  team of {r['members']} / alone, p50: {r['ratio_p50']}")
     print(json.dumps(r))
 
 

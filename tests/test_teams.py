@@ -333,3 +333,71 @@ def test_channel_expansion_and_refusal_text():
     assert msgspec.to_builtins(pairs) == [{"sender": "c1", "receivers": ["c2"], "kinds": ["message"]},
                                           {"sender": "c2", "receivers": ["c1"], "kinds": ["message"]}]
     assert T.allowed([], "x", "y", "work")  # runs from before topologies: anything goes
+
+
+# ------------------------------------------------------------------ resume, restarts
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("how", ["sigint", "reboot"])
+async def test_a_parallel_run_resumes_in_the_same_sessions(tmp_path, how):
+    """parallel-3 stopped cleanly (SIGINT) or with every process killed at once: `mlgym
+    resume` goes on in the team's session and in each coder's own session (adopted, tokens
+    from sessions.token), and the run ends submitted with the best candidate."""
+    _bwrap()
+    from test_run_lifecycle import Cli, _interrupt, all_gone, resume_to_end, run_json, wait_commands
+
+    run_dir = tmp_path / "run"
+    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "parallel-3",
+              "--run-dir", str(run_dir), "--no-progress")
+    try:
+        await wait_commands(run_dir, 3, run)
+        kids = _interrupt(run, run_dir, how)
+        await run.wait(90)
+        await all_gone(kids)
+    finally:
+        run.kill()
+    state = run_json(run_dir)
+    assert set(state["member_sessions"]) == {"coder-1", "coder-2", "coder-3"}
+    assert "token" not in json.dumps(state["member_sessions"])  # tokens stay out of run.json
+    tokens = json.loads((run_dir / "sessions.token").read_text())
+    assert {m: v["session"] for m, v in tokens.items()} == state["member_sessions"]
+    assert (run_dir / "sessions.token").stat().st_mode & 0o077 == 0
+    result = await resume_to_end(tmp_path, run_dir)
+    assert result["exit_status"] == "submitted"
+    assert result["final_submission"]["scores"]["Score"] > 1.3  # always_zero, picked from a coder
+    infos = [e.body for e in events(run_dir, ["run/info"]) if isinstance(e.body, P.RunInfo)]
+    assert len(infos) >= 2 and len({i.session for i in infos}) == 1
+    for m, s in state["member_sessions"].items():
+        assert {i.sessions[m].session for i in infos} == {s}, m  # adopted, not replaced
+
+
+@pytest.mark.timeout(300)
+async def test_a_killed_environment_server_keeps_every_members_session(tmp_path):
+    """The environment server SIGKILLed while three coders work in their own sessions: the new
+    server adopts all four sessions, the agents go on, the run ends submitted."""
+    _bwrap()
+    import asyncio
+    import os
+    import signal
+
+    from test_agents_crash import env_commands
+    from test_run_lifecycle import pids
+
+    run_dir = tmp_path / "run"
+
+    async def kill_env() -> int:
+        while env_commands(run_dir) < 4:
+            await asyncio.sleep(0.02)
+        pid = pids(run_dir)["env"]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    killer = asyncio.create_task(kill_env())
+    result = await run_team("prisonersDilemma", C.load_team("parallel-3"), run_dir=run_dir, progress=False)
+    assert killer.done()
+    assert result["env_restarts"] == 1 and result["exit_status"] == "submitted"
+    assert_beats_baseline(result, BASELINES["prisonersDilemma"])
+    infos = [e.body for e in events(run_dir, ["run/info"]) if isinstance(e.body, P.RunInfo)]
+    assert [i.generation for i in infos] == [1, 2]
+    assert infos[0].session == infos[1].session and infos[0].sessions == infos[1].sessions

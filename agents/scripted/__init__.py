@@ -42,6 +42,7 @@ class ScriptedBackend(ModelBackend):
         params = parse_qs(query)
         self.usd_per_mtok = float(params.get("usd_per_mtok", ["0"])[0])
         self.latency_s = float(params.get("latency_s", ["0"])[0])  # a model's think time (benches)
+        self.chatter = int(params.get("chatter", ["0"])[0])  # bench: a team message every N turns
         # its own price entry: the cost is computed like any model's, and no "unknown model" warning
         super().__init__(name, prices=PriceTable({name: Price(self.usd_per_mtok, self.usd_per_mtok)}))
         self.target = name
@@ -66,7 +67,7 @@ class ScriptedBackend(ModelBackend):
             await asyncio.sleep(self.latency_s)
         if self.target == "bench":  # as cheap as possible: the benchmark measures the framework
             n = sum(1 for m in messages if m.role == "assistant")
-            thought, command = policy_mod.bench_step(n)
+            thought, command = policy_mod.bench_step(n, self.chatter)
             transcript = None
         else:
             transcript = read(messages, _ALL_TOOLS)

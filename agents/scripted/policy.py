@@ -333,8 +333,11 @@ POLICIES = {"single": single, "coder": coder, "planner": planner, "literature": 
             **_team_policies()}
 
 
-def bench_step(turn: int) -> Action:
-    """For `mlgym bench agents`: cheap ACI commands forever (the framework's cost dominates)."""
+def bench_step(turn: int, chatter: int = 0) -> Action:
+    """For `mlgym bench agents`: cheap ACI commands forever (the framework's cost dominates),
+    and with `chatter` a message to the team every `chatter` turns."""
+    if chatter and turn and turn % chatter == 0:
+        return ("Tell the team.", f"message all\nping {turn}\nend_of_message")
     if turn == 0:
         return ("Open the file once.", 'open "strategy.py"')
     return ("Move the window.", f"goto {1 + turn % 3}")
