@@ -644,6 +644,7 @@ class Supervisor:
         elif reason == "merged" and sub is not None:
             exit_status = f"submitted (merge: {self.cfg.team.merge})"
             self.auto_submitted = False  # the design's own way to submit, not a fallback
+            self.ledger.agent("supervisor").exit = f"merged ({self.cfg.team.merge})"
         elif reason == "env_failed":
             exit_status = "env_failed"
         else:
