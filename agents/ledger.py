@@ -31,6 +31,8 @@ class AgentUsage:
     retry: int = 0
     max_retries: int = 0
     error: str = ""
+    model: str = ""  # what the agent declared in its agent_status
+    implementation: str = ""
 
 
 @dataclass
@@ -105,6 +107,8 @@ class Ledger:
             u.tokens = max(u.tokens, b.tokens)
             u.cached_tokens = max(u.cached_tokens, b.cached_tokens)
             u.cost_usd = max(u.cost_usd, b.cost_usd)
+            u.model = b.model or u.model
+            u.implementation = b.implementation or u.implementation
             if b.state == "stopped":
                 u.exit = b.exit or b.detail
                 u.exit_detail = b.detail if b.detail != u.exit else ""

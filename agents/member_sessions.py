@@ -11,11 +11,11 @@ run.json, which viewers show.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mlgym import log
+from mlgym.files import atomic_write
 from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 
@@ -64,13 +64,8 @@ class MemberSessions:
                 self.by_member[m] = (str(v.get("session", "")), str(v.get("token", "")))
 
     def save(self) -> None:
-        path = self.dir / TOKENS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({m: {"session": s, "token": t} for m, (s, t) in self.by_member.items()}, f)
-        os.replace(tmp, path)
+        data = {m: {"session": s, "token": t} for m, (s, t) in self.by_member.items()}
+        atomic_write(self.dir / TOKENS_FILE, json.dumps(data), mode=0o600)
 
     # ------------------------------------------------------------------ opening
 

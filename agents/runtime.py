@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from mlgym import log
+from mlgym import __version__, log
 from mlgym.agents import prompts, team
 from mlgym.agents import roles as R
 from mlgym.agents import topology as T
@@ -42,7 +42,7 @@ from mlgym.agents.research import Research
 from mlgym.agents.tools import role_tools
 from mlgym.bus import connect
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase
+from mlgym.bus.base import BusClientBase, RpcError
 from mlgym.bus.rpc import RpcClient
 from mlgym.bus.security import ClientCurve, client_curve
 from mlgym.tools.aci import openai_tools
@@ -50,6 +50,7 @@ from mlgym.tools.aci import openai_tools
 logger = log.get(__name__)
 CALLING_AFTER_S = 0.5  # a model call running longer than this is announced (`calling`)
 
+IMPLEMENTATION = f"python/mlgym-bus {__version__}"  # what this agent declares it is
 
 FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wait for the broker
 
@@ -229,12 +230,13 @@ class Agent(Commands):
         if not self.entries:
             self.state.remaining = int(info.budget.get("steps", 0))
             assert self.r is not None
+            self.state.cwd = await self._workspace()
             system = prompts.system_prompt(self.r, self.tools, mode=self.o.mode, name=self.name,
                                            team_name=info.team)
             instance = prompts.instance_prompt(
                 self.r, info.observation or info.task, step=0, remaining=self.state.remaining,
-                team=info.members, channels=T.describe(info.channels, self.name), name=self.name,
-                team_name=info.team)
+                cwd=self.state.cwd, team=info.members, channels=T.describe(info.channels, self.name),
+                name=self.name, team_name=info.team)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
             # told before its next call, not after: what it did last may have been cut short
@@ -261,6 +263,18 @@ class Agent(Commands):
         if mine is not None:
             return mine.session, mine.token
         return self.info.session, self.info.session_token
+
+    async def _workspace(self) -> str:
+        """Where this member's workspace is, as its commands see it (WORKSPACE unless the
+        sandbox runs without namespaces): the agent's first working directory."""
+        assert self.env is not None
+        session, token = self.session()
+        try:
+            info = await self.env.request("env", P.SessionStatus(session=session, token=token),
+                                          timeout=10)
+        except (RpcError, TimeoutError):
+            return WORKSPACE
+        return (info.workspace if isinstance(info, P.SessionInfo) else "") or WORKSPACE
 
     async def _run_info(self) -> P.RunInfo:
         """The latest RunInfo of this run, from history or, if the run has not announced one
@@ -592,7 +606,8 @@ class Agent(Commands):
         await self.bus.publish(f"status/{self.name}", P.AgentStatus(
             agent=self.name, role=self.role, state=state, step=self.step,
             tokens=self.usage_prompt + self.usage_completion, cost_usd=round(self.cost, 8), detail=detail,
-            cached_tokens=self.usage_cached, **extra,
+            cached_tokens=self.usage_cached, model=self.o.model,
+            implementation=IMPLEMENTATION, **extra,
         ), acked=acked)
 
     async def _interruptible(self, aw: Any, *, session: bool = False) -> Any:

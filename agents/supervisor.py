@@ -31,6 +31,7 @@ from typing import Any
 
 from mlgym import log, paths
 from mlgym.agents import artefacts as A
+from mlgym.files import atomic_write_json
 from mlgym.agents import budgets as B
 from mlgym.agents import config as C
 from mlgym.agents import results as R
@@ -80,6 +81,7 @@ class Supervisor:
         self.bus_url = ""
         self.session = ""
         self.session_token = ""  # from SessionOpened: every env request for the session
+        self.sandbox_warning = ""
         self.observation = ""
         self.tools_help = ""
         # members that work in a session of their own (parallel workers): agents/member_sessions.py
@@ -380,6 +382,9 @@ class Supervisor:
             raise RunError(f"the environment server could not open a {self.cfg.task} session: "
                            f"{exc.code}: {exc.message}") from None
         assert isinstance(opened, P.SessionOpened)
+        if opened.info.warning and opened.info.warning != self.sandbox_warning:
+            self.sandbox_warning = opened.info.warning  # said once per run (and again if it changes)
+            logger.warning("the sandbox isolates less than it should", detail=opened.info.warning)
         return opened
 
     async def _open_member_session(self, member: str, restore: bytes | None) -> tuple[str, str]:
@@ -452,7 +457,9 @@ class Supervisor:
         child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a), self.dir / "logs" / f"{a.name}.log")
         self.agents[a.name] = child
         await child.start()
-        self.ledger.agent(a.name).role = a.role
+        u = self.ledger.agent(a.name)
+        u.role = a.role
+        u.model = u.model or a.model  # until it declares its own (agent_status)
         self._save_pids()
 
     # ================================================================== supervise
@@ -771,7 +778,8 @@ class Supervisor:
             "end_reason": self.end_reason, "run_dir": str(self.dir)}
         if partial:  # `mlgym score` leaves it out until a resume finishes the run
             extra["partial"] = True
-        method = self.cfg.method or default_method(self.cfg.team)
+        declared = {n: u.model for n, u in self.ledger.agents.items() if u.model}
+        method = self.cfg.method or default_method(self.cfg.team, declared)
         return R.result_dict(task=self.cfg.task, method=method, run_id=self.cfg.run_id,
                              ledger=self.ledger, exit_status=exit_status, baseline=self.baseline,
                              auto_submitted=self.auto_submitted, extra=extra)
@@ -820,20 +828,28 @@ class Supervisor:
                                     for n, u in self.ledger.agents.items()},
                 "updated": time.time(), "session": self.session, "generation": self.generation,
                 "member_sessions": self.members.ids(),
-                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
+                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint,
+                "members": self._members()}
         if result is not None:
             data["exit_status"] = result["exit_status"]
-        tmp = self.dir / f"{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.dir / RUN_FILE)
+        atomic_write_json(self.dir / RUN_FILE, data)
+
+    def _members(self) -> dict[str, dict[str, Any]]:
+        """Each team member as the run credits it: its model and implementation as declared
+        on the bus (the team file's model for a member the run started, until it declares)."""
+        out = {}
+        for a in self.cfg.team.agents:
+            u = self.ledger.agents.get(a.name)
+            out[a.name] = {"role": a.role, "external": a.external,
+                           "model": (u.model if u else "") or ("" if a.external else a.model),
+                           "implementation": u.implementation if u else ""}
+        return out
 
     def _save_pids(self) -> None:
         pids = {"supervisor": os.getpid(), "broker": self.broker.pid if self.broker else None,
                 "env": self.env_proc.pid if self.env_proc else None,
                 "agents": {n: c.pid for n, c in self.agents.items()}}
-        tmp = self.dir / f"{PIDS_FILE}.tmp"
-        tmp.write_text(json.dumps(pids, indent=2))
-        os.replace(tmp, self.dir / PIDS_FILE)
+        atomic_write_json(self.dir / PIDS_FILE, pids)
 
 
 async def run_team(task: str, team: C.TeamConfig, *, run_dir: Path | None = None, run_id: str | None = None,

@@ -716,15 +716,19 @@ class Broker:
         if isinstance(body, P.HistoryRequest):
             return self._history_reply(body)
         if isinstance(body, P.Publish):
-            return await self._acked_publish(body.message)
+            try:
+                message = P.publishable(body.message)  # any kind, as on pub-in
+            except P.ProtocolError as exc:
+                raise RpcError(INVALID, exc.message) from None
+            return await self._acked_publish(message)
         if isinstance(body, P.StatusRequest):
             return self.status()
         raise unsupported(env, SERVICE)
 
-    async def _acked_publish(self, msg: P.Envelope) -> P.Published:
-        """Log, commit and publish one message, then reply with its seq. Idempotent by envelope
-        id: the same id again (a client retrying after a lost reply) gets the first one's seq
-        and is not logged twice."""
+    async def _acked_publish(self, msg: Any) -> P.Published:
+        """Log, commit and publish `msg` (an Envelope, or an AnyEnvelope of a kind we do not
+        know), then reply with its seq. Idempotent by envelope id: the same id again (a client
+        retrying after a lost reply) gets the first one's seq and is not logged twice."""
         if not msg.topic or msg.topic.startswith(RESERVED_PREFIX):
             raise RpcError(INVALID, f"cannot publish on topic {msg.topic!r}")
         P.check_version(msg)

@@ -221,6 +221,7 @@ class BusClient(BusClientBase):
         return out
 
     async def status(self, timeout: float = 10.0) -> P.BusStatus:
+        """The broker's counters (epoch, head seq, published, dropped, endpoints)."""
         reply = await self.request(SERVICE, P.StatusRequest(), timeout=timeout)
         assert isinstance(reply, P.BusStatus)
         return reply

@@ -123,9 +123,11 @@ class HistoryChunk(Body, tag="history_chunk"):
 
 class Publish(Body, tag="publish"):
     """Acknowledged publish through the broker's RPC socket: the broker logs `message`, commits
-    the log, publishes it and replies `Published`. Use it for messages that must not be lost."""
+    the log, publishes it and replies `Published`. Use it for messages that must not be lost.
+    Its body may be of any kind: one the broker knows is checked whole, any other (a team's
+    own `x_<team>_...`) only for a non-empty string `kind`, as on pub-in."""
 
-    message: Envelope
+    message: AnyEnvelope
 
 
 class Published(Body, tag="published"):
@@ -187,6 +189,9 @@ class SessionInfo(Body, tag="session_info"):
     open_file: str = ""
     best_scores: dict[str, float] = {}
     created: float = 0.0
+    warning: str = ""  # the sandbox isolates less than it should (e.g. no bubblewrap): what
+    workspace: str = ""  # the workspace as commands see it (/home/agent/workspace, or its host
+    # folder where the local sandbox has no namespaces; "" from servers before this field)
 
 
 class SessionOpened(Body, tag="session_opened"):
@@ -432,10 +437,13 @@ class ArtefactCopy(Body, tag="artefact_copy"):
 
 class AgentStatus(Body, tag="agent_status"):
     """Agent -> topic `status/<name>`: what the agent is doing, with its running usage (the
-    supervisor enforces token and dollar budgets on these totals). `state`: "working", "idle"
-    (waiting for a message), "calling" (waiting for the model since `since`), "retrying" (the
-    model call failed with `error` and is tried again: retry `retry` of `max_retries`),
-    "stopped" (for good: `exit` is the typed exit, `detail` says why), "crashed"."""
+    supervisor enforces token and dollar budgets on these totals), and what it is. `state`:
+    "working", "idle" (waiting for a message), "calling" (waiting for the model since `since`),
+    "retrying" (the model call failed with `error` and is tried again: retry `retry` of
+    `max_retries`), "stopped" (for good: `exit` is the typed exit, `detail` says why),
+    "crashed". `model`: the model it runs (a model spec such as `openai:gpt-4o`, or what
+    stands in for one); `implementation`: language/program (e.g. `python/mlgym-bus 0.1.0`,
+    `c/myagent 1.2`); the run's results credit both."""
 
     agent: str
     role: str
@@ -450,6 +458,8 @@ class AgentStatus(Body, tag="agent_status"):
     error: str = ""  # retrying: the failed try's error code (timeout, rate_limited, ...)
     exit: str = ""  # stopped: submitted, model_unreachable, context_overflow, ...
     cached_tokens: int = 0  # of the prompt tokens in `tokens`, those read from a prompt cache
+    model: str = ""
+    implementation: str = ""
 
 
 class Control(Body, tag="control"):
@@ -558,7 +568,11 @@ class MemoryWrite(Body, tag="memory_write"):
 
 
 class MemoryWritten(Body, tag="memory_written"):
+    """`count` > 1: the note was already stored (the same words, or nearly) and was merged
+    into entry `memory_id`, which has now been written `count` times."""
+
     memory_id: int
+    count: int = 1
 
 
 class MemorySearch(Body, tag="memory_search"):
@@ -568,12 +582,20 @@ class MemorySearch(Body, tag="memory_search"):
 
 
 class MemoryHit(msgspec.Struct, gc=False):
+    """`score`: relevance in [0, 1], the share of the query's words (stop words aside) the
+    entry holds times its bm25 relative to the best hit of this search (1 = the best hit, with
+    every word); `bm25`: FTS5's raw value (negative, lower is better). `count`: how many times
+    the note was written (merged duplicates); `sources`: the distinct authors who wrote it."""
+
     memory_id: int
     text: str
     tags: list[str]
     author: str
     score: float
     created: float
+    count: int = 1
+    sources: list[str] = []
+    bm25: float = 0.0
 
 
 class MemoryHits(Body, tag="memory_hits"):
@@ -680,6 +702,18 @@ the largest single cost of the broker's check (docs/performance.md). Receivers d
 and count what they cannot read."""
 
 
+AnyEnvelope = msgspec.defstruct(
+    "AnyEnvelope",
+    [("body", dict[str, Any])]
+    + [(f.name, f.type, f.default) for f in msgspec.structs.fields(Envelope) if f.name != "body"],
+    omit_defaults=True, gc=False, module=__name__,
+)
+AnyEnvelope.__doc__ = """An envelope whose body is any map with a `kind`, known here or not: the
+message of an acknowledged `publish` (see `publishable`)."""
+
+KINDS = frozenset(t.__struct_config__.tag for t in AnyBody.__args__)  # type: ignore[attr-defined]
+
+
 class ProtocolError(Exception):
     """A frame that cannot be decoded, or carries the wrong protocol version."""
 
@@ -768,6 +802,23 @@ def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:
     """The bare `check` decode for an encoding: msgspec's own errors, no size, version or
     error mapping (the broker's hot path; everything else uses `check`)."""
     return {MSGPACK: _mp_head_decoder, JSON: _js_head_decoder}[encoding].decode
+
+
+def publishable(message: Any) -> Any:
+    """The message of an acknowledged publish, ready to log: an `Envelope` when its kind is
+    one of ours (checked whole, as a typed decode would), else the `AnyEnvelope` as given once
+    its `kind` is a non-empty string. Raises ProtocolError("invalid") otherwise."""
+    if isinstance(message, Envelope):
+        return message
+    kind = message.body.get("kind") if isinstance(message.body, dict) else None
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("invalid", "the message's body needs a non-empty string `kind`")
+    if kind not in KINDS:
+        return message
+    try:
+        return msgspec.convert(msgspec.structs.asdict(message), Envelope)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid", f"invalid message: {exc}") from None
 
 
 def check_version(env: Envelope | EnvelopeHead) -> None:

@@ -306,6 +306,8 @@ class RpcClient:
         run: str = "",
         sender: str = "",
     ):
+        """A client of the RPC socket at `endpoint` (`ipc://...`, `tcp://...`); `curve` for
+        CurveZMQ on tcp; `run` and `sender` fill the envelopes it sends."""
         self.endpoint = endpoint
         self.curve = curve
         self.ctx = ctx or zmq.asyncio.Context.instance()
@@ -341,6 +343,7 @@ class RpcClient:
         self._drain = Drain(sock, self._on_reply)
 
     async def close(self) -> None:
+        """Close the socket; requests still waiting fail."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log
-from mlgym.env_server.sandbox import Mount, Sandbox, SandboxPathError
+from mlgym.env_server.sandbox import WORKSPACE, Mount, Sandbox, SandboxPathError
 from mlgym.env_server.sandbox.base import host_path
 from mlgym.tasks import registry
 from mlgym.tools import safefs
@@ -139,8 +139,13 @@ async def evaluate(
                 secret_dir=inside(layout.secret_dir), entry=inside(layout.entry)),
             "python", Path(EVAL_ROOT) / "submission" / name, Path(EVAL_ROOT) / "out" / "scores.json", seed,
         )
+        mounts = [Mount(base, EVAL_ROOT, writable=True)]
+        if task.spec.evaluation.workspace_mount:  # an imported MLGym task: its scripts use it
+            (base / "workspace").mkdir(mode=0o777)
+            os.chmod(base / "workspace", 0o777)
+            mounts.append(Mount(base / "workspace", WORKSPACE, writable=True))
         result = await sandbox.run_isolated(
-            argv, timeout=timeout_s, mounts=[Mount(base, EVAL_ROOT, writable=True)], cwd=str(inside(layout.task_dir))
+            argv, timeout=timeout_s, mounts=mounts, cwd=str(inside(layout.task_dir))
         )
         seconds = time.monotonic() - started
         tail = result.output[-2000:]

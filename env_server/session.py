@@ -205,11 +205,13 @@ class Session:
         self.aci = ACI(
             self.workspace,
             file_owner=self.sandbox.file_owner,
+            inside_root=self.inside,
             shell=self._shell,
             validate=self._validate,
             submit=self._submit,
             window=window,
             command_timeout=self.command_timeout,
+            read_only=[inside for _, inside in readonly],  # the editor refuses them too
         )
         self.state = "open"
         self.save()
@@ -235,8 +237,9 @@ class Session:
         await self.sandbox.start()
         self.aci = ACI(self.workspace, shell=self._shell, validate=self._validate,
                        submit=self._submit, window=self.limits.window or 1000,
-                       command_timeout=self.command_timeout, cwd=saved.cwd or WORKSPACE,
-                       file_owner=self.sandbox.file_owner)
+                       command_timeout=self.command_timeout, cwd=saved.cwd or self.inside,
+                       inside_root=self.inside, file_owner=self.sandbox.file_owner,
+                       read_only=[inside for _, inside in readonly])
         if saved.open_file:
             try:
                 self.aci.editor.file = self.aci.workspace.resolve(saved.open_file, self.aci.cwd)
@@ -255,7 +258,7 @@ class Session:
             max_steps=self.max_steps, step=self.step, state=self.state,
             exit_status=self.exit_status, created=self.created,
             open_file=(aci.open_file or "") if aci else "",
-            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else WORKSPACE,
+            first_line=aci.first_line if aci else 1, cwd=aci.cwd if aci else self.inside,
             attempts=[dataclasses.asdict(a) for a in self.attempts],
             evaluated=list(self._evaluated), token=self.token,
         )
@@ -306,16 +309,22 @@ class Session:
 
     # ------------------------------------------------------------------ observations
 
+    @property
+    def inside(self) -> str:
+        """The workspace as the agent's commands see it (WORKSPACE, or the host folder where
+        the local sandbox runs without namespaces: see sandbox/nobwrap.py)."""
+        return self.sandbox.workspace_inside if self.sandbox is not None else WORKSPACE
+
     def initial_observation(self) -> str:
         return (
             f"{self.spec.full_description().strip()}\n\n"
-            f"Your workspace is {WORKSPACE}. The submission artefact is `{self.spec.files.submission}`; "
+            f"Your workspace is {self.inside}. The submission artefact is `{self.spec.files.submission}`; "
             "use `validate` to score it without ending the episode and `submit` to finish.\n"
             + self.state_lines()
         )
 
     def state_lines(self) -> str:
-        open_file, cwd = ("", WORKSPACE)
+        open_file, cwd = ("", self.inside)
         if self.aci is not None:
             open_file, cwd = self.aci.state().open_file or "", self.aci.cwd
         return format_state(self.step, self.max_steps - self.step, open_file, cwd)
@@ -332,6 +341,8 @@ class Session:
             step=self.step, max_steps=self.max_steps, state=self.state,
             open_file=(self.aci.state().open_file or "") if self.aci else "",
             best_scores=best, created=self.created,
+            warning=(self.sandbox.warning or "") if self.sandbox is not None else "",
+            workspace=self.inside,
         )
 
     def _better(self, metric: str, value: float, current: float | None) -> bool:
@@ -379,9 +390,12 @@ class Session:
             done = result.action == "submit" or self.state == "submitted"
             truncated = False
             output = result.output
+            auto_text = ""
             if not done and self.step >= self.max_steps:
-                auto = await self._evaluate("autosubmit")
-                output += "\n\n" + self._score_text(auto, autosubmit=True)
+                # the step's own output stays as it is (MLGym ends the episode on the next
+                # step with "Exited (max_steps)"); that text goes to info["autosubmission"]
+                await self._evaluate("autosubmit")
+                auto_text = "Exited (max_steps)"
                 done, truncated = True, True
                 self.state = "truncated"
             obs = p.Observation(
@@ -390,10 +404,11 @@ class Session:
                 scores=dict(self._pending_scores), baseline=dict(self.spec.baseline.scores),
                 info={
                     "open_file": (self.aci.state().open_file or "") if self.aci else "",
-                    "cwd": self.aci.cwd if self.aci else WORKSPACE,
+                    "cwd": self.aci.cwd if self.aci else self.inside,
                     "action": result.action or "",
                     "exit_status": self.exit_status,
                     "state": self.state,
+                    **({"autosubmission": auto_text} if auto_text else {}),
                     **({"error": self.attempts[-1].error} if result.action in ("validate", "submit") and self.attempts and self.attempts[-1].error else {}),
                 },
             )
@@ -458,13 +473,15 @@ class Session:
 
     async def _validate(self) -> ToolResult:
         outcome = await self._evaluate("validate")
-        return ToolResult(output=self._score_text(outcome), exit_code=0 if outcome.ok else 1,
+        return ToolResult(output=self._score_text(outcome, "validate"),
+                          exit_code=0 if outcome.ok else 1,
                           action="validate", data={"scores": outcome.scores, "error": outcome.error})
 
     async def _submit(self) -> ToolResult:
         outcome = await self._evaluate("submit")
         self.state = "submitted"
-        return ToolResult(output=self._score_text(outcome, final=True), exit_code=0 if outcome.ok else 1,
+        return ToolResult(output=self._score_text(outcome, "submit"),
+                          exit_code=0 if outcome.ok else 1,
                           action="submit", data={"scores": outcome.scores, "error": outcome.error})
 
     async def _evaluate(self, action: str) -> evaluation.EvalOutcome:
@@ -483,7 +500,7 @@ class Session:
         except (FileNotFoundError, SandboxPathError, ValueError, OSError) as exc:
             outcome = evaluation.EvalOutcome(
                 error={"code": "submission_not_found",
-                       "message": f"No valid submission artefact at {WORKSPACE}/{self.spec.files.submission}: {exc}"},
+                       "message": f"No valid submission artefact at {self.inside}/{self.spec.files.submission}: {exc}"},
                 seconds=time.monotonic() - started,
             )
         else:
@@ -515,20 +532,22 @@ class Session:
         )
         return outcome
 
-    def _score_text(self, outcome: evaluation.EvalOutcome, *, final: bool = False, autosubmit: bool = False) -> str:
-        head = ""
-        if autosubmit:
-            head = f"Step budget exhausted ({self.max_steps} steps): the current artefact was submitted automatically.\n"
-        if not outcome.ok:
-            assert outcome.error is not None
-            return head + f"Evaluation failed ({outcome.error['code']}): {outcome.error['message']}"
-        verb = "submitted" if final or autosubmit else "validated"
-        return (
-            head
-            + f"Your {verb} artefact {WORKSPACE}/{self.spec.files.submission} was evaluated.\n"
-            + f"Baseline Score: {dict(self.spec.baseline.scores)}\n"
-            + f"Evaluation Score: {outcome.scores}"
-        )
+    def _score_text(self, outcome: evaluation.EvalOutcome, action: str) -> str:
+        """The observation of `validate` / `submit`, worded as MLGym's (docs/aci.md)."""
+        if action != "validate":
+            return f"Exited ({action})"  # the episode is over; the scores are in the Observation
+        if outcome.ok:
+            baseline = dict(self.spec.baseline.scores)
+            return (f"Your code produced a valid submission artefact at {self.inside}/"
+                    f"{self.spec.files.submission}.\nBaseline Score: {baseline}"
+                    f"\nEvaluation Score: {outcome.scores}")
+        assert outcome.error is not None
+        if outcome.error["code"] == "submission_not_found":
+            return ("Submission artefact not found. You have to produce a valid submission "
+                    "artefact as described in the task description to validate your results.")
+        return ("Failed to decode metrics from evaluation script. Output:\n---\n"
+                f"{outcome.error['code']}: {outcome.error['message']}\n---\n"
+                "Please make sure the evaluation script prints the metrics in json format.")
 
     # ------------------------------------------------------------------ files
 
@@ -563,6 +582,9 @@ class Session:
     async def write_file(self, path: str, data: bytes) -> p.FileWritten:
         assert self.sandbox is not None
         self._check_open()
+        if self.aci is not None and self.aci.is_read_only(path):  # one truth with the editor
+            raise SessionError("read_only",
+                               f"{path} is a read-only task file; it cannot be written")
         await self.sandbox.write_file(path, data)
         return p.FileWritten(session=self.id, path=path, size=len(data))
 

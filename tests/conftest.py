@@ -29,6 +29,20 @@ def require(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_local_sandbox() -> None:
+    """The `local` sandbox as agents know it (/home/agent/workspace, isolated): bubblewrap, or
+    where it is missing its stand-in, which needs namespaces (sandbox/nobwrap.py)."""
+    from mlgym.env_server.sandbox import nobwrap
+    from mlgym.env_server.sandbox.local import find_bwrap
+
+    if find_bwrap() is not None:
+        return
+    chosen = nobwrap.stand_in(nobwrap.not_found(os.environ.get("MLGYM_BWRAP", "bwrap")))
+    require(chosen.mode == "namespaces",
+            "bubblewrap (bwrap) is not installed and this machine allows no namespaces for its "
+            "stand-in")
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
     pass
 

@@ -85,8 +85,9 @@ async def test_run_over_tcp_with_curve_keys(tmp_path):
 @pytest.mark.timeout(240)
 async def test_runs_can_share_one_memory_store(tmp_path):
     """`mlgym run --memory FILE`: what one run's literature agent saved is in the store for the
-    next run (kept per task), the run directories hold no store of their own, and run.json
-    records the store so `mlgym resume` opens the same one."""
+    next run (kept per task; the same note written again is merged, not repeated), the run
+    directories hold no store of their own, and run.json records the store so `mlgym resume`
+    opens the same one."""
     from mlgym.agents.rundir import RunConfig
     from mlgym.tools.memory import MemoryStore
 
@@ -101,11 +102,16 @@ async def test_runs_can_share_one_memory_store(tmp_path):
         assert RunConfig.from_run_dir(run_dir)[0].memory_db() == shared.resolve()
         store = MemoryStore(shared)
         try:
-            per_run.append(store.count("prisonersDilemma"))
+            per_run.append((store.count("prisonersDilemma"), store.writes("prisonersDilemma")))
             assert store.count("battleOfSexes") == 0
+            hits = store.search("prisonersDilemma", k=100, task="prisonersDilemma")
+            texts = [h.text for h in hits]
         finally:
             store.close()
-    assert 0 < per_run[0] < per_run[1]  # the second run added to what the first saved
+        assert len(texts) == len(set(texts)) == per_run[-1][0]  # each note once
+    (entries1, writes1), (entries2, writes2) = per_run
+    assert 0 < entries1 == writes1 and writes2 > writes1  # the second run wrote to the same store
+    assert entries2 < writes2  # ... and what it found already there was merged, not stored again
     own = tmp_path / "run3"
     await run_team("prisonersDilemma", C.load_team("default"), run_dir=own, progress=False)
     assert (own / "memory.sqlite").is_file()  # the default: each run its own

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlgym.agents.analyze import plots
 from mlgym.agents.analyze.metrics import START, Analysis
+from mlgym.files import atomic_write
 
 ANALYSIS_DIR = "analysis"
 JSON_FILE = "analysis.json"
@@ -113,8 +114,8 @@ def write_run(a: Analysis, out: Path, *, figures: bool = True) -> dict[str, Any]
         for p in plots.comm_graph(a, out) + plots.timeline(a, out):
             files[p.stem + "_" + p.suffix[1:]] = p.name
     d["files"] = files
-    (out / REPORT_FILE).write_text(run_markdown(a, d))
-    (out / JSON_FILE).write_text(json.dumps(d, indent=1, allow_nan=False) + "\n")
+    atomic_write(out / REPORT_FILE, run_markdown(a, d))
+    atomic_write(out / JSON_FILE, json.dumps(d, indent=1, allow_nan=False) + "\n")
     return d
 
 
@@ -201,8 +202,8 @@ def write_folder(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path)
         for p in plots.design_scatter(rows, out, x, label, stem, normalised):
             files[p.stem + "_" + p.suffix[1:]] = p.name
     summary["files"] = files
-    (out / REPORT_FILE).write_text(folder_markdown(summary))
-    (out / JSON_FILE).write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    atomic_write(out / REPORT_FILE, folder_markdown(summary))
+    atomic_write(out / JSON_FILE, json.dumps(summary, indent=1, allow_nan=False) + "\n")
     return summary
 
 

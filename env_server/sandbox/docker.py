@@ -43,6 +43,7 @@ from docker.types import Ulimit
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
+    DEFAULT_ENV,
     HOME,
     JOBS,
     STATE,
@@ -227,7 +228,7 @@ class DockerSandbox(Sandbox):
             image=self.image, command=command, detach=True,
             name=f"mlgym-{role}-{self.session}-{uuid.uuid4().hex[:6]}",
             user=f"{self.uid}:{self.gid}", working_dir=workdir, hostname="sandbox",
-            environment={**self.config.env, **(env or {})},
+            environment={**DEFAULT_ENV, **self.config.env, **(env or {})},
             labels={LABEL: "1", "mlgym.owner": owner_label(), "mlgym.session": self.session,
                     "mlgym.role": role},
             network_mode="bridge" if network else "none",

@@ -9,8 +9,10 @@ own; no network unless asked; user, pid, ipc, uts, cgroup and net namespaces are
 uid 1000 without capabilities; it dies with the server. Limits: a cgroup when one can be made
 (memory, process count), rlimits otherwise (see limits.py).
 
-Without bubblewrap the backend still works, as a plain subprocess with NO isolation, and says so
-loudly: a warning in the log, in status() and in every ExecResult.
+Without bubblewrap, nobwrap.py picks a stand-in: nsbox.py builds the same sandbox from Linux
+namespaces where the machine allows it (same paths, observations and scores); where it allows
+none, commands run as plain subprocesses with NO isolation, each workspace at its host path.
+Either way a warning says what is missing: once in the log, in status() and in every ExecResult.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
+    DEFAULT_ENV,
     HOME,
     JOBS,
     STATE,
@@ -45,6 +48,7 @@ from mlgym.env_server.sandbox.base import (
     prepare_state,
     process_limit,
 )
+from mlgym.env_server.sandbox import nobwrap
 from mlgym.env_server.sandbox.jobs import JobManager
 from mlgym.env_server.sandbox.limits import Cgroup, Limits, create_cgroup, wrapper
 from mlgym.env_server.sandbox.output import OutputCollector
@@ -150,7 +154,8 @@ def sandbox_env(config: SandboxConfig, home: str = HOME, extra: dict[str, str] |
     path = SYSTEM_PATH
     env = {"HOME": home, "USER": "agent", "LOGNAME": "agent", "SHELL": "/bin/bash",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp",
-           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat"}
+           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat",
+           **DEFAULT_ENV}
     if config.python_env is not None:
         venv = str(config.python_env.resolve())
         env["VIRTUAL_ENV"] = venv
@@ -167,12 +172,14 @@ class LocalSandbox(Sandbox):
     def __init__(self, config: SandboxConfig, bwrap: str | os.PathLike[str] | None = None) -> None:
         super().__init__(config)
         self.bwrap = find_bwrap(bwrap)
+        # without (a working) bubblewrap: why not; start() picks a stand-in (nobwrap.py)
+        self._missing: str | None = None
+        self._checked = False
+        self.stand_in: nobwrap.StandIn | None = None
         if self.bwrap is None:
-            wanted = str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP", "bwrap")
-            self.warning = (
-                f"bubblewrap not found ({wanted}): commands run WITHOUT ISOLATION as a plain "
-                f"subprocess of the server (uid {os.geteuid()}), seeing the whole host, with "
-                "paths on the host instead of /home/agent/workspace. Install bubblewrap.")
+            self._missing = nobwrap.not_found(
+                str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP", "bwrap"))
+            self.warning = self._missing
         self.limits = Limits(config.memory_mb, config.cpu_seconds, config.max_processes,
                              config.file_size_mb)
         self.enforcement: dict[str, str] = {}
@@ -200,10 +207,34 @@ class LocalSandbox(Sandbox):
         assert self._jobs is not None
         return LogDir(self._jobs, JOBS if self.bwrap else str(self._jobs))
 
+    # -- without bubblewrap (nobwrap.py) ------------------------------------------------------
+    async def _take_stand_in(self) -> None:
+        """No bubblewrap, or one that cannot make a sandbox here (a container): run nobwrap's
+        stand-in in its place (`self.bwrap` = its launcher), or nothing (plain subprocesses)
+        where no namespace can be made."""
+        if self._checked:
+            return
+        if self._missing is None:
+            assert self.bwrap is not None
+            why = await asyncio.to_thread(nobwrap.unusable, self.bwrap)
+            if not why:
+                self._checked = True
+                return
+            self._missing = f"bubblewrap ({self.bwrap}) cannot make a sandbox here ({why})"
+            self.bwrap = None
+        try:
+            self.stand_in = await asyncio.to_thread(nobwrap.stand_in, self._missing)
+        except (RuntimeError, ValueError) as exc:
+            raise SandboxError(str(exc)) from None
+        self.bwrap, self.warning = self.stand_in.launcher, self.stand_in.warning
+        self._checked = True
+        nobwrap.announce(self.warning)
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self._proc is not None:
             return
+        await self._take_stand_in()
         self._stopping = False
         ws = self.config.workspace
         if not ws.is_dir():
@@ -212,9 +243,7 @@ class LocalSandbox(Sandbox):
         self._state = self.config.state_dir or self._private / "state"
         self._jobs = await asyncio.to_thread(prepare_state, self._state, self.config.jobs_dir)
         _write_etc(self._private / "etc")
-        if self.warning:
-            logger.warning("sandbox_without_isolation", warning=self.warning)
-        elif not await asyncio.to_thread(_userns_works, self.bwrap):
+        if not self.warning and not await asyncio.to_thread(_userns_works, self.bwrap):
             logger.warning("bwrap_no_user_namespace",
                            detail="user namespaces unavailable; the sandbox runs as the "
                                   "server's uid (capabilities still dropped)")
@@ -395,6 +424,7 @@ class LocalSandbox(Sandbox):
                            ) -> ExecResult:
         if not argv:
             raise SandboxError("run_isolated needs a command")
+        await self._take_stand_in()
         private_made = self._private is None
         if private_made:
             self._private = Path(tempfile.mkdtemp(prefix="mlgym-sbx-"))
@@ -448,6 +478,7 @@ class LocalSandbox(Sandbox):
         out = super().status()
         out.update(
             bwrap=self.bwrap,
+            stand_in=self.stand_in.mode if self.stand_in else None,
             limits=dict(self.enforcement),
             running=self._proc is not None and self._proc.returncode is None,
             shell_restarts=self._restarts,

@@ -97,6 +97,8 @@ INIT_SCRIPT = r"""
 set -m
 set +o histexpand 2>/dev/null
 exec 2>&1
+shopt -s expand_aliases  # MLGym's shell aliases: agents trained there read `ls` as `ls -F`
+alias ls='ls -F' ll='ls -alF' la='ls -A' l='ls -CF'
 __mlgym_shell=$$
 __mlgym_w=
 # USR1 (from the watcher): return from the agent's command (or the function of it that runs),
@@ -206,7 +208,7 @@ __mlgym_nprocs() {  # how many processes /proc lists (a glob: no process is star
 __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill every process
   # of the shell's session and of the background jobs' sessions but the shell and its watcher,
   # and give the jobs that died so an exit code (137). Builtins only: no fork is possible.
-  local p f s n pass=0
+  local p f s pass=0
   local -A jobsid=()
   __mlgym_stat "$__mlgym_shell" || return 0
   local ssid=$__s_sid
@@ -214,18 +216,27 @@ __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill ever
     [[ -f $f ]] || continue
     { IFS= read -r s < "$f"; } 2>/dev/null && [[ $s =~ ^[0-9]+$ ]] && jobsid[$s]=1
   done
-  while (( pass++ < 20 )); do
-    n=0
+  local spg=$__s_pgid
+  local -a hit
+  local -A groups
+  # Each pass stops every process found first (a stopped process cannot fork), then kills
+  # them and their process groups: a bomb cannot outgrow the killing.
+  while (( pass++ < 50 )); do
+    hit=() groups=()
     for p in /proc/[0-9]*; do
       p=${p#/proc/}
       [[ $p == "$__mlgym_shell" || $p == "$__mlgym_w" || $p == 1 || $p == "$PPID" ]] && continue
       __mlgym_stat "$p" || continue
       [[ $__s_sid == "$ssid" || -n ${jobsid[$__s_sid]} ]] || continue
       __mlgym_gone "$p" && continue
-      n=$((n+1))
-      kill -KILL "$p"
+      hit+=("$p")
+      [[ $__s_pgid != "$spg" ]] && groups[$__s_pgid]=1
     done 2>/dev/null
-    (( n )) || break
+    (( ${#hit[@]} )) || break
+    kill -STOP "${hit[@]}" 2>/dev/null
+    for p in "${!groups[@]}"; do kill -STOP -- "-$p"; done 2>/dev/null
+    for p in "${!groups[@]}"; do kill -KILL -- "-$p"; done 2>/dev/null
+    kill -KILL "${hit[@]}" 2>/dev/null
   done
   for f in "$__mlgym_jobsdir"/*.pid; do
     [[ -f $f && ! -e ${f%.pid}.rc ]] && { echo 137 > "${f%.pid}.rc"; } 2>/dev/null

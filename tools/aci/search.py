@@ -2,8 +2,9 @@
 
 Files are streamed line by line (never read whole); binary files, hidden files and folders
 (.git, .venv, ...) and symlinks are skipped, as `find -type f ! -path '*/.*'` and `grep -I`
-would. Matching more than `max_results` files (or lines) is refused with a request to narrow
-the search, since a huge listing only fills the agent's context.
+would. `search_dir` matching more than `max_results` files is refused with a request to narrow
+the search, as MLGym's is; `search_file` and `find_file` list everything, as MLGym's do, up
+to MAX_LISTED lines (a listing that long only fills the agent's context).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .result import AciError
 from .workspace import Resolved, Workspace
 
 MAX_RESULTS = 100
+MAX_LISTED = 1000
 MAX_FILE_BYTES = 64 * 2**20
 
 
@@ -89,11 +91,9 @@ def search_dir(
             n = sum(1 for line in f if needle in line)
         if n:
             counts[ws.to_inside(path)] = n
-            if len(counts) > max_results:
-                return (
-                    f'More than {max_results} files matched for "{search_term}" in {r.inside}. '
-                    "Please narrow your search."
-                )
+    if len(counts) > max_results:  # the count of every matching file, as MLGym's message has
+        return (f'More than {len(counts)} files matched for "{search_term}" in {r.inside}. '
+                "Please narrow your search.")
     note = ""
     if too_big:
         shown = ", ".join(too_big[:5]) + (" ..." if len(too_big) > 5 else "")
@@ -115,8 +115,6 @@ def search_file(
     file: str | None,
     open_file: Resolved | None,
     cwd: str,
-    *,
-    max_results: int = MAX_RESULTS,
 ) -> str:
     if not search_term:
         raise AciError(
@@ -152,11 +150,9 @@ def search_file(
             if needle in line:
                 text = line.rstrip(b"\n").decode("utf-8", "replace")
                 hits.append(f"Line {i}:{text}")
-                if len(hits) > max_results:
-                    return (
-                        f'More than {max_results} lines matched for "{search_term}" in {r.inside}. '
-                        "Please narrow your search."
-                    )
+    if len(hits) > MAX_LISTED:
+        return (f'More than {len(hits)} lines matched for "{search_term}" in {r.inside}. '
+                "Please narrow your search.")
     if not hits:
         return f'No matches found for "{search_term}" in {r.inside}'
     return "\n".join(
@@ -168,9 +164,7 @@ def search_file(
     )
 
 
-def find_file(
-    ws: Workspace, file_name: str, dir: str | None, cwd: str, *, max_results: int = MAX_RESULTS
-) -> str:
+def find_file(ws: Workspace, file_name: str, dir: str | None, cwd: str) -> str:
     if not file_name:
         raise AciError("Usage: find_file <file_name> [<dir>]\nError: empty file name", "format")
     if "/" in file_name:
@@ -185,11 +179,9 @@ def find_file(
     for path, _, _ in _walk(ws, r, skip_hidden_files=False):
         if fnmatch.fnmatchcase(os.path.basename(path), file_name):
             found.append(ws.to_inside(path))
-            if len(found) > max_results:
-                return (
-                    f'More than {max_results} files matched for "{file_name}" in {r.inside}. '
-                    "Please narrow your search."
-                )
+    if len(found) > MAX_LISTED:
+        return (f'More than {len(found)} files matched for "{file_name}" in {r.inside}. '
+                "Please narrow your search.")
     if not found:
         return f'No matches found for "{file_name}" in {r.inside}'
     return "\n".join(

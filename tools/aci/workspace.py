@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+from collections.abc import Iterable
 
 import msgspec
 
@@ -37,9 +38,9 @@ def _within(path: str, root: str) -> bool:
 
 class Workspace:
     def __init__(self, host_root: str | os.PathLike[str], inside_root: str = INSIDE_ROOT,
-                 owner: safefs.Owner = None):
-        """`owner`: (uid, gid) given to files and folders the tools create (a container user
-        other than the server's), or None."""
+                 read_only: Iterable[str] = (), owner: safefs.Owner = None):
+        """`read_only`: inside paths the editor must refuse. `owner`: (uid, gid) given to
+        files and folders the tools create (a container user other than the server's)."""
         self.owner = owner
         self.host_root = os.path.realpath(os.fspath(host_root))
         if not os.path.isdir(self.host_root):
@@ -48,6 +49,20 @@ class Workspace:
         if not posixpath.isabs(inside_root):
             raise ValueError(f"inside root must be absolute, got {inside_root!r}")
         self.inside_root = inside_root
+        # inside paths the sandbox shows read-only (the task's pristine files mounted over
+        # their workspace copies): the host copies must never change, or the editor would show
+        # what the shell and the evaluator do not see
+        self.read_only = {posixpath.join(inside_root, posixpath.normpath(p))
+                          if not posixpath.isabs(p) else posixpath.normpath(p) for p in read_only}
+
+    def is_read_only(self, r: Resolved) -> bool:
+        """A task's read-only file, or a file without write permission (MLGym's `-w` test)."""
+        if r.inside in self.read_only:
+            return True
+        try:
+            return os.stat(r.host).st_mode & 0o222 == 0
+        except OSError:
+            return False
 
     def to_inside(self, host_real: str) -> str:
         rel = os.path.relpath(host_real, self.host_root)
