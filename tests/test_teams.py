@@ -235,6 +235,12 @@ kinds = ["message"]
                                   "to alice. You may send: nothing to anyone.")
     alice = [e.body for e in events(run_dir, ["agents/alice/step"]) if isinstance(e.body, P.AgentStep)]
     assert alice[0].exit_code == 0 and alice[0].observation == "Message sent to bob."
+    # the analysis counts the refusal and draws the one edge
+    from mlgym.agents.analyze import analyse, read
+
+    a = analyse(read(run_dir))
+    assert (a.members["bob"].refused, a.members["alice"].refused) == (1, 0)
+    assert list(a.edges) == [("alice", "bob")] and a.members["bob"].messages_received == 1
 
 
 @pytest.mark.timeout(240)
