@@ -52,14 +52,29 @@ async def restore(env: Any, session: str, token: str, step: int, path: str) -> i
     return len(data)
 
 
-async def copy(env: Any, *, src: tuple[str, str], dst: tuple[str, str], step: int, path: str,
-               kind: str, agent: str) -> P.ArtefactCopy:
+async def copy(
+    env: Any,
+    *,
+    src: tuple[str, str],
+    dst: tuple[str, str],
+    step: int,
+    path: str,
+    kind: str,
+    agent: str,
+) -> P.ArtefactCopy:
     """Copy the artefact of `src` (session, token) into `dst`; returns what to record."""
     if kind == "file":
         data = await read_scored(env, src[0], src[1], step)
         await _request(env, P.WriteFile(session=dst[0], path=path, data=data, token=dst[1]))
-        return P.ArtefactCopy(source_session=src[0], source_step=step, target_session=dst[0],
-                              path=path, artefact_kind="file", files=1, size=len(data))
+        return P.ArtefactCopy(
+            source_session=src[0],
+            source_step=step,
+            target_session=dst[0],
+            path=path,
+            artefact_kind="file",
+            files=1,
+            size=len(data),
+        )
     files = await _list(env, src, path, agent)
     total = 0
     for rel in files:
@@ -68,8 +83,15 @@ async def copy(env: Any, *, src: tuple[str, str], dst: tuple[str, str], step: in
         if total > MAX_TOTAL_BYTES:
             raise CopyError(f"{path}/ holds more than {MAX_TOTAL_BYTES >> 20} MiB")
         await _request(env, P.WriteFile(session=dst[0], path=rel, data=data, token=dst[1]))
-    return P.ArtefactCopy(source_session=src[0], source_step=step, target_session=dst[0], path=path,
-                          artefact_kind="dir", files=len(files), size=total)
+    return P.ArtefactCopy(
+        source_session=src[0],
+        source_step=step,
+        target_session=dst[0],
+        path=path,
+        artefact_kind="dir",
+        files=len(files),
+        size=total,
+    )
 
 
 async def _list(env: Any, src: tuple[str, str], path: str, agent: str) -> list[str]:
@@ -85,8 +107,10 @@ async def _list(env: Any, src: tuple[str, str], path: str, agent: str) -> list[s
         if not size.isdigit() or not name.startswith(prefix) or ".." in name.split("/"):
             continue
         if int(size) > MAX_FILE_BYTES:
-            raise CopyError(f"{name} holds {int(size) >> 20} MiB; files over "
-                            f"{MAX_FILE_BYTES >> 20} MiB are not copied between sessions")
+            raise CopyError(
+                f"{name} holds {int(size) >> 20} MiB; files over "
+                f"{MAX_FILE_BYTES >> 20} MiB are not copied between sessions"
+            )
         files.append(name)
     if not files:
         raise CopyError(f"{path}/ holds no files in the source workspace")
@@ -98,7 +122,9 @@ async def _list(env: Any, src: tuple[str, str], path: str, agent: str) -> list[s
 async def _read_whole(env: Any, src: tuple[str, str], rel: str) -> bytes:
     out = b""
     while True:
-        fc = await _request(env, P.ReadFile(session=src[0], path=rel, offset=len(out), token=src[1]))
+        fc = await _request(
+            env, P.ReadFile(session=src[0], path=rel, offset=len(out), token=src[1])
+        )
         assert isinstance(fc, P.FileContent)
         out += fc.data
         if not fc.truncated or not fc.data:
@@ -126,9 +152,15 @@ async def diff(env: Any, session: str, token: str, step: int, task: str, path: s
     new = (await read_scored(env, session, token, step)).decode("utf-8", "replace")
     old_b = starting_version(task, path)
     old = old_b.decode("utf-8", "replace") if old_b is not None else ""
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(),
-                                      f"a/{path} (start of the task)", f"b/{path} (step {step})",
-                                      lineterm=""))
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(),
+            new.splitlines(),
+            f"a/{path} (start of the task)",
+            f"b/{path} (step {step})",
+            lineterm="",
+        )
+    )
     if not lines:
         return f"{path}: no change from the task's starting version."
     more = len(lines) - MAX_DIFF_LINES

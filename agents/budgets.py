@@ -31,7 +31,8 @@ class Budget(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, fro
     @classmethod
     def from_dict(cls, d: dict[str, float]) -> Budget:
         return cls(steps=int(d.get("steps", 0)), tokens=int(d.get("tokens", 0)),
-                   dollars=float(d.get("dollars", 0.0)), wall_clock_s=float(d.get("wall_clock_s", 0.0)))
+                   dollars=float(d.get("dollars", 0.0)),
+                   wall_clock_s=float(d.get("wall_clock_s", 0.0)))
 
     def over(self, fallback: Budget) -> Budget:
         """Field by field: this budget's limit where it sets one, else `fallback`'s."""

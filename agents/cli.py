@@ -30,8 +30,9 @@ def call_options(f):
 
 
 @click.command("agent")
-@click.option("--role", default="", help="Role: a shipped one (planner, coder, literature, single, "
-              "reviewer, ...) or one the run's team declares [default: the role the run gives --name].")
+@click.option("--role", default="",
+              help="Role: a shipped one (planner, coder, literature, single, reviewer, ...) or "
+                   "one the run's team declares [default: the role the run gives --name].")
 @click.option("--name", default=None, help="Agent name on the bus (default: the role).")
 @click.option("--run", "run_id", default="", help="The run id (default: the one the bus announces).")
 @click.option("--bus", "bus_url", required=True, help="Bus URL (ipc://..., tcp://HOST:PORT) or the run directory.")
@@ -104,8 +105,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.command("run")
 @click.option("--task", required=True, help="Task id (`mlgym tasks list`).")
 @click.option("--team", default="default", show_default=True,
-              help="Team design: a shipped one (single, default, reviewer, parallel-3, debate, flat) "
-                   "or a .toml file (docs/teams.md).")
+              help="Team design: a shipped one (single, default, reviewer, parallel-3, debate, "
+                   "flat) or a .toml file (docs/teams.md).")
 @click.option("--model", "models", multiple=True,
               help="Model for every agent, or NAME=SPEC for one agent or role (repeatable).")
 @click.option("--runs", type=int, default=1, show_default=True, help="Independent runs, one after the other.")
@@ -118,8 +119,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--wall-clock", type=float, default=None, help="Override the team's wall-clock budget (s).")
 @click.option("--budget-match", "budget_match", default=None, metavar="DESIGN|RUNS_DIR",
               help="Give the team the same total step, token and dollar budget as a reference: a "
-                   "team design (its declared budget, e.g. `single`) or a folder of runs (the median "
-                   "of what they used). --steps/--tokens/--dollars still override.")
+                   "team design (its declared budget, e.g. `single`) or a folder of runs (the "
+                   "median of what they used). --steps/--tokens/--dollars still override.")
 @click.option("--history", "histories", multiple=True, metavar="POLICY|NAME=POLICY",
               help="History policy for every agent, or NAME=POLICY for one agent or role "
                    "(repeatable): full, last:N, stable:K.")
@@ -140,7 +141,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="End with the result as one JSON line.")
 def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path | None, backend: str,
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
-        budget_match: str | None, histories: tuple[str, ...], max_tokens: tuple[str, ...], max_retries: int | None,
+        budget_match: str | None, histories: tuple[str, ...], max_tokens: tuple[str, ...],
+        max_retries: int | None,
         stall_timeout: float | None, call_timeout: float | None,
         external: tuple[str, ...], host: str | None, keys: str | None, memory: str | None, no_progress: bool,
         as_json: bool) -> None:

@@ -136,7 +136,8 @@ class Commands:
             s.last_scores = dict(obs.scores)
             s.item_scores = dict(obs.scores)
             info["scores"] = dict(obs.scores)
-            s.last_validated = {"session": obs.session, "step": obs.step, "scores": dict(obs.scores)}
+            s.last_validated = {"session": obs.session, "step": obs.step,
+                                "scores": dict(obs.scores)}
             if s.current.get("item"):
                 s.item_validated = dict(s.last_validated)
         return obs.output, obs.exit_code, info
@@ -190,8 +191,8 @@ class Commands:
         assert self.env is not None and self.info is not None
         session, token = self.session()
         try:
-            fc = await self.env.request("env", P.ReadFile(session=session, path=path, max_bytes=100_000,
-                                                         token=token),
+            fc = await self.env.request("env", P.ReadFile(session=session, path=path,
+                                                         max_bytes=100_000, token=token),
                                         timeout=30)
         except (RpcError, TimeoutError) as exc:
             return f"Error: cannot read {path}: {exc}", 1
@@ -303,7 +304,8 @@ class Commands:
         self.state.outstanding[item] = worker
         await self._send(P.WorkItem(item=item, title=title, instructions=instructions,
                                     assignee=worker, to=[worker]))
-        who = worker if len(workers) == 1 else f"{worker} ({len(workers)} workers: {', '.join(workers)})"
+        who = (worker if len(workers) == 1
+               else f"{worker} ({len(workers)} workers: {', '.join(workers)})")
         return f"Work item {item} sent to {who}. Use `wait` to get its result.", 0
 
     def _wakes_on(self, member: str, kind: str) -> bool:
@@ -322,7 +324,8 @@ class Commands:
         qid = f"q{len(self.state.asked) + 1}"
         self.state.asked.append(qid)
         await self._send(P.Question(question_id=qid, text=question, asker=self.name, to=to))
-        return f"Question {qid} sent to {', '.join(to)}. Its answer will arrive as a message (`wait`).", 0
+        return (f"Question {qid} sent to {', '.join(to)}. Its answer will arrive as a message "
+                "(`wait`)."), 0
 
     async def _wait(self) -> tuple[str, int]:
         try:
@@ -344,7 +347,8 @@ class Commands:
         v = self.state.item_validated
         await self._send(P.WorkResult(item=cur["item"], status=status, summary=summary,
                                       scores=dict(self.state.item_scores), to=[to] if to else [],
-                                      session=str(v.get("session", "")), step=int(v.get("step", 0))))
+                                      session=str(v.get("session", "")),
+                                      step=int(v.get("step", 0))))
         self.state.current = {}
         return f"Result of work item {cur['item']} sent to {to or 'the planner'}.", 0
 
@@ -372,7 +376,8 @@ class Commands:
         if ref.strip() in ("all", "*"):
             named = self._audience("message")
         if not named:
-            return f"Error: nobody to send to ({ref!r}). Members: {', '.join(self.info.members)}.", 1
+            return (f"Error: nobody to send to ({ref!r}). Members: "
+                    f"{', '.join(self.info.members)}."), 1
         blocked = self._blocked("message", named)
         if blocked:
             return self._refusal("message", blocked), 1
@@ -424,9 +429,9 @@ class Commands:
         if not ok.get("step") or ok.get("step") != latest.get("step"):
             what = (f"the latest validated artefact (step {latest['step']})" if latest.get("step")
                     else "nothing validated yet")
-            return (f"Error: submitting needs the approval of {', '.join(self.info.approvers)}, and "
-                    f"{what} has not been approved. Ask with `review <summary>`, then `wait` for "
-                    "the verdict.")
+            return (f"Error: submitting needs the approval of {', '.join(self.info.approvers)}, "
+                    f"and {what} has not been approved. Ask with `review <summary>`, then `wait` "
+                    "for the verdict.")
         session, token = self.session()
         if self.info.submission_kind == "file" and ok.get("session") == session:
             try:
@@ -447,7 +452,8 @@ class Commands:
         token = self._token_for(cur.get("session", ""))
         try:
             text = await artefacts.diff(self.env, cur.get("session", ""), token,
-                                        int(cur.get("step", 0)), self.info.task, self.info.submission)
+                                        int(cur.get("step", 0)), self.info.task,
+                                        self.info.submission)
         except artefacts.CopyError as exc:
             return f"Error: {exc}", 1
         return text, 0
@@ -477,7 +483,8 @@ class Commands:
                     "unless changed since."), 0
         try:
             copy = await artefacts.copy(
-                self.env, src=(res["session"], self._token_for(res["session"])), dst=(session, token),
+                self.env, src=(res["session"], self._token_for(res["session"])),
+                dst=(session, token),
                 step=int(res["step"]), path=self.info.submission, kind=self.info.submission_kind,
                 agent=self.name)
         except artefacts.CopyError as exc:
@@ -486,8 +493,8 @@ class Commands:
         await self.bus.publish("team/artefact", copy, acked=True)
         self.state.last_validated = {}  # what is now in the workspace has not been validated here
         self.state.approved = {}
-        return (f"Copied the artefact of work item {item} ({res.get('from')}, validated at its step "
-                f"{res['step']}, scores {res.get('scores')}) into your workspace: "
+        return (f"Copied the artefact of work item {item} ({res.get('from')}, validated at its "
+                f"step {res['step']}, scores {res.get('scores')}) into your workspace: "
                 f"{self.info.submission} ({copy.files} file(s), {copy.size} bytes). Validate it "
                 "before you submit."), 0
 

@@ -281,7 +281,8 @@ def override_models(team: TeamConfig, model: str | None, per_agent: dict[str, st
     agents = []
     for a in team.agents:
         per = per_agent or {}
-        spec = per.get(a.name) or (per.get(a.group) if a.group else None) or per.get(a.role) or model or a.model
+        spec = (per.get(a.name) or (per.get(a.group) if a.group else None) or per.get(a.role)
+                or model or a.model)
         agents.append(msgspec.structs.replace(a, model=spec))
     return msgspec.structs.replace(team, agents=agents)
 
@@ -293,7 +294,8 @@ def override_agents(team: TeamConfig, field: str, value: object | None,
     agents = []
     for a in team.agents:
         per = per_agent or {}
-        v = per.get(a.name, per.get(a.group, per.get(a.role, value)) if a.group else per.get(a.role, value))
+        by_role = per.get(a.role, value)
+        v = per.get(a.name, per.get(a.group, by_role) if a.group else by_role)
         agents.append(a if v is None else msgspec.structs.replace(a, **{field: v}))
     out = msgspec.structs.replace(team, agents=agents)
     _check(out, "command line")

@@ -90,7 +90,8 @@ class Ledger:
         elif isinstance(b, P.ScoreEvent):
             # the run's steps: a team session's go on from the sessions it replaced; a member's
             # own session runs beside the others, so all the run's steps so far
-            run_step = self.steps if b.session in self.member_sessions else self.offset.get(b.session, 0) + b.step
+            run_step = (self.steps if b.session in self.member_sessions
+                        else self.offset.get(b.session, 0) + b.step)
             att = Attempt(b.session, b.step, b.action, dict(b.scores), b.error, self.last_agent.get(b.session, ""),
                           run_step=run_step, seed=b.seed)
             self.attempts.append(att)

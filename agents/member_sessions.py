@@ -82,8 +82,9 @@ class MemberSessions:
             session, token = self.by_member.get(m, ("", ""))
             if session:
                 try:
-                    info = await env.request("env", P.SessionStatus(session=session, token=token),
-                                             timeout=10)
+                    info = await env.request(
+                        "env", P.SessionStatus(session=session, token=token), timeout=10
+                    )
                 except (RpcError, TimeoutError):
                     info = None
                 if isinstance(info, P.SessionInfo) and info.state == "open":

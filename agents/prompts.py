@@ -58,7 +58,8 @@ def instance_prompt(role: R.Role | str, task_text: str, *, step: int, remaining:
     """The first user message: the task and how to work on it. `team` (name -> role) becomes
     the {team} line; `channels` says, in words, what this member may send to whom."""
     r = _role(role)
-    team_line = ("TEAM: " + ", ".join(f"{n} ({ro})" for n, ro in team.items()) + "\n\n") if team else ""
+    team_line = ("TEAM: " + ", ".join(f"{n} ({ro})" for n, ro in team.items()) + "\n\n"
+                 if team else "")
     members = ", ".join(team or {})
     return r.instance_template.format(
         description=task_text.strip(), team=team_line, members=members,

@@ -54,10 +54,17 @@ MESSAGE = "MESSAGE FROM {sender} ({about}): {text}"
 
 _STATE_VARS = {"current_step", "remaining_steps", "open_file", "working_dir", "state"}
 VARIABLES: dict[str, set[str]] = {
-    "system_template": {"WINDOW", "command_docs", "response_format", "name", "role",
-                        "team_name"},
-    "instance_template": {"description", "team", "members", "channels", "name", "role",
-                          "team_name", *_STATE_VARS},
+    "system_template": {"WINDOW", "command_docs", "response_format", "name", "role", "team_name"},
+    "instance_template": {
+        "description",
+        "team",
+        "members",
+        "channels",
+        "name",
+        "role",
+        "team_name",
+        *_STATE_VARS,
+    },
     "next_step_template": {"observation", "notes", *_STATE_VARS},
     "next_step_no_output_template": {"notes", *_STATE_VARS},
     "message_template": {"sender", "about", "text", "kind"},
@@ -124,11 +131,19 @@ def shipped() -> list[str]:
     return sorted(p.stem for p in ROLES_DIR.glob("*.toml"))
 
 
-def resolve_table(name: str, table: dict[str, Any], *, local: dict[str, dict[str, Any]] | None = None,
-                  base_dir: Path | None = None, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def resolve_table(
+    name: str,
+    table: dict[str, Any],
+    *,
+    local: dict[str, dict[str, Any]] | None = None,
+    base_dir: Path | None = None,
+    seen: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """A role's table with `file` and `extends` applied: the parent's keys, then its own."""
     if name in seen:
-        raise RoleError(f"role {name}: `extends` goes round in a circle ({' -> '.join((*seen, name))})")
+        raise RoleError(
+            f"role {name}: `extends` goes round in a circle ({' -> '.join((*seen, name))})"
+        )
     table = dict(table)
     merged: dict[str, Any] = {}
     if "file" in table:
@@ -148,8 +163,9 @@ def resolve_table(name: str, table: dict[str, Any], *, local: dict[str, dict[str
             chain = (*seen, name) if not local or name not in local else ()
             base = resolve_table(parent, _shipped_table(parent), seen=chain)
         else:
-            raise RoleError(f"role {name}: extends unknown role {parent!r} "
-                            f"(shipped: {', '.join(shipped())})")
+            raise RoleError(
+                f"role {name}: extends unknown role {parent!r} (shipped: {', '.join(shipped())})"
+            )
         base.setdefault("policy", base["name"])  # a child acts like its parent unless told
         merged = {**base, **merged}
     merged.update(table)
@@ -168,24 +184,32 @@ def build(name: str, table: dict[str, Any], **kw: Any) -> Role:
         raise RoleError(f"role {name}: {exc}") from None
     unknown = [c for c in role.commands if c not in known_commands()]
     if unknown:
-        raise RoleError(f"role {name}: unknown commands {unknown} (known: "
-                        f"{', '.join(sorted(known_commands()))})")
+        raise RoleError(
+            f"role {name}: unknown commands {unknown} (known: "
+            f"{', '.join(sorted(known_commands()))})"
+        )
     for c in role.command_docs:
         if c not in role.commands:
-            raise RoleError(f"role {name}: command_docs names {c!r}, which is not one of its commands")
+            raise RoleError(
+                f"role {name}: command_docs names {c!r}, which is not one of its commands"
+            )
     for field, allowed in VARIABLES.items():
         check_template(name, field, getattr(role, field), allowed)
     for field in ("wakes_on", "accepts"):
         bad = [k for k in getattr(role, field) if not valid_kind(k)]
         if bad:
-            raise RoleError(f"role {name}: {field} names unknown message kinds {bad} "
-                            f"(known: {', '.join(KINDS)}, or a custom x_<team>_<kind>)")
+            raise RoleError(
+                f"role {name}: {field} names unknown message kinds {bad} "
+                f"(known: {', '.join(KINDS)}, or a custom x_<team>_<kind>)"
+            )
     if role.session == "own" and "submit" in role.commands:
-        raise RoleError(f"role {name}: a member with a session of its own cannot `submit` (one "
-                        "submission per run, from the team's session): give it `done` or "
-                        "`finish`, and let a planner `pick` or the team's merge rule decide")
+        raise RoleError(
+            f"role {name}: a member with a session of its own cannot `submit` (one "
+            "submission per run, from the team's session): give it `done` or "
+            "`finish`, and let a planner `pick` or the team's merge rule decide"
+        )
     if role.session == "none" and any(_is_env(c) for c in role.commands):
-        raise RoleError(f"role {name}: session = \"none\" but it has environment commands")
+        raise RoleError(f'role {name}: session = "none" but it has environment commands')
     if role.max_item_steps < 1:
         raise RoleError(f"role {name}: max_item_steps must be >= 1")
     return role
@@ -198,26 +222,36 @@ def _is_env(command: str) -> bool:
 
 
 def valid_kind(kind: str) -> bool:
-    return kind in KINDS or kind == "*" or (kind.startswith("x_") and kind[2:].replace("_", "").isalnum())
+    return (
+        kind in KINDS
+        or kind == "*"
+        or (kind.startswith("x_") and kind[2:].replace("_", "").isalnum())
+    )
 
 
 def check_template(role: str, field: str, text: str, allowed: set[str]) -> None:
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
-        raise RoleError(f"role {role}: {field}: {exc} (write a literal brace as {{{{ or }}}})") from None
+        raise RoleError(
+            f"role {role}: {field}: {exc} (write a literal brace as {{{{ or }}}})"
+        ) from None
     for n in names:
         if n not in allowed:
-            raise RoleError(f"role {role}: {field} uses {{{n}}}, which is not one of its "
-                            f"variables ({', '.join(sorted(allowed))})")
+            raise RoleError(
+                f"role {role}: {field} uses {{{n}}}, which is not one of its "
+                f"variables ({', '.join(sorted(allowed))})"
+            )
 
 
 @cache
 def load(name: str) -> Role:
     """A shipped role by name."""
     if name not in shipped():
-        raise RoleError(f"no role {name!r} (shipped: {', '.join(shipped())}; or declare "
-                        f"[roles.{name}] in the team file)")
+        raise RoleError(
+            f"no role {name!r} (shipped: {', '.join(shipped())}; or declare "
+            f"[roles.{name}] in the team file)"
+        )
     return build(name, _shipped_table(name))
 
 

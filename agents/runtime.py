@@ -235,8 +235,8 @@ class Agent(Commands):
                                            team_name=info.team)
             instance = prompts.instance_prompt(
                 self.r, info.observation or info.task, step=0, remaining=self.state.remaining,
-                cwd=self.state.cwd, team=info.members, channels=T.describe(info.channels, self.name),
-                name=self.name, team_name=info.team)
+                cwd=self.state.cwd, team=info.members,
+                channels=T.describe(info.channels, self.name), name=self.name, team_name=info.team)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
             # told before its next call, not after: what it did last may have been cut short
@@ -249,8 +249,8 @@ class Agent(Commands):
         definition from RunInfo (a team's own roles travel there), else the shipped one."""
         name = self.o.role or info.members.get(self.name, "")
         if not name:
-            raise RuntimeError(f"{self.name} is not a member of run {info.run} and no --role was given "
-                               f"(members: {', '.join(info.members)})")
+            raise RuntimeError(f"{self.name} is not a member of run {info.run} and no --role was "
+                               f"given (members: {', '.join(info.members)})")
         self.role = self.o.role = name
         self.r = R.lookup(info.roles, name)
         self.tools = role_tools(self.r)
@@ -429,7 +429,8 @@ class Agent(Commands):
         else:
             self._received(env)
         assert self.r is not None
-        self._new.append(Entry(Message.user(team.message_text(env.sender, b, self.r.message_template))))
+        text = team.message_text(env.sender, b, self.r.message_template)
+        self._new.append(Entry(Message.user(text)))
 
     async def _turn(self) -> bool:
         """One model call and one command; True when this agent is finished."""
@@ -477,9 +478,10 @@ class Agent(Commands):
                 output, code, info = await self._run_text(command)
         t_env = time.perf_counter() - t_env0
         notes = self._notes_for(command, code)
-        text = prompts.observation_prompt(output, step=self.state.env_step, remaining=self.state.remaining,
-                                          open_file=self.state.open_file, cwd=self.state.cwd, notes=notes,
-                                          role=self.r)
+        text = prompts.observation_prompt(output, step=self.state.env_step,
+                                          remaining=self.state.remaining,
+                                          open_file=self.state.open_file, cwd=self.state.cwd,
+                                          notes=notes, role=self.r)
         if call_id:
             obs_msgs = [Entry(Message.tool(call_id, text, name=call_name), observation=True)]
             obs_msgs += [Entry(Message.tool(cid, "Not run: send one tool call per reply.")) for cid in extra_calls]

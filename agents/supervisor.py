@@ -295,7 +295,7 @@ class Supervisor:
         best = self.ledger.best()
         is_best = v is not None and best is att
         member = self.members.owner(att.session)
-        label = f"step-{self.generation}-{member}-{att.step}" if member else f"step-{self.generation}-{att.step}"
+        label = f"step-{self.generation}-{member + '-' if member else ''}{att.step}"
         self.artefacts.save(label, fc.data, best=is_best, member=member)
 
     def _token(self, session: str) -> str:
@@ -569,8 +569,9 @@ class Supervisor:
         """Every member of some critical role is gone (one of three parallel coders ending
         leaves the others at work)."""
         groups = self._critical()
-        internal = {r: [n for n in ns if not self.cfg.team.agent(n).external] for r, ns in groups.items()}
-        if not any(internal.values()):  # every critical agent is external: they report their end on the bus
+        internal = {r: [n for n in ns if not self.cfg.team.agent(n).external]
+                    for r, ns in groups.items()}
+        if not any(internal.values()):  # all external: they report their end on the bus
             crit = [n for ns in groups.values() for n in ns]
             return all(self.ledger.agent(n).state in ("stopped",) for n in crit)
         return any(ns and all(n in self.finished for n in ns) for ns in internal.values())
@@ -583,8 +584,8 @@ class Supervisor:
     async def _session_over(self) -> bool:
         assert self.env is not None
         try:
-            info = await self.env.request("env", P.SessionStatus(session=self.session, token=self.session_token),
-                                          timeout=5)
+            info = await self.env.request(
+                "env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
         except (RpcError, TimeoutError):
             return False
         return isinstance(info, P.SessionInfo) and info.state in ("submitted", "truncated")

@@ -1,7 +1,8 @@
-"""The commands agents run (a role lists the ones it has: agents/roles/). Environment commands (the ACI: open, edit, validate, shell...)
-go to the environment server; the others are handled by the agent runtime itself: shared
-memory (memory service), literature (tools/literature) and team messages (the bus). All are
-`ToolDef`s, so one definition gives the text syntax, the help text and the JSON schema."""
+"""The commands agents run (each role lists its own: agents/roles/). Environment commands (the
+ACI: open, edit, validate, shell...) go to the environment server; the others are handled by
+the agent runtime itself: shared memory (memory service), literature (tools/literature) and
+team messages (the bus). All are `ToolDef`s, so one definition gives the text syntax, the help
+text and the JSON schema."""
 
 from __future__ import annotations
 
@@ -114,7 +115,8 @@ REVIEW = ToolDef(
     signature="review <summary>",
     docstring="Asks the team's reviewers to approve the latest validated artefact before you "
     "submit it; their verdict arrives as a message (`wait`).",
-    arguments=(Arg(name="summary", description="what changed and why it is better", rest_of_line=True),),
+    arguments=(Arg(name="summary", description="what changed and why it is better",
+                   rest_of_line=True),),
 )
 APPROVE = ToolDef(
     name="approve",
@@ -146,7 +148,8 @@ FINISH = ToolDef(
     signature="finish <summary>",
     docstring="Ends your work; your validated artefacts stay in the running for the team's "
     "submission.",
-    arguments=(Arg(name="summary", description="what you did and what came out", rest_of_line=True),),
+    arguments=(Arg(name="summary", description="what you did and what came out",
+                   rest_of_line=True),),
 )
 
 LOCAL_TOOLS: dict[str, ToolDef] = {t.name: t for t in (

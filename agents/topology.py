@@ -37,7 +37,9 @@ class Topology(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, f
     hub: str = ""  # star: the centre (a member or a role)
     order: list[str] = []  # pipeline: the stages, first to last
     pairs: list[list[str]] = []  # pairs: [[a, b], ...], each pair talks both ways
-    kinds: list[str] = msgspec.field(default_factory=lambda: ["*"])  # the kinds the preset's channels carry
+    kinds: list[str] = msgspec.field(
+        default_factory=lambda: ["*"]
+    )  # the kinds the preset's channels carry
     channels: list[ChannelSpec] = []  # more channels, on top of the preset's
 
 
@@ -49,8 +51,9 @@ def resolve(ref: str, members: dict[str, str]) -> list[str]:
         return [ref]
     by_role = [n for n, r in members.items() if r == ref]
     if not by_role:
-        raise TopologyError(f"{ref!r} is neither a member nor a role of this team "
-                            f"(members: {', '.join(members)})")
+        raise TopologyError(
+            f"{ref!r} is neither a member nor a role of this team (members: {', '.join(members)})"
+        )
     return by_role
 
 
@@ -97,16 +100,21 @@ def expand(top: Topology, members: dict[str, str]) -> list[P.Channel]:
             add(a, b, base)
             add(b, a, base)
     for c in top.channels:
-        add(resolve(c.sender, members), [n for ref in c.to for n in resolve(ref, members)],
-            _kinds(c.kinds))
+        add(
+            resolve(c.sender, members),
+            [n for ref in c.to for n in resolve(ref, members)],
+            _kinds(c.kinds),
+        )
     grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (s, r), ks in edges.items():
         grouped.setdefault((s, tuple(sorted(ks))), []).append(r)
     order = {n: i for i, n in enumerate(names)}
     if not grouped:  # nothing allowed; an empty list would mean "no topology: anything goes"
         return [P.Channel(sender="", receivers=[], kinds=[])]
-    return [P.Channel(sender=s, receivers=sorted(rs, key=order.__getitem__), kinds=list(ks))
-            for (s, ks), rs in sorted(grouped.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))]
+    return [
+        P.Channel(sender=s, receivers=sorted(rs, key=order.__getitem__), kinds=list(ks))
+        for (s, ks), rs in sorted(grouped.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
 
 
 def allowed(channels: list[P.Channel] | None, sender: str, receiver: str, kind: str) -> bool:
@@ -121,8 +129,9 @@ def allowed(channels: list[P.Channel] | None, sender: str, receiver: str, kind: 
     return False
 
 
-def reachable(channels: list[P.Channel] | None, sender: str, kind: str,
-              members: Iterable[str]) -> list[str]:
+def reachable(
+    channels: list[P.Channel] | None, sender: str, kind: str, members: Iterable[str]
+) -> list[str]:
     """The members `sender` may send a `kind` message to, in member order."""
     return [m for m in members if m != sender and allowed(channels, sender, m, kind)]
 

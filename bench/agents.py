@@ -79,8 +79,8 @@ def write_team(path: Path, steps: int, members: int = 1, latency_s: float = 0.2)
         path.write_text(
             'name = "bench"\n[budget]\n'
             f"steps = {steps}\ntokens = 0\ndollars = 0\nwall_clock_s = 900\n"
-            '[[agents]]\nname = "agent"\nrole = "single"\nmodel = "scripted:bench"\nhistory = "last:5"\n'
-            "external = true\n"
+            '[[agents]]\nname = "agent"\nrole = "single"\nmodel = "scripted:bench"\n'
+            'history = "last:5"\nexternal = true\n'
         )
         return
     # a team of peers, each in its own session; the others talk among themselves
@@ -90,7 +90,8 @@ def write_team(path: Path, steps: int, members: int = 1, latency_s: float = 0.2)
         'name = "bench-team"\nmerge = "best"\n[budget]\n'
         f"steps = {steps * members * 4}\ntokens = 0\ndollars = 0\nwall_clock_s = 900\n"
         '[topology]\nkind = "none"\n'
-        + ('[[topology.channels]]\nfrom = "bg"\nto = ["bg"]\nkinds = ["message"]\n' if members > 1 else "")
+        + ('[[topology.channels]]\nfrom = "bg"\nto = ["bg"]\nkinds = ["message"]\n'
+           if members > 1 else "")
         + '[roles.bg]\nextends = "peer"\n'
         '[[agents]]\nname = "agent"\nrole = "peer"\nmodel = "scripted:bench"\nhistory = "last:5"\n'
         f"external = true\n[agents.budget]\nsteps = {steps}\n" + others
@@ -116,8 +117,8 @@ async def main_async(args: argparse.Namespace, members: int = 1) -> dict:
             if sup.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the run did not start; see {tmp / 'supervisor.log'}")
             await asyncio.sleep(0.05)
-        agent = Agent(Options(name="agent", role="", run="", bus=str(run_dir), model="scripted:bench",
-                              history="last:5"))
+        agent = Agent(Options(name="agent", role="", run="", bus=str(run_dir),
+                              model="scripted:bench", history="last:5"))
         t0 = time.perf_counter()
         status = await agent.run()
         wall = time.perf_counter() - t0
@@ -179,9 +180,9 @@ def main() -> None:
               "`goto` commands):")
         print(f"  overhead p50 {r['overhead_p50_ms']:.3f} ms   p99 {r['overhead_p99_ms']:.3f} ms   "
               f"mean {r['overhead_mean_ms']:.3f} ms   (target p50 <= 5 ms)")
-        print(f"  environment round trip p50 {r['env_round_trip_p50_ms']:.3f} ms, turn record on the bus "
-              f"p50 {r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, command "
-              f"{r['command_ms']:.4f} ms")
+        print(f"  environment round trip p50 {r['env_round_trip_p50_ms']:.3f} ms, turn record on "
+              f"the bus p50 {r['publish_p50_ms']:.3f} ms, model p50 {r['model_p50_ms']:.3f} ms, "
+              f"command {r['command_ms']:.4f} ms")
     r = results[-1]
     if len(results) > 1:
         base = results[0]["overhead_p50_ms"]

@@ -57,10 +57,23 @@ def build(run_dir: Path, events: int) -> int:
         env = P.Envelope(body=body, id=P.new_id(), topic=topic, sender=sender, ts=ts)
         rows.append((len(rows) + 1, 1, ts, topic, "msgpack", P.encode(env)))
 
-    add("run/info", "supervisor", P.RunInfo(
-        run="bench", task="prisonersDilemma", session="s1", env="ipc://x", team="bench-6",
-        members=members, baseline={"Score": 2.37}, directions={"Score": "max"}, metric="Score",
-        sessions=sessions, submission="strategy.py"))
+    add(
+        "run/info",
+        "supervisor",
+        P.RunInfo(
+            run="bench",
+            task="prisonersDilemma",
+            session="s1",
+            env="ipc://x",
+            team="bench-6",
+            members=members,
+            baseline={"Score": 2.37},
+            directions={"Score": "max"},
+            metric="Score",
+            sessions=sessions,
+            submission="strategy.py",
+        ),
+    )
     turn: dict[str, int] = {m: 0 for m in members}
     step: dict[str, int] = {c: 0 for c in coders}
     score = 2.0
@@ -70,43 +83,122 @@ def build(run_dir: Path, events: int) -> int:
         k += 1
         turn[who] += 1
         n = turn[who]
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "task"}] if n == 1 else []
-        msgs += [{"role": "assistant", "content": "DISCUSSION\nnext\n\n```\ngoto 3\n```\n"},
-                 {"role": "user", "content": OBS, "_obs": True}]
+        msgs = (
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "task"}]
+            if n == 1
+            else []
+        )
+        msgs += [
+            {"role": "assistant", "content": "DISCUSSION\nnext\n\n```\ngoto 3\n```\n"},
+            {"role": "user", "content": OBS, "_obs": True},
+        ]
         if who == "planner":
             if n % 10 == 1:
                 c = coders[(n // 10) % len(coders)]
-                add("team/work", "planner", P.WorkItem(item=f"w{n}", title="try", instructions="do it",
-                                                       assignee=c, to=[c]))
-            add(f"agents/{who}/step", who, P.AgentStep(agent=who, role="planner", step=n, action="wait",
-                                                       observation=OBS, messages=msgs, execution_time=0.4,
-                                                       prompt_tokens=3000, completion_tokens=60))
-            add(f"status/{who}", who, P.AgentStatus(agent=who, role="planner", state="working", step=n))
+                add(
+                    "team/work",
+                    "planner",
+                    P.WorkItem(item=f"w{n}", title="try", instructions="do it", assignee=c, to=[c]),
+                )
+            add(
+                f"agents/{who}/step",
+                who,
+                P.AgentStep(
+                    agent=who,
+                    role="planner",
+                    step=n,
+                    action="wait",
+                    observation=OBS,
+                    messages=msgs,
+                    execution_time=0.4,
+                    prompt_tokens=3000,
+                    completion_tokens=60,
+                ),
+            )
+            add(
+                f"status/{who}",
+                who,
+                P.AgentStatus(agent=who, role="planner", state="working", step=n),
+            )
             continue
         sess = sessions[who].session
         step[who] += 1
-        command = "validate" if n % 8 == 0 else (f"edit 1:3\nx = {n}\nend_of_edit" if n % 8 == 7 else "goto 3")
-        add(f"env/{sess}/command", "env", P.CommandEvent(session=sess, step=step[who], command=command, agent=who))
+        command = (
+            "validate"
+            if n % 8 == 0
+            else (f"edit 1:3\nx = {n}\nend_of_edit" if n % 8 == 7 else "goto 3")
+        )
+        add(
+            f"env/{sess}/command",
+            "env",
+            P.CommandEvent(session=sess, step=step[who], command=command, agent=who),
+        )
         if n % 16 == 5:
-            add(f"env/{sess}/output", "env", P.OutputChunk(session=sess, job="j", offset=0, data="x" * 2000))
+            add(
+                f"env/{sess}/output",
+                "env",
+                P.OutputChunk(session=sess, job="j", offset=0, data="x" * 2000),
+            )
         if command == "validate":
             score += 0.01 if n % 3 else -0.02
-            add(f"env/{sess}/score", "env", P.ScoreEvent(session=sess, step=step[who], action="validate",
-                                                         scores={"Score": round(score, 4)}))
-        add(f"env/{sess}/observation", "env", P.ObservationEvent(session=sess, step=step[who], output=OBS,
-                                                                 exit_code=0))
-        add(f"agents/{who}/step", who, P.AgentStep(agent=who, role="coder", step=n, action=command,
-                                                   observation=OBS, messages=msgs, prompt_tokens=4000,
-                                                   completion_tokens=80, execution_time=0.01))
+            add(
+                f"env/{sess}/score",
+                "env",
+                P.ScoreEvent(
+                    session=sess,
+                    step=step[who],
+                    action="validate",
+                    scores={"Score": round(score, 4)},
+                ),
+            )
+        add(
+            f"env/{sess}/observation",
+            "env",
+            P.ObservationEvent(session=sess, step=step[who], output=OBS, exit_code=0),
+        )
+        add(
+            f"agents/{who}/step",
+            who,
+            P.AgentStep(
+                agent=who,
+                role="coder",
+                step=n,
+                action=command,
+                observation=OBS,
+                messages=msgs,
+                prompt_tokens=4000,
+                completion_tokens=80,
+                execution_time=0.01,
+            ),
+        )
         add(f"status/{who}", who, P.AgentStatus(agent=who, role="coder", state="working", step=n))
         if n % 10 == 0:
-            add("team/result", who, P.WorkResult(item=f"w{n}", status="done", summary="ok", to=["planner"],
-                                                 session=sess, step=step[who], scores={"Score": score}))
-    rows = rows[:events - 2]
-    add("env/s1/command", "env", P.CommandEvent(session="s1", step=1, command="submit", agent="planner"))
-    add("env/s1/score", "env", P.ScoreEvent(session="s1", step=1, action="submit", scores={"Score": score}))
+            add(
+                "team/result",
+                who,
+                P.WorkResult(
+                    item=f"w{n}",
+                    status="done",
+                    summary="ok",
+                    to=["planner"],
+                    session=sess,
+                    step=step[who],
+                    scores={"Score": score},
+                ),
+            )
+    rows = rows[: events - 2]
+    add(
+        "env/s1/command",
+        "env",
+        P.CommandEvent(session="s1", step=1, command="submit", agent="planner"),
+    )
+    add(
+        "env/s1/score",
+        "env",
+        P.ScoreEvent(session="s1", step=1, action="submit", scores={"Score": score}),
+    )
     for i in range(0, len(rows), 500):
-        log.append(rows[i:i + 500])
+        log.append(rows[i : i + 500])
     log.close()
     return len(rows)
 
@@ -145,25 +237,50 @@ def main() -> None:
         size = sum(p.stat().st_size for p in run.iterdir())
         a = analyse(read(run), str(run))
         assert a.events == n, (a.events, n)
-        r = {"events": n, "log_mb": round(size / 2**20, 1), "validations": len(a.validations),
-             "members": len(a.members), "target_s": 2.0}
+        r = {
+            "events": n,
+            "log_mb": round(size / 2**20, 1),
+            "validations": len(a.validations),
+            "members": len(a.members),
+            "target_s": 2.0,
+        }
         r["decode_all_s"] = round(timed(lambda: decode_all(run), args.repeats), 3)
         r["read_s"] = round(timed(lambda: read(run), args.repeats), 3)
         r["analyse_s"] = round(timed(lambda: analyse(read(run), str(run)), args.repeats), 3)
-        r["write_s"] = round(timed(lambda: report.write_run(analyse(read(run), str(run)), tmp / "out"),
-                                   args.repeats), 3)
-        cmd = [sys.executable, "-m", "mlgym.cli", "analyze", str(run), "--json", "--out", str(tmp / "cli")]
-        r["cli_s"] = round(timed(lambda: subprocess.run(cmd, check=True, capture_output=True),
-                                 args.repeats), 3)
+        r["write_s"] = round(
+            timed(
+                lambda: report.write_run(analyse(read(run), str(run)), tmp / "out"), args.repeats
+            ),
+            3,
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlgym.cli",
+            "analyze",
+            str(run),
+            "--json",
+            "--out",
+            str(tmp / "cli"),
+        ]
+        r["cli_s"] = round(
+            timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeats), 3
+        )
         r["analyse_vs_decode_all"] = round(r["analyse_s"] / r["decode_all_s"], 2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"mlgym analyze on {r['events']} events ({r['log_mb']} MB log, {r['members']} members, "
-          f"{r['validations']} validations), medians of {args.repeats}:")
-    print(f"  read {r['read_s']:.3f} s, measures {r['analyse_s']:.3f} s (decoding every event fully: "
-          f"{r['decode_all_s']:.3f} s, ratio {r['analyse_vs_decode_all']})")
-    print(f"  with the report and figures {r['write_s']:.3f} s; `mlgym analyze` as a command "
-          f"{r['cli_s']:.3f} s (target <= 2 s)")
+    print(
+        f"mlgym analyze on {r['events']} events ({r['log_mb']} MB log, {r['members']} members, "
+        f"{r['validations']} validations), medians of {args.repeats}:"
+    )
+    print(
+        f"  read {r['read_s']:.3f} s, measures {r['analyse_s']:.3f} s (decoding every event fully: "
+        f"{r['decode_all_s']:.3f} s, ratio {r['analyse_vs_decode_all']})"
+    )
+    print(
+        f"  with the report and figures {r['write_s']:.3f} s; `mlgym analyze` as a command "
+        f"{r['cli_s']:.3f} s (target <= 2 s)"
+    )
     print(json.dumps(r))
 
 

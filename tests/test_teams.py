@@ -48,14 +48,29 @@ def test_the_four_original_roles_render_the_prompts_they_always_did():
     team = {"planner": "planner", "coder": "coder", "literature": "literature"}
     for role in ("single", "coder", "planner", "literature"):
         for mode in ("text", "tools"):
-            assert prompts.system_prompt(role, role_tools(role), mode=mode) == golden[f"system/{role}/{mode}"]
-        inst = prompts.instance_prompt(role, "  Do the task.\nWell.  ", step=0, remaining=47,
-                                       team=team if role != "single" else None)
+            assert (
+                prompts.system_prompt(role, role_tools(role), mode=mode)
+                == golden[f"system/{role}/{mode}"]
+            )
+        inst = prompts.instance_prompt(
+            role,
+            "  Do the task.\nWell.  ",
+            step=0,
+            remaining=47,
+            team=team if role != "single" else None,
+        )
         assert inst == golden[f"instance/{role}"]
         assert openai_tools(role_tools(role)) == golden[f"tools/{role}"]
-    assert prompts.observation_prompt("hello\n", step=3, remaining=4, open_file="a.py", cwd="/w",
-                                      notes=["n1", "n2"]) == golden["obs/1"]
-    assert prompts.observation_prompt("  \n", step=3, remaining=4, open_file="", cwd="/w") == golden["obs/2"]
+    assert (
+        prompts.observation_prompt(
+            "hello\n", step=3, remaining=4, open_file="a.py", cwd="/w", notes=["n1", "n2"]
+        )
+        == golden["obs/1"]
+    )
+    assert (
+        prompts.observation_prompt("  \n", step=3, remaining=4, open_file="", cwd="/w")
+        == golden["obs/2"]
+    )
 
 
 def test_old_team_files_load_unchanged():
@@ -67,8 +82,10 @@ def test_old_team_files_load_unchanged():
         assert old.topology.kind == "full" and old.merge == "" and old.approval == []
     d = C.load_team(DATA / "team_default_v1.toml")
     assert {a.name: (a.role, a.history, a.model) for a in d.agents} == {
-        "planner": ("planner", "full", "scripted:auto"), "coder": ("coder", "stable:5", "scripted:auto"),
-        "literature": ("literature", "stable:5", "scripted:auto")}
+        "planner": ("planner", "full", "scripted:auto"),
+        "coder": ("coder", "stable:5", "scripted:auto"),
+        "literature": ("literature", "stable:5", "scripted:auto"),
+    }
     assert d.agent("planner").budget == C.Budget(steps=10)
     assert d.agent("coder").max_item_steps == 15
     # a loaded team carries its roles (a resumed run needs no role file) and round-trips
@@ -83,8 +100,10 @@ def test_every_shipped_design_loads():
     for name in DESIGNS:
         team = C.load_team(name)
         shapes[name] = (sorted(team.members()), team.own_sessions(), team.merge, team.approvers())
-    assert shapes["parallel-3"][:2] == (["coder-1", "coder-2", "coder-3", "planner"],
-                                        ["coder-1", "coder-2", "coder-3"])
+    assert shapes["parallel-3"][:2] == (
+        ["coder-1", "coder-2", "coder-3", "planner"],
+        ["coder-1", "coder-2", "coder-3"],
+    )
     assert shapes["flat"] == (["peer-1", "peer-2"], ["peer-1", "peer-2"], "best", [])
     assert shapes["reviewer"][3] == ["reviewer"]
     assert shapes["debate"][1] == ["proposer-1", "proposer-2"]
@@ -94,7 +113,7 @@ def test_a_design_without_python(tmp_path):
     """A researcher's own role and topology, in TOML only: a role extending a shipped one,
     parallel workers, a pipeline, extra channels, member defaults from the role."""
     team = tmp_path / "mine.toml"
-    team.write_text('''
+    team.write_text("""
 name = "mine"
 [topology]
 kind = "pipeline"
@@ -118,20 +137,25 @@ role = "planner"
 name = "explorer"
 role = "explorer"
 count = 2
-''')
+""")
     t = C.load_team(team)
     assert t.members() == {"planner": "planner", "explorer-1": "explorer", "explorer-2": "explorer"}
     assert [a.history for a in t.agents] == ["last:5", "stable:3", "stable:3"]
     assert t.agent("explorer-2").budget.steps == 12 and t.agent("explorer-2").group == "explorer"
     ch = t.channels()
-    assert T.allowed(ch, "planner", "explorer-1", "work") and not T.allowed(ch, "planner", "explorer-1", "result")
-    assert T.allowed(ch, "explorer-1", "planner", "result") and not T.allowed(ch, "explorer-1", "planner", "work")
+    assert T.allowed(ch, "planner", "explorer-1", "work") and not T.allowed(
+        ch, "planner", "explorer-1", "result"
+    )
+    assert T.allowed(ch, "explorer-1", "planner", "result") and not T.allowed(
+        ch, "explorer-1", "planner", "work"
+    )
     assert T.allowed(ch, "explorer-1", "explorer-2", "message")
     assert not T.allowed(ch, "explorer-1", "explorer-2", "work")
     r = t.role("explorer")
     assert r.extends == "coder" and r.wakes_on == ["work"] and r.session == "own"
     assert "Team: planner, explorer-1, explorer-2" in prompts.instance_prompt(
-        r, "x", step=0, remaining=1, team=t.members())
+        r, "x", step=0, remaining=1, team=t.members()
+    )
 
 
 def test_role_and_topology_errors_name_the_problem(tmp_path):
@@ -144,15 +168,20 @@ def test_role_and_topology_errors_name_the_problem(tmp_path):
         '[topology]\nkind = "star"\nhub = "ghost"\n': "neither a member nor a role",
     }
     for extra, why in cases.items():
-        bad.write_text('name = "b"\n' + extra + '[[agents]]\nname = "p"\nrole = "planner"\n'
-                       '[[agents]]\nname = "c"\nrole = "x"\n' if "roles.x" in extra else
-                       'name = "b"\n' + extra + '[[agents]]\nname = "p"\nrole = "planner"\n'
-                       '[[agents]]\nname = "c"\nrole = "coder"\n')
+        bad.write_text(
+            'name = "b"\n' + extra + '[[agents]]\nname = "p"\nrole = "planner"\n'
+            '[[agents]]\nname = "c"\nrole = "x"\n'
+            if "roles.x" in extra
+            else 'name = "b"\n' + extra + '[[agents]]\nname = "p"\nrole = "planner"\n'
+            '[[agents]]\nname = "c"\nrole = "coder"\n'
+        )
         with pytest.raises(C.ConfigError, match=R"(?s).*" + __import__("re").escape(why)):
             C.load_team(bad)
     # a worker nobody may send work to
-    bad.write_text('name = "b"\n[topology]\nkind = "none"\n[[agents]]\nname = "p"\nrole = "planner"\n'
-                   '[[agents]]\nname = "c"\nrole = "coder"\n')
+    bad.write_text(
+        'name = "b"\n[topology]\nkind = "none"\n[[agents]]\nname = "p"\nrole = "planner"\n'
+        '[[agents]]\nname = "c"\nrole = "coder"\n'
+    )
     with pytest.raises(C.ConfigError, match="no member may send it one"):
         C.load_team(bad)
     bad.write_text('name = "b"\n[[agents]]\nname = "a"\nrole = "peer"\n')
@@ -169,9 +198,19 @@ def test_budget_match_gives_a_design_the_reference_budget(tmp_path):
     for i, (steps, tokens) in enumerate(((10, 1000), (14, 3000), (30, 2000))):
         d = runs / f"r{i}"
         d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({"steps": steps, "tokens": tokens, "cost_usd": 0.5,
-                                                   "seconds": 20.0, "task": "t", "method": "m",
-                                                   "run_id": f"r{i}"}))
+        (d / "result.json").write_text(
+            json.dumps(
+                {
+                    "steps": steps,
+                    "tokens": tokens,
+                    "cost_usd": 0.5,
+                    "seconds": 20.0,
+                    "task": "t",
+                    "method": "m",
+                    "run_id": f"r{i}",
+                }
+            )
+        )
     team = C.budget_match(C.load_team("default"), str(runs))
     assert (team.budget.steps, team.budget.tokens, team.budget.dollars) == (14, 2000, 0.5)
     assert team.budget_match["runs"] == 3
@@ -191,15 +230,21 @@ async def test_every_shipped_design_beats_the_baseline(task, tmp_path):
     for name in DESIGNS:
         run_dir = tmp_path / name
         result = await run_team(task, C.load_team(name), run_dir=run_dir, progress=False)
-        assert result["exit_status"] in ("submitted", "submitted (merge: best)"), (name, result["exit_status"])
+        assert result["exit_status"] in ("submitted", "submitted (merge: best)"), (
+            name,
+            result["exit_status"],
+        )
         assert result["final_submission"] and not result["final_submission"]["auto"], name
         assert_beats_baseline(result, BASELINES[task])
         kinds = {type(e.body).__name__ for e in events(run_dir, ["team/"])}
-        expected = {"default": {"WorkItem", "WorkResult", "Question", "Answer", "PlanUpdate"},
-                    "reviewer": {"WorkItem", "WorkResult", "ReviewRequest", "Review"},
-                    "parallel-3": {"WorkItem", "WorkResult", "ArtefactCopy"},
-                    "debate": {"WorkItem", "WorkResult", "TeamMessage", "ArtefactCopy"},
-                    "flat": {"TeamMessage", "ArtefactCopy"}, "single": set()}[name]
+        expected = {
+            "default": {"WorkItem", "WorkResult", "Question", "Answer", "PlanUpdate"},
+            "reviewer": {"WorkItem", "WorkResult", "ReviewRequest", "Review"},
+            "parallel-3": {"WorkItem", "WorkResult", "ArtefactCopy"},
+            "debate": {"WorkItem", "WorkResult", "TeamMessage", "ArtefactCopy"},
+            "flat": {"TeamMessage", "ArtefactCopy"},
+            "single": set(),
+        }[name]
         assert expected <= kinds, (name, kinds)
         # every team message names its receivers
         for e in events(run_dir, ["team/"]):
@@ -216,24 +261,36 @@ async def test_channels_refuse_a_message_outside_them(tmp_path):
         "alice": ["message bob\nhello from alice\nend_of_message", "finish said hello"],
         "bob": ["message alice\nhello from bob\nend_of_message", "finish tried"],
     }
-    team_file = _replay_team(tmp_path, replies, '''
+    team_file = _replay_team(
+        tmp_path,
+        replies,
+        """
 [topology]
 kind = "none"
 [[topology.channels]]
 from = "alice"
 to = ["bob"]
 kinds = ["message"]
-''')
+""",
+    )
     run_dir = tmp_path / "run"
-    result = await run_team("prisonersDilemma", C.load_team(team_file), run_dir=run_dir, progress=False)
+    result = await run_team(
+        "prisonersDilemma", C.load_team(team_file), run_dir=run_dir, progress=False
+    )
     assert result["exit_status"].startswith("submitted")
-    msgs = [(e.sender, e.body) for e in events(run_dir, ["team/"]) if isinstance(e.body, P.TeamMessage)]
+    msgs = [
+        (e.sender, e.body) for e in events(run_dir, ["team/"]) if isinstance(e.body, P.TeamMessage)
+    ]
     assert [(s, b.to, b.text) for s, b in msgs] == [("alice", ["bob"], "hello from alice")]
     bob = [e.body for e in events(run_dir, ["agents/bob/step"]) if isinstance(e.body, P.AgentStep)]
     assert bob[0].exit_code == 1
-    assert bob[0].observation == ("Error: the team's channels do not let you (bob) send message messages "
-                                  "to alice. You may send: nothing to anyone.")
-    alice = [e.body for e in events(run_dir, ["agents/alice/step"]) if isinstance(e.body, P.AgentStep)]
+    assert bob[0].observation == (
+        "Error: the team's channels do not let you (bob) send message messages "
+        "to alice. You may send: nothing to anyone."
+    )
+    alice = [
+        e.body for e in events(run_dir, ["agents/alice/step"]) if isinstance(e.body, P.AgentStep)
+    ]
     assert alice[0].exit_code == 0 and alice[0].observation == "Message sent to bob."
     # the analysis counts the refusal and draws the one edge
     from mlgym.agents.analyze import analyse, read
@@ -249,18 +306,32 @@ async def test_parallel_workers_have_workspaces_of_their_own(tmp_path):
     workspace, each sees its own, and their commands went to different sessions."""
     _bwrap()
     replies = {
-        "alice": ["echo secret-of-alice > note_a.txt", "cat note_a.txt",
-                  "message bob\nnote_a.txt is written\nend_of_message", "finish wrote note_a.txt"],
-        "bob": ["wait", "ls; cat note_a.txt", "echo mine > note_b.txt && cat note_b.txt",
-                "finish looked"],
+        "alice": [
+            "echo secret-of-alice > note_a.txt",
+            "cat note_a.txt",
+            "message bob\nnote_a.txt is written\nend_of_message",
+            "finish wrote note_a.txt",
+        ],
+        "bob": [
+            "wait",
+            "ls; cat note_a.txt",
+            "echo mine > note_b.txt && cat note_b.txt",
+            "finish looked",
+        ],
     }
     team_file = _replay_team(tmp_path, replies, '[topology]\nkind = "full"\n', wait=True)
     run_dir = tmp_path / "run"
     await run_team("prisonersDilemma", C.load_team(team_file), run_dir=run_dir, progress=False)
-    steps = {n: [e.body for e in events(run_dir, [f"agents/{n}/step"]) if isinstance(e.body, P.AgentStep)]
-             for n in ("alice", "bob")}
+    steps = {
+        n: [
+            e.body for e in events(run_dir, [f"agents/{n}/step"]) if isinstance(e.body, P.AgentStep)
+        ]
+        for n in ("alice", "bob")
+    }
     assert "secret-of-alice" in steps["alice"][1].observation
-    assert "note_a.txt is written" in steps["bob"][0].observation  # bob looked only after alice wrote
+    assert (
+        "note_a.txt is written" in steps["bob"][0].observation
+    )  # bob looked only after alice wrote
     assert "No such file or directory" in steps["bob"][1].observation
     assert "strategy.py" in steps["bob"][1].observation  # its own workspace, with the task's files
     assert steps["bob"][2].observation.strip().startswith("mine")
@@ -274,19 +345,36 @@ async def test_parallel_workers_have_workspaces_of_their_own(tmp_path):
     assert by_session["alice"] == {own["alice"]} and by_session["bob"] == {own["bob"]}
 
 
-def _replay_team(tmp_path: Path, replies: dict[str, list[str]], topology: str, wait: bool = False) -> Path:
+def _replay_team(
+    tmp_path: Path, replies: dict[str, list[str]], topology: str, wait: bool = False
+) -> Path:
     """A two-member team of peers (own sessions, merge best) answering with recorded replies."""
     members = ""
     for name, commands in replies.items():
         traj = tmp_path / f"{name}.traj"
-        traj.write_text(json.dumps({"trajectory": [
-            {"response": f"DISCUSSION\nstep {i}\n\n```\n{c}\n```\n"} for i, c in enumerate(commands)]}))
-        members += (f'[[agents]]\nname = "{name}"\nrole = "{"waiter" if wait else "peer"}"\n'
-                    f'model = "replay:{traj}"\nwait_timeout_s = 60\n')
-    role = ('[roles.waiter]\nextends = "peer"\ncommands = ["bash", "message", "wait", "finish"]\n'
-            if wait else "")
+        traj.write_text(
+            json.dumps(
+                {
+                    "trajectory": [
+                        {"response": f"DISCUSSION\nstep {i}\n\n```\n{c}\n```\n"}
+                        for i, c in enumerate(commands)
+                    ]
+                }
+            )
+        )
+        members += (
+            f'[[agents]]\nname = "{name}"\nrole = "{"waiter" if wait else "peer"}"\n'
+            f'model = "replay:{traj}"\nwait_timeout_s = 60\n'
+        )
+    role = (
+        '[roles.waiter]\nextends = "peer"\ncommands = ["bash", "message", "wait", "finish"]\n'
+        if wait
+        else ""
+    )
     path = tmp_path / "team.toml"
-    path.write_text(f'name = "pair"\nmerge = "best"\n[budget]\nsteps = 20\n{topology}\n{role}{members}')
+    path.write_text(
+        f'name = "pair"\nmerge = "best"\n[budget]\nsteps = 20\n{topology}\n{role}{members}'
+    )
     return path
 
 
@@ -314,15 +402,25 @@ async def test_a_folder_artefact_is_copied_between_sessions(tmp_path):
         blob = bytes(range(256)) * 40_000  # 10 MB: more than one ReadFile reply
         files = {"model/w.bin": blob, "model/sub/config.json": b'{"x": 1}'}
         for path, data in files.items():
-            await client.request("env", P.WriteFile(session=a, path=path, data=data, token=ta), timeout=60)
-        copy = await artefacts.copy(client, src=(a, ta), dst=(b, tb), step=0, path="model", kind="dir",
-                                    agent="planner")
+            await client.request(
+                "env", P.WriteFile(session=a, path=path, data=data, token=ta), timeout=60
+            )
+        copy = await artefacts.copy(
+            client, src=(a, ta), dst=(b, tb), step=0, path="model", kind="dir", agent="planner"
+        )
         assert (copy.files, copy.size, copy.artefact_kind) == (2, len(blob) + 8, "dir")
         for path, data in files.items():
             assert await artefacts._read_whole(client, (b, tb), path) == data
         with pytest.raises(artefacts.CopyError, match="cannot list nothing/"):
-            await artefacts.copy(client, src=(a, ta), dst=(b, tb), step=0, path="nothing", kind="dir",
-                                 agent="planner")
+            await artefacts.copy(
+                client,
+                src=(a, ta),
+                dst=(b, tb),
+                step=0,
+                path="nothing",
+                kind="dir",
+                agent="planner",
+            )
     finally:
         await client.close()
         await srv.stop()
@@ -336,8 +434,10 @@ def test_channel_expansion_and_refusal_text():
     assert T.reachable(ch, "p", "review", members) == ["c1", "c2", "r"]
     assert T.describe(ch, "c1") == "* to p"
     pairs = T.expand(T.Topology(kind="pairs", pairs=[["c1", "c2"]], kinds=["message"]), members)
-    assert msgspec.to_builtins(pairs) == [{"sender": "c1", "receivers": ["c2"], "kinds": ["message"]},
-                                          {"sender": "c2", "receivers": ["c1"], "kinds": ["message"]}]
+    assert msgspec.to_builtins(pairs) == [
+        {"sender": "c1", "receivers": ["c2"], "kinds": ["message"]},
+        {"sender": "c2", "receivers": ["c1"], "kinds": ["message"]},
+    ]
     assert T.allowed([], "x", "y", "work")  # runs from before topologies: anything goes
 
 
@@ -354,8 +454,18 @@ async def test_a_parallel_run_resumes_in_the_same_sessions(tmp_path, how):
     from test_run_lifecycle import Cli, _interrupt, all_gone, resume_to_end, run_json, wait_commands
 
     run_dir = tmp_path / "run"
-    run = Cli(tmp_path, "run", "run", "--task", "battleOfSexes", "--team", "parallel-3",
-              "--run-dir", str(run_dir), "--no-progress")
+    run = Cli(
+        tmp_path,
+        "run",
+        "run",
+        "--task",
+        "battleOfSexes",
+        "--team",
+        "parallel-3",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    )
     try:
         await wait_commands(run_dir, 3, run)
         kids = _interrupt(run, run_dir, how)
@@ -400,7 +510,9 @@ async def test_a_killed_environment_server_keeps_every_members_session(tmp_path)
         return pid
 
     killer = asyncio.create_task(kill_env())
-    result = await run_team("prisonersDilemma", C.load_team("parallel-3"), run_dir=run_dir, progress=False)
+    result = await run_team(
+        "prisonersDilemma", C.load_team("parallel-3"), run_dir=run_dir, progress=False
+    )
     assert killer.done()
     assert result["env_restarts"] == 1 and result["exit_status"] == "submitted"
     assert_beats_baseline(result, BASELINES["prisonersDilemma"])

@@ -11,9 +11,13 @@ import click
 
 @click.command("analyze")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the analysis here [default: PATH/analysis/; for a folder of runs, each "
-                   "run's own in RUN/analysis/].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the analysis here [default: PATH/analysis/; for a folder of runs, each "
+    "run's own in RUN/analysis/].",
+)
 @click.option("--json", "as_json", is_flag=True, help="End with the analysis as one JSON line.")
 @click.option("--no-figures", is_flag=True, help="Leave out the PNG and SVG figures.")
 def analyze(path: Path, out: Path | None, as_json: bool, no_figures: bool) -> None:

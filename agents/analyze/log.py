@@ -91,13 +91,22 @@ class TeamBody(_Body, gc=False):
 
 
 def _env(body: type) -> Any:
-    return msgspec.defstruct(f"Env{body.__name__}", [("body", body), ("sender", str, ""),
-                                                     ("id", str, "")], gc=False)
+    return msgspec.defstruct(
+        f"Env{body.__name__}", [("body", body), ("sender", str, ""), ("id", str, "")], gc=False
+    )
 
 
-_DECODERS = {name: (msgspec.msgpack.Decoder(_env(t)), msgspec.json.Decoder(_env(t)))
-             for name, t in (("step", Step), ("status", Status), ("command", Command),
-                             ("observation", Observed), ("score", Score), ("team", TeamBody))}
+_DECODERS = {
+    name: (msgspec.msgpack.Decoder(_env(t)), msgspec.json.Decoder(_env(t)))
+    for name, t in (
+        ("step", Step),
+        ("status", Status),
+        ("command", Command),
+        ("observation", Observed),
+        ("score", Score),
+        ("team", TeamBody),
+    )
+}
 _FULL = {b"msgpack": P.MSGPACK, b"json": P.JSON}
 
 
@@ -157,8 +166,14 @@ def read(run_dir: str | Path) -> RunLog:
     if not path.is_file():
         raise FileNotFoundError(f"no event log at {path}")
     out = RunLog(path=path)
-    lists = {"step": out.steps, "status": out.statuses, "command": out.commands,
-             "observation": out.observations, "score": out.scores, "team": out.team}
+    lists = {
+        "step": out.steps,
+        "status": out.statuses,
+        "command": out.commands,
+        "observation": out.observations,
+        "score": out.scores,
+        "team": out.team,
+    }
     reader = LogReader(path)
     try:
         for rows in reader.read(1, chunk=4096):

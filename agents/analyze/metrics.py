@@ -21,20 +21,71 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlgym.agents.analyze.log import RunLog
-from mlgym.bus import protocol as P
 
 WORKSPACE = "/home/agent/workspace/"
 START = "(starting files)"  # the author of an artefact nobody changed
-READ_ONLY_ACI = {"open", "goto", "scroll_down", "scroll_up", "search_dir", "search_file",
-                 "find_file", "validate", "submit"}
-READ_ONLY_SHELL = {"ls", "cat", "head", "tail", "less", "more", "grep", "egrep", "find", "wc",
-                   "pwd", "echo", "diff", "stat", "file", "du", "df", "tree", "which", "env",
-                   "nvidia-smi", "sleep", "true", "whoami", "date", "md5sum", "sha256sum", "nproc",
-                   "free", "uname", "ps", "top", "tail", "sort", "uniq", "cut", "jq"}
+READ_ONLY_ACI = {
+    "open",
+    "goto",
+    "scroll_down",
+    "scroll_up",
+    "search_dir",
+    "search_file",
+    "find_file",
+    "validate",
+    "submit",
+}
+READ_ONLY_SHELL = {
+    "ls",
+    "cat",
+    "head",
+    "tail",
+    "less",
+    "more",
+    "grep",
+    "egrep",
+    "find",
+    "wc",
+    "pwd",
+    "echo",
+    "diff",
+    "stat",
+    "file",
+    "du",
+    "df",
+    "tree",
+    "which",
+    "env",
+    "nvidia-smi",
+    "sleep",
+    "true",
+    "whoami",
+    "date",
+    "md5sum",
+    "sha256sum",
+    "nproc",
+    "free",
+    "uname",
+    "ps",
+    "top",
+    "tail",
+    "sort",
+    "uniq",
+    "cut",
+    "jq",
+}
 EDITORS = {"edit", "insert"}
-KIND_OF_TAG = {"work_item": "work", "work_result": "result", "question": "question",
-               "answer": "answer", "plan_update": "plan", "team_message": "message",
-               "review_request": "review", "review": "verdict", "artefact_copy": "copy"}
+KIND_OF_TAG = {
+    "work_item": "work",
+    "work_result": "result",
+    "question": "question",
+    "answer": "answer",
+    "plan_update": "plan",
+    "team_message": "message",
+    "review_request": "review",
+    "review": "verdict",
+    "artefact_copy": "copy",
+}
 _FIRST_WORD = re.compile(r"\s*([^\s;|&]+)")
 
 
@@ -44,7 +95,7 @@ _FIRST_WORD = re.compile(r"\s*([^\s;|&]+)")
 def _norm(path: str) -> str:
     path = path.strip().strip('"').strip("'")
     if path.startswith(WORKSPACE):
-        path = path[len(WORKSPACE):]
+        path = path[len(WORKSPACE) :]
     return path.removeprefix("./")
 
 
@@ -60,7 +111,12 @@ def may_write(command: str, open_file: str, submission: str) -> bool:
     head = command.split("\n", 1)[0]
     if first in ("python", "python3") and "evaluate.py" in head and ">" not in head:
         return False
-    if first in READ_ONLY_SHELL and ">" not in head and "-exec" not in head and "-delete" not in head:
+    if (
+        first in READ_ONLY_SHELL
+        and ">" not in head
+        and "-exec" not in head
+        and "-delete" not in head
+    ):
         return False
     return True
 
@@ -121,8 +177,15 @@ class Member:
         d.pop("name")
         d["tokens"] = self.tokens
         d["busy_s"] = round(self.busy_s, 3)
-        for k in ("model_s", "command_s", "blocked_s", "waiting_s", "lifetime_s", "cost_usd",
-                  "improvement_share"):
+        for k in (
+            "model_s",
+            "command_s",
+            "blocked_s",
+            "waiting_s",
+            "lifetime_s",
+            "cost_usd",
+            "improvement_share",
+        ):
             d[k] = round(d[k], 6 if k == "cost_usd" else 3)
         return d
 
@@ -182,12 +245,20 @@ class Analysis:
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": "mlgym-analysis/1",
-            "run": self.run, "task": self.task, "team": self.team, "run_dir": self.run_dir,
-            "events": self.events, "seconds": round(self.seconds, 3),
+            "run": self.run,
+            "task": self.task,
+            "team": self.team,
+            "run_dir": self.run_dir,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
             "exit_status": self.exit_status,
             "metric": {"name": self.metric, "direction": self.direction},
-            "baseline": self.baseline, "best": self.best, "final": self.final,
-            "steps": self.steps, "tokens": self.tokens, "cost_usd": round(self.cost_usd, 6),
+            "baseline": self.baseline,
+            "best": self.best,
+            "final": self.final,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 6),
             "members": {n: m.as_dict() for n, m in self.members.items()},
             "communication": {
                 "edges": [{"from": s, "to": r, **v} for (s, r), v in self.edges.items()],
@@ -235,8 +306,10 @@ def analyse(log: RunLog, run_dir: str = "") -> Analysis:
         a.direction = info.directions.get(a.metric, "max")
         a.baseline = _finite(info.baseline.get(a.metric))
         submission = info.submission
-        a.channels = [{"from": c.sender, "to": list(c.receivers), "kinds": list(c.kinds)}
-                      for c in info.channels]
+        a.channels = [
+            {"from": c.sender, "to": list(c.receivers), "kinds": list(c.kinds)}
+            for c in info.channels
+        ]
     if log.end is not None:
         a.exit_status = log.end.exit_status
         a.final = _finite(log.end.scores.get(a.metric))
@@ -247,7 +320,9 @@ def analyse(log: RunLog, run_dir: str = "") -> Analysis:
             a.members[m].session = s
     for m in a.members.values():
         if not m.session and main_sessions:
-            m.session = sorted(main_sessions)[-1] if len(main_sessions) > 1 else next(iter(main_sessions))
+            m.session = (
+                sorted(main_sessions)[-1] if len(main_sessions) > 1 else next(iter(main_sessions))
+            )
 
     def member(name: str) -> Member:
         if name not in a.members:
@@ -324,8 +399,14 @@ def _time(log: RunLog, a: Analysis, member: Any) -> None:
     a.intervals = dict(intervals)
 
 
-def _receivers(body: Any, sender: str, members: dict[str, str], items: dict[str, str],
-               questions: dict[str, str], reviews: dict[str, str]) -> list[str]:
+def _receivers(
+    body: Any,
+    sender: str,
+    members: dict[str, str],
+    items: dict[str, str],
+    questions: dict[str, str],
+    reviews: dict[str, str],
+) -> list[str]:
     """Who a team message went to: its `to`, or (runs from before topologies) who the old
     rules delivered it to."""
     if body.to:
@@ -334,7 +415,11 @@ def _receivers(body: Any, sender: str, members: dict[str, str], items: dict[str,
     if kind == "work":
         return [n for n in members if n == body.assignee or members[n] == body.assignee]
     if kind == "result":
-        return [items[body.item]] if body.item in items else [n for n, r in members.items() if r == "planner"]
+        return (
+            [items[body.item]]
+            if body.item in items
+            else [n for n, r in members.items() if r == "planner"]
+        )
     if kind == "question":
         return [n for n, r in members.items() if r == "literature"]
     if kind == "answer":
@@ -376,8 +461,14 @@ def _communication(log: RunLog, a: Analysis, member: Any, members: dict[str, str
             e["kinds"][kind] = e["kinds"].get(kind, 0) + 1
 
 
-def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
-                  main_sessions: set[str], own: dict[str, str]) -> None:
+def _contribution(
+    log: RunLog,
+    a: Analysis,
+    member: Any,
+    submission: str,
+    main_sessions: set[str],
+    own: dict[str, str],
+) -> None:
     writer: dict[str, str] = {}  # session -> author of its artefact now
     writer_item: dict[str, tuple[str, str]] = {}  # session -> (item, assigned by) of that write
     written_since: dict[str, bool] = {}  # session -> written since its last validation
@@ -385,7 +476,9 @@ def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
     open_file: dict[str, str] = {}
     current_item: dict[str, tuple[str, str]] = {}  # member -> (item in hand, who sent it)
     by_step: dict[tuple[str, int], Validation] = {}
-    source: dict[str, Validation | None] = {}  # session -> the validation its artefact is, if unchanged
+    source: dict[
+        str, Validation | None
+    ] = {}  # session -> the validation its artefact is, if unchanged
     ran: dict[tuple[str, int], str] = {}  # (session, step) -> who ran that command
     seen_scores: dict[tuple, Validation] = {}
     best: float | None = a.baseline
@@ -409,7 +502,9 @@ def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
             opened = _opened(b.command)
             if opened is not None:
                 open_file[b.session] = opened
-            if b.agent != "supervisor" and may_write(b.command, open_file.get(b.session, ""), submission):
+            if b.agent != "supervisor" and may_write(
+                b.command, open_file.get(b.session, ""), submission
+            ):
                 writer[b.session] = b.agent
                 member(b.agent).edits += 1
                 writer_item[b.session] = current_item.get(b.agent, ("", ""))
@@ -418,10 +513,22 @@ def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
         elif hasattr(b, "action"):  # a ScoreEvent
             score = _finite(b.scores.get(a.metric))
             agent = ran.get((b.session, b.step), "")
-            v = Validation(ev.seq, ev.ts - log.first_ts, b.session, b.step, run_steps, b.action,
-                           dict(b.scores), score, writer.get(b.session, START), agent,
-                           *writer_item.get(b.session, ("", "")), steps_since=steps_since[b.session],
-                           tokens_total=tokens_now, error=b.error)
+            v = Validation(
+                ev.seq,
+                ev.ts - log.first_ts,
+                b.session,
+                b.step,
+                run_steps,
+                b.action,
+                dict(b.scores),
+                score,
+                writer.get(b.session, START),
+                agent,
+                *writer_item.get(b.session, ("", "")),
+                steps_since=steps_since[b.session],
+                tokens_total=tokens_now,
+                error=b.error,
+            )
             if b.action == "validate":
                 if score is not None and written_since.get(b.session) is False:
                     v.duplicate = "repeat"
@@ -433,22 +540,39 @@ def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
                 if score is not None and _better(score, best, a.direction):
                     v.improved = True
                     best = score
-                a.best = score if score is not None and _better(score, a.best, a.direction) else a.best
+                a.best = (
+                    score if score is not None and _better(score, a.best, a.direction) else a.best
+                )
                 written_since[b.session] = False
                 steps_since[b.session] = 0
                 source[b.session] = v
                 a.validations.append(v)
                 by_step[(b.session, b.step)] = v
-            elif b.session not in own:  # the final submission (a member's own session cannot submit)
+            elif (
+                b.session not in own
+            ):  # the final submission (a member's own session cannot submit)
                 final_src = source.get(b.session)
-                a.final_submission = {"score": score, "scores": dict(b.scores), "author": v.author,
-                                      "item": v.item, "assigned_by": v.assigned_by,
-                                      "session": b.session, "step": b.step, "by": v.agent,
-                                      "run_step": run_steps, "t_s": round(v.t_s, 3),
-                                      "error": b.error, "auto": b.action == "autosubmit",
-                                      "validated_at": None if final_src is None else {
-                                          "session": final_src.session, "step": final_src.step,
-                                          "score": final_src.score}}
+                a.final_submission = {
+                    "score": score,
+                    "scores": dict(b.scores),
+                    "author": v.author,
+                    "item": v.item,
+                    "assigned_by": v.assigned_by,
+                    "session": b.session,
+                    "step": b.step,
+                    "by": v.agent,
+                    "run_step": run_steps,
+                    "t_s": round(v.t_s, 3),
+                    "error": b.error,
+                    "auto": b.action == "autosubmit",
+                    "validated_at": None
+                    if final_src is None
+                    else {
+                        "session": final_src.session,
+                        "step": final_src.step,
+                        "score": final_src.score,
+                    },
+                }
                 if a.final is None:
                     a.final = score
         elif getattr(b, "kind", "") == "artefact_copy":
@@ -457,11 +581,18 @@ def _contribution(log: RunLog, a: Analysis, member: Any, submission: str,
             writer_item[b.target_session] = (src.item, src.assigned_by) if src else ("", "")
             written_since[b.target_session] = True
             source[b.target_session] = src
-            a.copies.append({"by": ev.sender, "from_session": b.source_session,
-                             "from_step": b.source_step, "to_session": b.target_session,
-                             "author": writer[b.target_session], "t_s": round(ev.ts - log.first_ts, 3)})
+            a.copies.append(
+                {
+                    "by": ev.sender,
+                    "from_session": b.source_session,
+                    "from_step": b.source_step,
+                    "to_session": b.target_session,
+                    "author": writer[b.target_session],
+                    "t_s": round(ev.ts - log.first_ts, 3),
+                }
+            )
         elif getattr(b, "kind", "") == "work_item":
-            for r in (b.to or [b.assignee]):
+            for r in b.to or [b.assignee]:
                 current_item[r] = (b.item, ev.sender)
         elif getattr(b, "kind", "") == "work_result":
             if current_item.get(ev.sender, ("",))[0] == b.item:
@@ -477,9 +608,15 @@ def _first_and_waste(a: Analysis, member: Any, final_src: Validation | None) -> 
             m.improvements += v.improved
     first = next((v for v in a.validations if v.improved), None)
     if first is not None:
-        a.first_improvement = {"t_s": round(first.t_s, 3), "run_steps": first.run_step,
-                               "tokens": first.tokens_total, "by": first.author,
-                               "score": first.score, "session": first.session, "step": first.step}
+        a.first_improvement = {
+            "t_s": round(first.t_s, 3),
+            "run_steps": first.run_step,
+            "tokens": first.tokens_total,
+            "by": first.author,
+            "score": first.score,
+            "session": first.session,
+            "step": first.step,
+        }
     # the improvement over the baseline, shared among the authors of the improving validations
     prev = a.baseline
     gains: Counter = Counter()
@@ -516,10 +653,20 @@ def contribution(a: Analysis) -> dict[str, Any]:
     out = {}
     for n, m in a.members.items():
         if m.validations or m.wrote_final or m.improvement_share:
-            out[n] = {"validations": m.validations, "improvements": m.improvements,
-                      "improvement_share": round(m.improvement_share, 4), "final": m.wrote_final}
-    if any(v.author == START for v in a.validations) or (a.final_submission or {}).get("author") == START:
-        out[START] = {"validations": sum(v.author == START for v in a.validations),
-                      "improvements": 0, "improvement_share": 0.0,
-                      "final": (a.final_submission or {}).get("author") == START}
+            out[n] = {
+                "validations": m.validations,
+                "improvements": m.improvements,
+                "improvement_share": round(m.improvement_share, 4),
+                "final": m.wrote_final,
+            }
+    if (
+        any(v.author == START for v in a.validations)
+        or (a.final_submission or {}).get("author") == START
+    ):
+        out[START] = {
+            "validations": sum(v.author == START for v in a.validations),
+            "improvements": 0,
+            "improvement_share": 0.0,
+            "final": (a.final_submission or {}).get("author") == START,
+        }
     return out

@@ -9,8 +9,18 @@ from typing import Any
 
 from mlgym.agents.analyze.metrics import Analysis
 
-ROLE_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
-                "#8c8c8c", "#ccb974", "#64b5cd"]
+ROLE_COLOURS = [
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+]
 STATE_COLOURS = {"alive": "#4c72b0", "waiting": "#d9d9d9", "blocked": "#f2b134"}
 
 
@@ -46,8 +56,13 @@ def comm_graph(a: Analysis, out: Path) -> list[Path]:
     colour = {r: ROLE_COLOURS[i % len(ROLE_COLOURS)] for i, r in enumerate(roles)}
     fig, ax = _figure(6.4, 5.6)
     n = max(len(names), 1)
-    pos = {m: (math.cos(math.pi / 2 - 2 * math.pi * i / n), math.sin(math.pi / 2 - 2 * math.pi * i / n))
-           for i, m in enumerate(names)}
+    pos = {
+        m: (
+            math.cos(math.pi / 2 - 2 * math.pi * i / n),
+            math.sin(math.pi / 2 - 2 * math.pi * i / n),
+        )
+        for i, m in enumerate(names)
+    }
     if n == 1:
         pos = {names[0]: (0.0, 0.0)} if names else {}
     top = max((e["count"] for e in a.edges.values()), default=1)
@@ -55,25 +70,52 @@ def comm_graph(a: Analysis, out: Path) -> list[Path]:
     for (s, r), e in a.edges.items():
         if s not in pos or r not in pos:
             continue
-        arrow = FancyArrowPatch(pos[s], pos[r], arrowstyle="-|>", mutation_scale=14,
-                                connectionstyle="arc3,rad=0.18", shrinkA=26, shrinkB=26,
-                                linewidth=0.8 + 3.5 * e["count"] / top, color="#555555", alpha=0.8)
+        arrow = FancyArrowPatch(
+            pos[s],
+            pos[r],
+            arrowstyle="-|>",
+            mutation_scale=14,
+            connectionstyle="arc3,rad=0.18",
+            shrinkA=26,
+            shrinkB=26,
+            linewidth=0.8 + 3.5 * e["count"] / top,
+            color="#555555",
+            alpha=0.8,
+        )
         ax.add_patch(arrow)
         (x1, y1), (x2, y2) = pos[s], pos[r]
         mx, my = (x1 + x2) / 2, (y1 + y2) / 2
         dx, dy = x2 - x1, y2 - y1
-        ax.text(mx - 0.16 * dy, my + 0.16 * dx, f"{e['count']} / {_kb(e['bytes'])}", fontsize=7,
-                ha="center", va="center", color="#333333",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            mx - 0.16 * dy,
+            my + 0.16 * dx,
+            f"{e['count']} / {_kb(e['bytes'])}",
+            fontsize=7,
+            ha="center",
+            va="center",
+            color="#333333",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
     for m, (x, y) in pos.items():
         mem = a.members[m]
         size = 900 + 1800 * (mem.tokens / tokens)
         ax.scatter([x], [y], s=size, color=colour[mem.role], zorder=3, edgecolors="white")
-        ax.annotate(f"{m}\n{mem.role}, {mem.tokens} tok", (x, y), xytext=(0, -math.sqrt(size / math.pi) - 3),
-                    textcoords="offset points", ha="center", va="top", fontsize=8, zorder=4)
+        ax.annotate(
+            f"{m}\n{mem.role}, {mem.tokens} tok",
+            (x, y),
+            xytext=(0, -math.sqrt(size / math.pi) - 3),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            fontsize=8,
+            zorder=4,
+        )
     msgs = sum(e["count"] for e in a.edges.values())
-    ax.set_title(f"{a.team or 'team'} on {a.task}: {msgs} messages "
-                 f"({_kb(sum(e['bytes'] for e in a.edges.values()))})", fontsize=10)
+    ax.set_title(
+        f"{a.team or 'team'} on {a.task}: {msgs} messages "
+        f"({_kb(sum(e['bytes'] for e in a.edges.values()))})",
+        fontsize=10,
+    )
     ax.set_xlim(-1.6, 1.6)
     ax.set_ylim(-1.6, 1.5)
     ax.set_aspect("equal")
@@ -91,40 +133,66 @@ def timeline(a: Analysis, out: Path) -> list[Path]:
         for state in ("alive", "waiting", "blocked"):
             spans = [(b, e - b) for b, e, k in a.intervals[m] if k == state and e > b]
             if spans:
-                ax.broken_barh(spans, (i - 0.35, 0.7), color=STATE_COLOURS[state],
-                               label=state if i == 0 or state != "alive" else None)
+                ax.broken_barh(
+                    spans,
+                    (i - 0.35, 0.7),
+                    color=STATE_COLOURS[state],
+                    label=state if i == 0 or state != "alive" else None,
+                )
     row = {m: i for i, m in enumerate(names)}
     for improved in (False, True):  # one scatter per kind: a long run has hundreds
-        pts = [(v.t_s, row[v.author]) for v in a.validations if v.author in row and v.improved == improved]
+        pts = [
+            (v.t_s, row[v.author])
+            for v in a.validations
+            if v.author in row and v.improved == improved
+        ]
         if pts:
-            ax.scatter(*zip(*pts), marker="^", s=40, zorder=3,
-                       color="#2a9d3a" if improved else "white", edgecolors="#2a9d3a")
+            ax.scatter(
+                *zip(*pts),
+                marker="^",
+                s=40,
+                zorder=3,
+                color="#2a9d3a" if improved else "white",
+                edgecolors="#2a9d3a",
+            )
     f = a.final_submission or {}
     if f.get("author") in row:
         ax.scatter([f["t_s"]], [row[f["author"]]], marker="*", s=140, color="#c44e52", zorder=4)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("seconds since the run started")
-    ax.set_title("who did what when (triangles: validations authored, filled = improvement; "
-                 "star: the final)", fontsize=8)
+    ax.set_title(
+        "who did what when (triangles: validations authored, filled = improvement; "
+        "star: the final)",
+        fontsize=8,
+    )
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles))
     names_legend = {"alive": "working", "waiting": "idle (no work)", "blocked": "blocked in wait"}
-    ax.legend([seen[k] for k in seen], [names_legend.get(k, k) for k in seen], fontsize=7,
-              loc="upper right")
+    ax.legend(
+        [seen[k] for k in seen],
+        [names_legend.get(k, k) for k in seen],
+        fontsize=7,
+        loc="upper right",
+    )
     ax.invert_yaxis()
     fig.set_layout_engine("tight")
     return _save(fig, out, "timeline")
 
 
-def design_scatter(rows: list[dict[str, Any]], out: Path, x: str, xlabel: str, stem: str,
-                   normalised: bool) -> list[Path]:
+def design_scatter(
+    rows: list[dict[str, Any]], out: Path, x: str, xlabel: str, stem: str, normalised: bool
+) -> list[Path]:
     """Score (or baseline-normalised score) against `x`, one colour per team design."""
     fig, ax = _figure(6.4, 4.4)
     designs = sorted({r["design"] for r in rows})
     for i, d in enumerate(designs):
-        pts = [(r[x], r["normalised" if normalised else "final"]) for r in rows
-               if r["design"] == d and r.get(x) is not None
-               and r.get("normalised" if normalised else "final") is not None]
+        pts = [
+            (r[x], r["normalised" if normalised else "final"])
+            for r in rows
+            if r["design"] == d
+            and r.get(x) is not None
+            and r.get("normalised" if normalised else "final") is not None
+        ]
         if pts:
             ax.scatter(*zip(*pts), label=d, color=ROLE_COLOURS[i % len(ROLE_COLOURS)], alpha=0.85)
     if normalised:

@@ -45,14 +45,28 @@ def _result(run_dir: Path, d: dict[str, Any]) -> dict[str, Any]:
     try:
         res = json.loads((run_dir / "result.json").read_text())
     except (OSError, ValueError):
-        res = {"task": d["task"], "run_id": d["run"], "exit_status": d["exit_status"],
-               "attempts": [{"step": v["run_step"], "action": "validate",
-                             **({"scores": v["scores"]} if v["scores"] else {})}
-                            for v in d["validations"]],
-               "final_submission": ({"scores": d["final_submission"]["scores"]}
-                                    if d.get("final_submission") else None),
-               "metric": {"name": d["metric"]["name"], "direction": d["metric"]["direction"]},
-               **({"baseline": {d["metric"]["name"]: d["baseline"]}} if d["baseline"] is not None else {})}
+        res = {
+            "task": d["task"],
+            "run_id": d["run"],
+            "exit_status": d["exit_status"],
+            "attempts": [
+                {
+                    "step": v["run_step"],
+                    "action": "validate",
+                    **({"scores": v["scores"]} if v["scores"] else {}),
+                }
+                for v in d["validations"]
+            ],
+            "final_submission": (
+                {"scores": d["final_submission"]["scores"]} if d.get("final_submission") else None
+            ),
+            "metric": {"name": d["metric"]["name"], "direction": d["metric"]["direction"]},
+            **(
+                {"baseline": {d["metric"]["name"]: d["baseline"]}}
+                if d["baseline"] is not None
+                else {}
+            ),
+        }
     res["method"] = d["team"] or "?"  # compared by team design
     return res
 
@@ -77,8 +91,12 @@ def aup_by_design(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {m: {k: round(v, 3) for k, v in p.aup.items()} for m, p in rep.profiles.items()}
 
 
-def analyse_folder(folder: Path, out: Path | None, *, figures: bool = True,
-                   ) -> tuple[dict[str, Any], list[str]]:
+def analyse_folder(
+    folder: Path,
+    out: Path | None,
+    *,
+    figures: bool = True,
+) -> tuple[dict[str, Any], list[str]]:
     """Analyse every run under `folder`; returns the folder's summary and the problems met
     (a run that cannot be read is named there, the others go on)."""
     rows, results, problems = [], [], []
@@ -93,8 +111,13 @@ def analyse_folder(folder: Path, out: Path | None, *, figures: bool = True,
         rows.append(report.run_row(d))
         results.append(_result(run_dir, d))
     aup = aup_by_design(results)
-    summary = {"format": "mlgym-analysis-folder/1", "folder": str(folder), "runs": rows,
-               "designs": report.designs(rows, aup), "problems": problems}
+    summary = {
+        "format": "mlgym-analysis-folder/1",
+        "folder": str(folder),
+        "runs": rows,
+        "designs": report.designs(rows, aup),
+        "problems": problems,
+    }
     target = out or folder / report.ANALYSIS_DIR
     if rows:
         report.write_folder(summary, rows, target)

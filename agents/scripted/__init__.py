@@ -48,9 +48,9 @@ class ScriptedBackend(ModelBackend):
         self.target = name
         self.policy = policy or role
         if self.policy not in policy_mod.POLICIES:
-            raise ModelError("config", f"scripted model has no policy {self.policy!r} (role {role!r}; "
-                             f"policies: {', '.join(policy_mod.POLICIES)})", provider="scripted",
-                             model=name)
+            raise ModelError("config", f"scripted model has no policy {self.policy!r} (role "
+                             f"{role!r}; policies: {', '.join(policy_mod.POLICIES)})",
+                             provider="scripted", model=name)
         self.role = role
         task = task if name in ("auto", "bench") else name
         self.ctx = policy_mod.Context(role=role, task=task, metric=metric, direction=direction,

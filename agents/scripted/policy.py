@@ -316,7 +316,8 @@ def planner(t: Transcript, ctx: Context) -> Action:
     if ctx.approvers:
         from mlgym.agents.scripted.teams import review_gate
 
-        gate = review_gate(t, ctx, summary, f"Candidate `{best.key}`" if best else "The current artefact")
+        what = f"Candidate `{best.key}`" if best else "The current artefact"
+        gate = review_gate(t, ctx, summary, what)
         if gate is not None:
             return gate
     return (f"{summary}The current artefact is the best and is validated; I submit.", "submit")
