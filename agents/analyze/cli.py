@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
+import msgspec
 
 
 @click.command("analyze")
@@ -33,10 +33,10 @@ def analyze(path: Path, out: Path | None, as_json: bool, no_figures: bool) -> No
         a = runs.analyse_run(path)
         dest = out or path / report.ANALYSIS_DIR
         d = report.write_run(a, dest, figures=not no_figures)
-        click.echo(report.run_markdown(a, d), err=as_json)
+        click.echo((dest / report.REPORT_FILE).read_text(), err=as_json)
         click.echo(f"written to {dest}", err=True)
         if as_json:
-            click.echo(json.dumps(d, allow_nan=False))
+            click.echo(msgspec.json.encode(d).decode())
         return
     if not runs.find_runs(path):
         raise click.ClickException(f"{path} holds no run (no {LOG_FILE} in it or below it)")
@@ -47,6 +47,6 @@ def analyze(path: Path, out: Path | None, as_json: bool, no_figures: bool) -> No
         click.echo(report.folder_markdown(summary), err=as_json)
         click.echo(f"written to {out or path / report.ANALYSIS_DIR}", err=True)
     if as_json:
-        click.echo(json.dumps(summary, allow_nan=False))
+        click.echo(msgspec.json.encode(summary).decode())
     if not summary["runs"]:
         sys.exit(1)

@@ -1,5 +1,6 @@
 """The figures of `mlgym analyze`, each as PNG and SVG: a run's communication graph and its
-timeline; for a folder of runs, score against tokens and against wall clock by team design."""
+timeline (drawn on agents/analyze/canvas.py: fast enough for the 2 s target); for a folder of
+runs, score against tokens and against wall clock by team design (matplotlib)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mlgym.agents.analyze.canvas import Canvas
 from mlgym.agents.analyze.metrics import Analysis
+from mlgym.files import atomic_write
 
 ROLE_COLOURS = [
     "#4c72b0",
@@ -58,136 +61,102 @@ def _kb(n: int) -> str:
 def comm_graph(a: Analysis, out: Path) -> list[Path]:
     """Members on a circle (size: tokens; colour: role), one arrow per direction of each
     edge (width: messages), labelled with the count and the bytes."""
-    from matplotlib.patches import FancyArrowPatch
-
     names = [n for n in a.members if n != "supervisor"]
     roles = list(dict.fromkeys(a.members[n].role for n in names))
     colour = {r: ROLE_COLOURS[i % len(ROLE_COLOURS)] for i, r in enumerate(roles)}
-    fig, ax = _figure(6.4, 5.6, left=0.02, right=0.98, bottom=0.02, top=0.92)
+    c = Canvas(680, 600)
+    cx, cy, radius = 340, 320, 190
     n = max(len(names), 1)
-    pos = {
-        m: (
-            math.cos(math.pi / 2 - 2 * math.pi * i / n),
-            math.sin(math.pi / 2 - 2 * math.pi * i / n),
-        )
-        for i, m in enumerate(names)
-    }
-    if n == 1:
-        pos = {names[0]: (0.0, 0.0)} if names else {}
-    top = max((e["count"] for e in a.edges.values()), default=1)
+    angle = {m: math.pi / 2 - 2 * math.pi * i / n for i, m in enumerate(names)}
+    pos = {m: (cx + radius * math.cos(t), cy - radius * math.sin(t)) for m, t in angle.items()}
+    if n == 1 and names:
+        pos = {names[0]: (cx, cy)}
     tokens = max((a.members[m].tokens for m in names), default=1) or 1
+    size = {m: 20 + 20 * a.members[m].tokens / tokens for m in names}
+    top = max((e["count"] for e in a.edges.values()), default=1)
+    labels = []
     for (s, r), e in a.edges.items():
         if s not in pos or r not in pos:
             continue
-        arrow = FancyArrowPatch(
-            pos[s],
-            pos[r],
-            arrowstyle="-|>",
-            mutation_scale=14,
-            connectionstyle="arc3,rad=0.18",
-            shrinkA=26,
-            shrinkB=26,
-            linewidth=0.8 + 3.5 * e["count"] / top,
-            color="#555555",
-            alpha=0.8,
-        )
-        ax.add_patch(arrow)
-        (x1, y1), (x2, y2) = pos[s], pos[r]
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        dx, dy = x2 - x1, y2 - y1
-        ax.text(  # on the arc: a quadratic curve's middle is half its bend from the chord's
-            mx + 0.09 * dy,
-            my - 0.09 * dx,
-            f"{e['count']} / {_kb(e['bytes'])}",
-            fontsize=7,
-            ha="center",
-            va="center",
-            color="#333333",
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
+        mid = c.curve(pos[s], pos[r], 0.12, width=1.0 + 4.0 * e["count"] / top, colour="#6b6b6b",
+                      shrink1=size[s] + 3, shrink2=size[r] + 3)
+        labels.append((mid, f"{e['count']} / {_kb(e['bytes'])}"))
+    for (x, y), text in labels:  # over every curve
+        c.text(x, y, text, size=9, colour="#333333", box=True)
     for m, (x, y) in pos.items():
         mem = a.members[m]
-        size = 900 + 1800 * (mem.tokens / tokens)
-        ax.scatter([x], [y], s=size, color=colour[mem.role], zorder=3, edgecolors="white")
-        r = math.sqrt(size / math.pi) + 4  # the label outside the circle, away from the centre
-        ax.annotate(
-            f"{m}\n{mem.role}, {_tokens(mem.tokens)} tokens",
-            (x, y),
-            xytext=(r * x, r * y) if n > 1 else (0, -r),
-            textcoords="offset points",
-            ha="center" if abs(x) < 0.3 or n == 1 else ("left" if x > 0 else "right"),
-            va="center" if abs(y) < 0.3 and n > 1 else ("bottom" if y > 0 and n > 1 else "top"),
-            fontsize=8,
-            zorder=4,
-        )
+        c.circle(x, y, size[m], colour[mem.role])
+        dx, dy = (x - cx) / radius, (y - cy) / radius
+        off = size[m] + 6
+        c.text(x + dx * off, y + dy * off if n > 1 else y + off, f"{m}\n{mem.role}, "
+               f"{_tokens(mem.tokens)} tokens", size=10,
+               anchor="middle" if abs(dx) < 0.3 else ("start" if dx > 0 else "end"),
+               baseline="middle" if abs(dy) < 0.3 and n > 1 else ("bottom" if dy < 0 else "top"))
     msgs = sum(e["count"] for e in a.edges.values())
-    ax.set_title(
-        f"{a.team or 'team'} on {a.task}: {msgs} messages "
-        f"({_kb(sum(e['bytes'] for e in a.edges.values()))})",
-        fontsize=10,
-    )
-    ax.set_xlim(-1.9, 1.9)
-    ax.set_ylim(-1.7, 1.7)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return _save(fig, out, "comm_graph")
+    c.text(cx, 22, f"{a.team or 'team'} on {a.task}: {msgs} messages "
+           f"({_kb(sum(e['bytes'] for e in a.edges.values()))})", size=13)
+    return _write(c, out, "comm_graph")
 
 
 def timeline(a: Analysis, out: Path) -> list[Path]:
     """One row per member: alive (blue), idle waiting for a message (grey), blocked in `wait`
     (amber); validations as triangles (filled: an improvement), the final submission as a star."""
     names = [n for n in a.members if n in a.intervals]
-    height = 1.2 + 0.45 * max(len(names), 1)
-    left = min(0.4, 0.03 + 0.011 * max((len(n) for n in names), default=4))
-    fig, ax = _figure(7.5, height, left=left, right=0.98, bottom=0.55 / height + 0.02,
-                      top=1 - 0.35 / height)
-    for i, m in enumerate(names):
+    row_h = 34
+    width = 820
+    left = 24 + 7 * max((len(n) for n in names), default=4)
+    right, top = width - 20, 52
+    height = top + row_h * max(len(names), 1) + 56
+    end = max([e for spans in a.intervals.values() for _, e, _ in spans] + [1e-9])
+    scale = (right - left) / end
+    c = Canvas(width, height)
+    c.text(width / 2, 16, "who did what when (triangles: validations authored, filled = an "
+           "improvement; star: the final submission)", size=11)
+    for i, (state, label) in enumerate((("alive", "working"), ("waiting", "idle (no work)"),
+                                        ("blocked", "blocked in wait"))):
+        x = left + 150 * i
+        c.rect(x, 30, 14, 10, STATE_COLOURS[state])
+        c.text(x + 20, 35, label, size=10, anchor="start")
+    row = {m: top + row_h * i + row_h / 2 for i, m in enumerate(names)}
+    for m, y in row.items():
+        c.text(left - 8, y, m, size=10, anchor="end")
         for state in ("alive", "waiting", "blocked"):
-            spans = [(b, e - b) for b, e, k in a.intervals[m] if k == state and e > b]
-            if spans:
-                ax.broken_barh(
-                    spans,
-                    (i - 0.35, 0.7),
-                    color=STATE_COLOURS[state],
-                    label=state if i == 0 or state != "alive" else None,
-                )
-    row = {m: i for i, m in enumerate(names)}
-    for improved in (False, True):  # one scatter per kind: a long run has hundreds
-        pts = [
-            (v.t_s, row[v.author])
-            for v in a.validations
-            if v.author in row and v.improved == improved
-        ]
-        if pts:
-            ax.scatter(
-                *zip(*pts),
-                marker="^",
-                s=40,
-                zorder=3,
-                color="#2a9d3a" if improved else "white",
-                edgecolors="#2a9d3a",
-            )
+            for b, e, k in a.intervals[m]:
+                if k == state and e > b:
+                    c.rect(left + b * scale, y - 11, max((e - b) * scale, 0.5), 22,
+                           STATE_COLOURS[state])
+    for v in a.validations:
+        if v.author in row:
+            c.marker(left + v.t_s * scale, row[v.author], "^", 6,
+                     "#2a9d3a" if v.improved else "white", "#2a9d3a")
     f = a.final_submission or {}
     if f.get("author") in row:
-        ax.scatter([f["t_s"]], [row[f["author"]]], marker="*", s=140, color="#c44e52", zorder=4)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("seconds since the run started")
-    ax.set_title(
-        "who did what when (triangles: validations authored, filled = improvement; "
-        "star: the final)",
-        fontsize=8,
-    )
-    handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    names_legend = {"alive": "working", "waiting": "idle (no work)", "blocked": "blocked in wait"}
-    ax.legend(
-        [seen[k] for k in seen],
-        [names_legend.get(k, k) for k in seen],
-        fontsize=7,
-        loc="upper right",
-    )
-    ax.invert_yaxis()
-    return _save(fig, out, "timeline")
+        c.marker(left + f["t_s"] * scale, row[f["author"]], "*", 10, "#c44e52", "#7a1f22")
+    axis = top + row_h * len(names) + 6
+    c.line(left, axis, right, axis)
+    step = _nice_step(end)
+    t = 0.0
+    while t <= end + 1e-9:
+        x = left + t * scale
+        c.line(x, axis, x, axis + 5)
+        c.text(x, axis + 8, f"{t:g}", size=10, baseline="top")
+        t += step
+    c.text((left + right) / 2, axis + 34, "seconds since the run started", size=11)
+    return _write(c, out, "timeline")
+
+
+def _nice_step(span: float) -> float:
+    """A tick step of 1, 2 or 5 times a power of ten giving about six ticks."""
+    raw = span / 6 if span > 0 else 1.0
+    base = 10 ** math.floor(math.log10(raw))
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+
+
+def _write(c: Canvas, out: Path, stem: str) -> list[Path]:
+    svg, png = out / f"{stem}.svg", out / f"{stem}.png"
+    c.png(png)
+    atomic_write(svg, c.svg())
+    return [png, svg]
 
 
 def design_scatter(

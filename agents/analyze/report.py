@@ -6,11 +6,12 @@ JSON keys are documented in docs/teams.md (viewers rely on them)."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from mlgym.agents.analyze import plots
 from mlgym.agents.analyze.metrics import START, Analysis
@@ -35,6 +36,11 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
     return out
+
+
+def _json(obj: Any) -> bytes:
+    """Indented JSON (msgspec: a tenth of the json module's time on a long run's analysis)."""
+    return msgspec.json.format(msgspec.json.encode(obj), indent=1) + b"\n"
 
 
 # --------------------------------------------------------------------------- one run
@@ -213,7 +219,7 @@ def write_run(a: Analysis, out: Path, *, figures: bool = True) -> dict[str, Any]
             files[p.stem + "_" + p.suffix[1:]] = p.name
     d["files"] = files
     atomic_write(out / REPORT_FILE, run_markdown(a, d))
-    atomic_write(out / JSON_FILE, json.dumps(d, indent=1, allow_nan=False) + "\n")
+    atomic_write(out / JSON_FILE, _json(d))
     return d
 
 
@@ -384,7 +390,7 @@ def write_folder(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path)
             files[p.stem + "_" + p.suffix[1:]] = p.name
     summary["files"] = files
     atomic_write(out / REPORT_FILE, folder_markdown(summary))
-    atomic_write(out / JSON_FILE, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    atomic_write(out / JSON_FILE, _json(summary))
     return summary
 
 
