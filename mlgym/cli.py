@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "agent": "mlgym.agents.cli:agent",
     "run": "mlgym.agents.cli:run",
     "resume": "mlgym.agents.cli:resume",
+    "analyze": "mlgym.agents.analyze.cli:analyze",
 }
 
 
