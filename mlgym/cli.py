@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "agent": "mlgym.agents.cli:agent",
     "run": "mlgym.agents.cli:run",
     "resume": "mlgym.agents.cli:resume",
+    "view": "mlgym.viewer.cli:view",
 }
 
 
