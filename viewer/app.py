@@ -159,14 +159,20 @@ class Viewer:
 
     async def list_runs(self, request: Request) -> Response:
         found = await asyncio.to_thread(self.catalog.scan)
-        rows = []
+        rows, read = [], []
         for name, path in found.items():
             idx = self.indexes.peek(path)
             row = await asyncio.to_thread(runs.describe, name, path, idx)
-            if row["live"] and idx is None:  # live figures come from the log: start reading it
-                idx = self._index(path)
-                idx.start()
             rows.append(row)
+            # figures only the log has (a live run, one whose supervisor died before its
+            # result.json): read it in the background, the next refresh shows them
+            if idx is None and (row["live"] or row["status"] not in ("finished", "unknown")
+                                or not (path / "result.json").exists() and row["status"] != "unknown"):
+                read.append((row["live"], path))
+        dead = [p for live, p in read if not live]
+        for live, path in read:
+            if live or len(dead) <= self.indexes.keep:  # never more than the indexes kept
+                self._index(path).start()
         return JSONResponse({"runs": rows, "sweep": self.catalog.is_sweep})
 
     async def run(self, request: Request) -> Response:

@@ -211,7 +211,8 @@ class Replayer:
 
     def start_run_files(self) -> None:
         """run.json as a running run has it (this process stands for its supervisor)."""
-        run = {**self.template.run, "run_id": self.run_dir.name, "status": "running", "updated": time.time()}
+        run = {k: v for k, v in self.template.run.items() if k != "exit_status"}
+        run.update(run_id=self.run_dir.name, status="running", updated=time.time())
         (self.run_dir / "run.json").write_text(json.dumps(run, indent=2))
         (self.run_dir / "pids.json").write_text(json.dumps({"supervisor": os.getpid()}))
 

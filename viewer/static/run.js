@@ -32,7 +32,6 @@ export class RunPage {
   }
 
   async load() {
-    const t0 = performance.now();
     let meta;
     try {
       meta = await get(runPath('run', this.name));
@@ -64,18 +63,19 @@ export class RunPage {
         run: this.name, metric: () => this.metric(), goto: x => this.goto(x)}),
       onError: e => this.flash(e.message),
     });
-    this.tl.renderHooks.push(shown => {
-      if (shown.length && stats.firstPaint == null) {
-        stats.firstPaint = performance.now();
-        stats.firstPaintFromLoad = performance.now() - t0;
-      }
-      stats.onRendered(shown);
-    });
-    this.tl.schedule();
+    this.tl.renderHooks.push(shown => stats.onRendered(shown, this.tl.head));
+    if (meta.live) this.tl.jumpLast();  // a live run opens on its newest events, following them
+    else this.tl.schedule();
     this.feed = new LiveFeed(this.name, meta.head, list => this.live(list), state => this.liveState(state));
     this.feed.open();
     this.loadOverview();
-    this.tick = setInterval(() => this.drawFigures(), 1000);
+    // figures tick every second; a live run's overview (agents, budgets, run info) is
+    // refreshed every few seconds, the timeline itself follows every event
+    let n = 0;
+    this.tick = setInterval(() => {
+      this.drawFigures();
+      if (this.meta.live && ++n % 3 === 0 && !this.loadingOverview) this.loadOverview();
+    }, 1000);
   }
 
   lanesOf(meta) {
@@ -89,6 +89,7 @@ export class RunPage {
   }
 
   async loadOverview() {
+    this.loadingOverview = true;
     try {
       const o = await get(runPath('overview', this.name));
       this.overview = o;
@@ -99,13 +100,15 @@ export class RunPage {
       this.scores = o.scores.concat(extraScores);
       this.series = o.series.map(p => [...p, 0]).concat(extraSeries);
       for (const l of o.lanes) this.tl.addLane(l.name, l.role);
-      if (o.first_ts && !this.tl.t0) this.tl.t0 = o.first_ts;
+      if (o.first_ts && this.tl.t0 !== o.first_ts) { this.tl.t0 = o.first_ts; this.tl.rebuild(); }
       this.t0 = o.first_ts;
       stats.overviewAt = performance.now();
       this.drawSide();
       this.drawFigures();
     } catch (e) {
       this.flash(`overview: ${e.message}`);
+    } finally {
+      this.loadingOverview = false;
     }
   }
 
@@ -117,7 +120,7 @@ export class RunPage {
       if (s.kind === 'score_event') this.scores.push({seq: s.seq, ts: s.ts, step: s.step, action: s.action,
         scores: s.scores || {}, error: s.error || '', agent: '', artefact: s.art || ''});
       if (s.tot) this.series.push([s.ts, ...s.tot, s.seq]);
-      if (s.kind === 'run_end' || s.kind === 'run_info') this.refreshMeta();
+      if (s.kind === 'run_end' || s.kind === 'run_info') { this.refreshMeta(); this.loadOverview(); }
       if (this.overview) this.overview.last_ts = Math.max(this.overview.last_ts || 0, s.ts);
     }
     this.tl.addLive(list);
@@ -162,7 +165,8 @@ export class RunPage {
     const last = this.series[this.series.length - 1];
     const steps = last ? last[1] : tot.steps ?? m.steps, tok = last ? last[2] : tot.tokens ?? m.tokens;
     const usd = last ? last[3] : tot.cost_usd ?? m.cost_usd;
-    const wall = m.live && o ? Date.now() / 1000 - o.first_ts : m.seconds;
+    const start = (o && o.first_ts) || m.started;
+    const wall = m.live && start ? Date.now() / 1000 - start : m.seconds;
     const good = better(score, base, metric && metric.direction);
     const budget = (o && o.info && o.info.budget) || {};
     const fig = (label, value, limit, cls) => el('div', {class: 'fig ' + (cls || '')}, el('span', {class: 'lbl'}, label),
@@ -419,7 +423,7 @@ export class RunPage {
     }[ev.key];
     if (!act) return;
     ev.preventDefault();
-    stats.keyAt = performance.now();
+    if (['G', 'End'].includes(ev.key)) stats.keyAt = performance.now();
     act();
   }
 

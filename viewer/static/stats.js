@@ -1,23 +1,34 @@
-// What the page measured about itself, for the benchmark and the tests (window.viewerStats):
-// when the first rows were painted, each live event's seq as it arrived (to check for gaps and
-// repeats), and how long after its publication each live event reached the screen.
+// What the page measured about itself, for the benchmark and the tests (window.viewerStats).
+// Times are taken in the animation frame after the rows went into the DOM, i.e. when they
+// are painted: the first rows of a run page (performance.now(), from navigation start), the
+// last row after End/G (from the key press), and each live event's row (Date.now() against
+// the time the event was published, both the system clock).
 export const stats = {
   firstPaint: null,
-  firstPaintFromLoad: null,
   overviewAt: null,
   keyAt: null,
+  jumps: [],         // ms from End/G to the last row painted
   received: [],      // seqs of live events, in arrival order
   reconnects: 0,
-  lags: [],          // ms from an event's timestamp to its row in the DOM (live events)
+  lags: [],          // ms from an event's publication to its row painted (live events)
   liveSeqs: new Set(),
-  lastRendered: null,
-  onRendered(shown) {
-    for (const s of shown) {
-      if (this.liveSeqs.has(s.seq)) {
-        this.lags.push(Date.now() - s.ts * 1000);
-        this.liveSeqs.delete(s.seq);
-      }
-      if (this.lastRendered == null || s.seq > this.lastRendered) this.lastRendered = s.seq;
+  onRendered(shown, head) {
+    if (shown.length && this.firstPaint == null && !this.painting) {
+      this.painting = true;
+      requestAnimationFrame(() => { this.firstPaint = performance.now(); });
+    }
+    if (this.keyAt != null && shown.some(s => s.seq === head)) {
+      const k = this.keyAt;
+      this.keyAt = null;
+      requestAnimationFrame(() => this.jumps.push(performance.now() - k));
+    }
+    const live = shown.filter(s => this.liveSeqs.has(s.seq));
+    if (live.length) {
+      for (const s of live) this.liveSeqs.delete(s.seq);
+      requestAnimationFrame(() => {
+        const now = Date.now();
+        for (const s of live) this.lags.push(now - s.ts * 1000);
+      });
     }
   },
 };

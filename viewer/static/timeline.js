@@ -359,7 +359,7 @@ export class Timeline {
     this.follow = true;
     this.setNew(0);
     this.scroll.scrollTop = this.scroll.scrollHeight;
-    this.select(this.head, false);
+    if (this.head >= this.first) this.select(this.head, false);
     this.schedule();
   }
 
