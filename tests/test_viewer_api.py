@@ -10,6 +10,7 @@ import asyncio
 import difflib
 import http.client
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -419,3 +420,17 @@ def test_the_command_line(tmp_path):
         s.stop()
         assert s.proc.returncode == 0 or s.proc.returncode < 0
         assert time.monotonic() - start < 10
+
+
+def test_the_demo_ends_by_printing_the_view_command_for_its_run(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "demo", "--task", "battleOfSexes", "--run-dir",
+                          str(tmp_path / "demo run"), "--no-progress"], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert lines[-2] == f"  watch it in a browser: {summary['view']}"
+    argv = shlex.split(summary["view"])
+    assert argv[:2] == ["mlgym", "view"] and Path(argv[2]) == Path(summary["run_dir"])
+    with ViewServer(Path(argv[2])) as s:  # the command as printed (a path with a space in it)
+        (row,) = get(s, "/api/runs").json()["runs"]
+        assert row["status"] == "finished" and row["score"] == summary["score"]

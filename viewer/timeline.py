@@ -188,6 +188,9 @@ class Timeline:
     def __post_init__(self) -> None:
         for name, role in self.members.items():
             self.lanes.setdefault(name, role)
+        if self.members:  # a team run: its environment and supervisor lanes are there from the start
+            self.lanes.setdefault(ENV, "")
+            self.lanes.setdefault(SUPERVISOR, "")
 
     # ------------------------------------------------------------------ totals
 

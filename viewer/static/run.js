@@ -74,7 +74,10 @@ export class RunPage {
     let n = 0;
     this.tick = setInterval(() => {
       this.drawFigures();
-      if (this.meta.live && ++n % 3 === 0 && !this.loadingOverview) this.loadOverview();
+      if (this.meta.live && ++n % 3 === 0) {
+        this.refreshMeta();  // run.json says when the run is over (after its run_end event)
+        if (!this.loadingOverview) this.loadOverview();
+      }
     }, 1000);
   }
 
