@@ -181,16 +181,14 @@ class Viewer:
         await idx.reach(1)  # the first read is short: it gives the run's start and first lanes
         row = await asyncio.to_thread(runs.describe, name, path, idx)
         head = max(await asyncio.to_thread(_log_head, path), idx.head)
-        lanes = [{"name": n, "role": r} for n, r in idx.timeline.lanes.items()]
+        async with idx.reading():
+            lanes = [{"name": n, "role": r} for n, r in idx.timeline.lanes.items()]
         return JSONResponse({**row, "files": await asyncio.to_thread(runs.files_of, path), "head": head,
                              "first": idx.first or 1, "lanes": lanes})
 
     async def overview(self, request: Request) -> Response:
         _, path = self._run(request)
-        idx = self._index(path)
-        await idx.catch_up()
-        return JSONResponse({**idx.timeline.overview(), "head": idx.head, "first": idx.first or 1,
-                             "error": idx.error})
+        return JSONResponse(await self._index(path).overview())
 
     async def events(self, request: Request) -> Response:
         """Summaries of the events with from <= seq <= to (at most MAX_SPAN)."""

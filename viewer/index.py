@@ -54,6 +54,7 @@ class RunIndex:
         self._changed = asyncio.Condition()
         self._follower: asyncio.Task | None = None
         self._started = self._done = 0  # reads begun and finished (they run one at a time)
+        self._wanted = 0  # the follower goes on until this read is done (see reach)
 
     # ------------------------------------------------------------------ reading
 
@@ -121,7 +122,7 @@ class RunIndex:
     async def _follow(self) -> None:
         while True:
             await self.extend()
-            if not self.caught_up:
+            if not self.caught_up or self._done < self._wanted:
                 continue
             if self.watchers <= 0:
                 return
@@ -133,6 +134,7 @@ class RunIndex:
         if self.head >= seq:
             return
         need = self._started + 1
+        self._wanted = max(self._wanted, need)
         self.start()
         async with self._changed:
             with contextlib.suppress(TimeoutError):
@@ -146,6 +148,17 @@ class RunIndex:
                 await asyncio.wait_for(self._changed.wait_for(lambda: self.head > seq), timeout)
 
     # ------------------------------------------------------------------ serving
+
+    def reading(self) -> asyncio.Lock:
+        """Hold it to read the timeline's dicts: no read of the log runs meanwhile."""
+        return self._lock
+
+    async def overview(self) -> dict[str, Any]:
+        """The run's totals and lists as of now (taken between two reads: the worker thread
+        changes them while it reads)."""
+        await self.catch_up()
+        async with self.reading():
+            return {**self.timeline.overview(), "head": self.head, "first": self.first or 1, "error": self.error}
 
     def slice(self, from_seq: int, to_seq: int) -> list[bytes]:
         """Summaries with from_seq <= seq <= to_seq that are indexed."""

@@ -446,16 +446,16 @@ class Timeline:
         if len(series) > max_points:  # keep the shape: every k-th point and the last
             k = -(-len(series) // max_points)
             series = series[::k] + ([series[-1]] if (len(series) - 1) % k else [])
-        return {
+        return {  # copies: the index goes on growing them
             "lanes": [{"name": n, "role": r} for n, r in self.lanes.items()],
-            "turns": self.turns,
-            "scores": self.scores,
-            "series": series,
-            "agents": {n: vars(a) for n, a in self.agents.items()},
-            "info": self.info,
+            "turns": list(self.turns),
+            "scores": list(self.scores),
+            "series": list(series),
+            "agents": {n: dict(vars(a)) for n, a in self.agents.items()},
+            "info": dict(self.info),
             "end": self.end,
-            "epochs": self.epochs,
-            "kinds": self.kinds,
+            "epochs": list(self.epochs),
+            "kinds": dict(self.kinds),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "count": self.count,
