@@ -86,6 +86,13 @@ class Viewer:
             self.proc.wait()
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def renderer_rss_mb(user_data_dir: str) -> float:
     """Resident memory of the largest renderer process of the browser using `user_data_dir`."""
     procs = {}
@@ -107,13 +114,7 @@ def renderer_rss_mb(user_data_dir: str) -> float:
             if ppid in family and p not in family:
                 family.add(p)
                 grew = True
-    best = 0.0
-    for p in family:
-        if b"--type=renderer" in procs[p][1]:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    best = max(best, int(line.split()[1]) / 1024)
-    return best
+    return max((rss_mb(p) for p in family if b"--type=renderer" in procs[p][1]), default=0.0)
 
 
 def median(values: list[float]) -> float:
@@ -194,6 +195,10 @@ def main() -> None:
                                                         args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 900},
                                                         bypass_csp=True)
         try:
+            blank = context.new_page()
+            blank.goto("about:blank")
+            result["blank_page_mb"] = round(renderer_rss_mb(user_data), 1)  # Chromium's own floor
+            blank.close()
             # -------------------------------------------------------- first paint, cold
             big, small = [], []
             for r in range(args.repeats):
@@ -242,11 +247,13 @@ def main() -> None:
                 cdp.send("Performance.enable")
                 metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
                 result.update(memory_mb=round(renderer_rss_mb(user_data), 1),
+                              server_rss_mb=round(rss_mb(viewer.proc.pid), 1),
                               js_heap_mb=round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1),
                               dom_nodes=int(metrics.get("Nodes", 0)),
                               dom_rows=page.evaluate("document.querySelectorAll('.row').length"))
-                log(f"  memory: renderer {result['memory_mb']} MB resident, JS heap {result['js_heap_mb']} MB, "
-                    f"{result['dom_nodes']} DOM nodes, {result['dom_rows']} rows in the DOM")
+                log(f"  memory: renderer {result['memory_mb']} MB resident (an empty page: {result['blank_page_mb']} MB), "
+                    f"JS heap {result['js_heap_mb']} MB, {result['dom_nodes']} DOM nodes, {result['dom_rows']} rows "
+                    f"in the DOM; the viewer's server {result['server_rss_mb']} MB with the run read")
                 if args.screenshots:
                     args.screenshots.mkdir(parents=True, exist_ok=True)
                     shot_pages(context, viewer.url, template.name, args.screenshots)

@@ -434,3 +434,26 @@ def test_the_demo_ends_by_printing_the_view_command_for_its_run(tmp_path):
     with ViewServer(Path(argv[2])) as s:  # the command as printed (a path with a space in it)
         (row,) = get(s, "/api/runs").json()["runs"]
         assert row["status"] == "finished" and row["score"] == summary["score"]
+
+
+def test_a_turn_logged_after_its_next_command_is_still_linked_to_its_own(tmp_path):
+    # an agent's AgentStep is acked without being waited for: it can reach the log after the
+    # events of the agent's next command
+    bodies = [P.CommandEvent(session="s1", step=1, command="ls", agent="coder"),
+              P.ObservationEvent(session="s1", step=1, output="a.py", exit_code=0),
+              P.CommandEvent(session="s1", step=2, command="validate", agent="coder"),
+              P.AgentStep(agent="coder", role="coder", step=1, action="ls", observation="a.py", env_step=1),
+              P.ScoreEvent(session="s1", step=2, action="validate", scores={"Score": 1.5}),
+              P.ObservationEvent(session="s1", step=2, output="scored", exit_code=0),
+              P.AgentStep(agent="coder", role="coder", step=2, action="validate", observation="scored", env_step=2)]
+    log = EventLog(tmp_path / "runs" / "r" / "events.sqlite")
+    try:
+        log.append([(i, 1, 10.0 + i, "x", "msgpack", P.encode(P.make(b, topic="x", sender="coder" if i in (4, 7)
+                                                                        else "env"))) for i, b in enumerate(bodies, 1)])
+    finally:
+        log.close()
+    with ViewServer(tmp_path / "runs") as s:
+        assert get(s, "/api/follow/r", seq=1).json()["linked"] == [1, 2, 4]
+        assert get(s, "/api/follow/r", seq=3).json()["linked"] == [3, 5, 6, 7]
+        (score,) = get(s, "/api/overview/r").json()["scores"]
+        assert (score["agent"], score["scores"]) == ("coder", {"Score": 1.5})

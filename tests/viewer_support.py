@@ -76,9 +76,9 @@ class ViewServer:
 def chromium_ok() -> tuple[bool, str]:
     if not Path(CHROMIUM).exists():
         return False, f"{CHROMIUM} is missing (Debian package chromium)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
         return False, "the playwright package is missing (pip install playwright; never `playwright install`)"
     return True, ""
 

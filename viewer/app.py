@@ -172,7 +172,7 @@ class Viewer:
         dead = [p for live, p in read if not live]
         for live, path in read:
             if live or len(dead) <= self.indexes.keep:  # never more than the indexes kept
-                self._index(path).start()
+                self._index(path).read_all()
         return JSONResponse({"runs": rows, "sweep": self.catalog.is_sweep})
 
     async def run(self, request: Request) -> Response:

@@ -8,8 +8,10 @@ their own SQLite connections in WAL mode and never block the broker's writes. A 
 keeps a read transaction for one chunk, so the broker's checkpoints are not held back.
 
 An index reads CHUNK rows per call in a worker thread (never on the event loop) and wakes the
-requests that wait for a sequence number. While a page follows the run (an SSE stream is
-open) it polls the log every POLL seconds; otherwise it reads on demand.
+requests that wait for a sequence number. It reads only as far as it is asked (the first page
+of a big run waits for one short read, not for the whole log), to the head when the overview
+is asked for, and, while a page follows the run (an SSE stream is open), polls the log every
+POLL seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class RunIndex:
         self._follower: asyncio.Task | None = None
         self._started = self._done = 0  # reads begun and finished (they run one at a time)
         self._wanted = 0  # the follower goes on until this read is done (see reach)
+        self._target = 0  # ... and until this seq is indexed
 
     # ------------------------------------------------------------------ reading
 
@@ -122,11 +125,18 @@ class RunIndex:
     async def _follow(self) -> None:
         while True:
             await self.extend()
-            if not self.caught_up or self._done < self._wanted:
+            if self.watchers > 0:
+                if self.caught_up:
+                    await asyncio.sleep(POLL)
                 continue
-            if self.watchers <= 0:
-                return
-            await asyncio.sleep(POLL)
+            if self._done < self._wanted or (not self.caught_up and self.head < self._target):
+                continue
+            return
+
+    def read_all(self) -> None:
+        """Read to the log's head in the background."""
+        self._target = 1 << 62
+        self.start()
 
     async def reach(self, seq: int, timeout: float = 30.0) -> None:
         """Wait until `seq` is indexed, or a read that began after this call found the log's
@@ -135,6 +145,7 @@ class RunIndex:
             return
         need = self._started + 1
         self._wanted = max(self._wanted, need)
+        self._target = max(self._target, seq)
         self.start()
         async with self._changed:
             with contextlib.suppress(TimeoutError):

@@ -178,7 +178,10 @@ class Timeline:
     session_steps: dict[str, int] = field(default_factory=dict)
     askers: dict[str, str] = field(default_factory=dict)  # question id -> who asked
     work_from: dict[str, str] = field(default_factory=dict)  # work item -> who assigned it
-    last_command: dict[str, tuple[str, int]] = field(default_factory=dict)  # agent -> (session, step)
+    # (session, step) -> agent of each command; agent -> its commands not yet matched to a turn
+    # (a turn is logged after its command's events, sometimes after its next command too)
+    command_agent: dict[tuple[str, int], str] = field(default_factory=dict)
+    unmatched: dict[str, dict[int, str]] = field(default_factory=dict)  # agent -> step -> session
     session: str = ""
     _epoch: int = -1
     _steps: int = 0
@@ -300,9 +303,10 @@ class Timeline:
         fig.turns = max(fig.turns, _int(b.step))
         self._lane(name, fig.role)
         self.turns.append(seq)
-        cmd = self.last_command.pop(name, None)
-        if cmd is not None and cmd[1] == _int(b.env_step):
-            self._link(f"env:{cmd[0]}:{cmd[1]}", seq)
+        pending = self.unmatched.get(name)
+        session = pending.pop(_int(b.env_step), None) if pending else None
+        if session is not None:
+            self._link(f"env:{session}:{_int(b.env_step)}", seq)
 
     def _agent_status(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         name = b.agent if type(b.agent) is str and b.agent else sender
@@ -342,7 +346,11 @@ class Timeline:
         if agent:
             out["from"] = agent
             self._agent(agent).env_steps += 1
-            self.last_command[agent] = (session, step)
+            self.command_agent[(session, step)] = agent
+            pending = self.unmatched.setdefault(agent, {})
+            pending[step] = session
+            if len(pending) > 8:  # a command whose turn never came (a crash): forget it
+                del pending[next(iter(pending))]
             self._lane(agent, "")
         self._link(f"env:{session}:{step}", seq)
         self._totals(ts, out)
@@ -369,7 +377,7 @@ class Timeline:
         if label:
             out["art"] = label
         self._link(f"env:{b.session}:{step}", seq)
-        agent = next((a for a, (s, st) in self.last_command.items() if s == b.session and st == step), "")
+        agent = self.command_agent.get((str(b.session), step), "")
         self.scores.append({"seq": seq, "ts": round(ts, 3), "step": step, "action": action, "scores": scores,
                             "error": error, "agent": agent, "artefact": label})
 

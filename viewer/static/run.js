@@ -19,6 +19,7 @@ export class RunPage {
     this.series = [];
     this.overview = null;
     this.tab = 'timeline';
+    stats.reset();
     setCrumbs([['runs', '#/'], [name, null]]);
     this.onKey = ev => this.key(ev);
     document.addEventListener('keydown', this.onKey);
@@ -67,8 +68,15 @@ export class RunPage {
     if (meta.live) this.tl.jumpLast();  // a live run opens on its newest events, following them
     else this.tl.schedule();
     this.feed = new LiveFeed(this.name, meta.head, list => this.live(list), state => this.liveState(state));
-    this.feed.open();
-    this.loadOverview();
+    // the overview (every turn and score, budgets) and the live stream need the whole log read:
+    // asked for once the first rows are on screen, so that they do not compete with them
+    const asked = performance.now();
+    const whenPainted = () => {
+      if (stats.firstPaint == null && meta.head && performance.now() - asked < 3000) return setTimeout(whenPainted, 20);
+      this.feed.open();
+      this.loadOverview();
+    };
+    whenPainted();
     // figures tick every second; a live run's overview (agents, budgets, run info) is
     // refreshed every few seconds, the timeline itself follows every event
     let n = 0;

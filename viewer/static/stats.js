@@ -12,6 +12,10 @@ export const stats = {
   reconnects: 0,
   lags: [],          // ms from an event's publication to its row painted (live events)
   liveSeqs: new Set(),
+  reset() {  // a new run page
+    Object.assign(this, {firstPaint: null, painting: false, overviewAt: null, keyAt: null, jumps: [], received: [],
+      reconnects: 0, lags: [], liveSeqs: new Set()});
+  },
   onRendered(shown, head) {
     if (shown.length && this.firstPaint == null && !this.painting) {
       this.painting = true;
