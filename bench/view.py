@@ -53,17 +53,17 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def real_run(runs: Path) -> Path:
-    """A real scripted team run (offline): the template."""
-    run_dir = runs / "battleOfSexes-default-template"
+def real_run(runs: Path, task: str = "battleOfSexes", team: str = "default") -> Path:
+    """A real scripted run (offline): the template, or one more run for the list's picture."""
+    run_dir = runs / f"{task}-{team}-template"
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "default",
+    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "run", "--task", task, "--team", team,
                           "--run-dir", str(run_dir), "--no-progress"], env=env, capture_output=True, text=True,
                          timeout=600)
     if out.returncode != 0:
-        raise SystemExit(f"the template run failed:\n{out.stderr[-3000:]}")
-    log(f"  template run: {run_dir.name} in {time.monotonic() - t0:.0f} s")
+        raise SystemExit(f"the run of {task} by {team} failed:\n{out.stderr[-3000:]}")
+    log(f"  real run: {run_dir.name} in {time.monotonic() - t0:.0f} s")
     return run_dir
 
 
@@ -177,6 +177,8 @@ def main() -> None:
     log(f"mlgym bench view: {args.events} events, {args.repeats} repeats, live {args.live_rate:g}/s "
         f"for {args.live_seconds:g} s (load average {load_before:.1f})")
     template = args.template.resolve() if args.template else real_run(runs)
+    if args.screenshots:
+        real_run(runs, "prisonersDilemma", "single")
     if args.template:
         shutil.copytree(template, runs / template.name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.sock", "bus.pub", "bus.sub", "bus.rpc"))
@@ -280,15 +282,13 @@ def main() -> None:
 
 
 def shot_pages(context, url: str, run_name: str, out: Path) -> None:
-    """The list and a run page with a turn and a validation expanded."""
+    """A run page with a validation expanded."""
     page = context.new_page()
-    page.goto(f"{url}#/")
-    page.wait_for_selector("table.runs tbody tr")
-    page.screenshot(path=str(out / "viewer-list.png"))
     page.goto(f"{url}#/run/{run_name}")
     page.wait_for_function("window.viewerStats && viewerStats.overviewAt != null")
     page.locator(".tl-scroll").focus()
-    page.keyboard.press("n")  # the first validation
+    page.keyboard.press("n")
+    page.keyboard.press("n")  # the second validation: its artefact has a diff
     page.keyboard.press("Enter")
     page.wait_for_selector(".detail pre.diff, .detail .artefact p.muted", timeout=20_000)
     page.wait_for_timeout(500)
@@ -314,6 +314,11 @@ def live(context, url: str, runs: Path, template: Path, args, spawn, Replayer) -
         if args.screenshots:
             time.sleep(min(args.live_seconds / 2, 8))
             page.screenshot(path=str(args.screenshots / "viewer-live.png"))
+            listing = context.new_page()  # the list, with the live run in it
+            listing.goto(f"{url}#/")
+            listing.wait_for_selector("table.runs tbody tr.live")
+            listing.screenshot(path=str(args.screenshots / "viewer-list.png"))
+            listing.close()
         thread.join()
         sent = done.get("sent", 0)
         deadline = time.monotonic() + 30

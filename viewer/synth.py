@@ -138,9 +138,14 @@ class Template:
         return Message(m.topic, m.sender, b, m.ts + r * span)
 
     def _later(self, body: dict[str, Any], r: int) -> dict[str, Any]:
+        """A message of the run's end, after r cycles: its counters go on from the last one."""
         b = dict(body)
-        if b.get("kind") == "agent_status" and "step" in b:
-            b["step"] = int(b["step"]) + max(r - 1, 0) * self.step_span.get(b.get("agent", ""), 0)
+        if b.get("kind") == "agent_status":
+            agent, k = b.get("agent", ""), max(r - 1, 0)
+            tok, usd = self.usage.get(agent, (0, 0.0))
+            b["step"] = int(b.get("step", 0)) + k * self.step_span.get(agent, 0)
+            b["tokens"] = int(b.get("tokens", 0)) + k * tok
+            b["cost_usd"] = float(b.get("cost_usd", 0.0)) + k * usd
         return b
 
 
@@ -160,11 +165,16 @@ def grow(template_dir: Path, out_dir: Path, events: int, *, status: str = "finis
     log = EventLog(out_dir / LOG_FILE)
     batch: list[tuple[int, int, float, str, str, bytes]] = []
     scores: list[dict[str, Any]] = []
+    usage: dict[str, tuple[int, float]] = {}  # agent -> its last tokens, dollars
     copies = 0
     try:
+        first_ts = last_ts = 0.0
         for seq, m in enumerate(t.messages(events), 1):
-            m.ts += shift
-            batch.append((seq, 1, m.ts, m.topic, "msgpack", envelope(m, run_id)))
+            last_ts = m.ts + shift
+            first_ts = first_ts or last_ts
+            batch.append((seq, 1, last_ts, m.topic, "msgpack", envelope(m, run_id, ts=last_ts)))
+            if m.body.get("kind") == "agent_status":
+                usage[m.body["agent"]] = (int(m.body.get("tokens", 0)), float(m.body.get("cost_usd", 0.0)))
             if m.body.get("kind") == "score_event":
                 scores.append(m.body)
                 if m.body.get("action") == "validate" and m.body.get("scores") and t.artefacts:
@@ -181,12 +191,15 @@ def grow(template_dir: Path, out_dir: Path, events: int, *, status: str = "finis
         log.close()
     run = {**t.run, "run_id": run_id, "status": status, "updated": time.time()}
     if status == "finished":
-        _write_result(out_dir, run, scores, template_dir)
+        totals = {"tokens": sum(t for t, _ in usage.values()), "cost_usd": round(sum(c for _, c in usage.values()), 6),
+                  "seconds": round(last_ts - first_ts, 3)}
+        _write_result(out_dir, run, scores, template_dir, totals)
     (out_dir / "run.json").write_text(json.dumps(run, indent=2))
     return out_dir
 
 
-def _write_result(out_dir: Path, run: dict[str, Any], scores: list[dict[str, Any]], template_dir: Path) -> None:
+def _write_result(out_dir: Path, run: dict[str, Any], scores: list[dict[str, Any]], template_dir: Path,
+                  totals: dict[str, Any]) -> None:
     base = json.loads((template_dir / "result.json").read_text())
     metric = base["metric"]["name"]
     attempts = [{"step": s["step"], "action": s["action"], "scores": s.get("scores")} for s in scores]
@@ -195,7 +208,8 @@ def _write_result(out_dir: Path, run: dict[str, Any], scores: list[dict[str, Any
                   if a["action"] == "submit"), None)
     best = (max(values) if base["metric"]["direction"] == "max" else min(values)) if values else None
     result = {**base, "run_id": run["run_id"], "attempts": attempts, "final_submission": final,
-              "best_attempt": best, "steps": max((s["step"] for s in scores), default=0), "run_dir": str(out_dir)}
+              "best_attempt": best, "steps": max((s["step"] for s in scores), default=0), "run_dir": str(out_dir),
+              **totals}
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 

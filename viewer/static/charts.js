@@ -17,7 +17,7 @@ function nice(lo, hi, count = 5) {
 //   hlines: [{y, cls, label}], legend: [[cls, text]]}
 export function plot(container, spec) {
   const W = spec.width || 420, H = spec.height || 190;
-  const m = {l: 52, r: 12, t: 10, b: 30};
+  const m = {l: 52, r: 12, t: 18, b: 30};
   const xs = [], ys = [];
   for (const s of spec.series) for (const p of s.points) { xs.push(p[0]); ys.push(p[1]); }
   for (const h of spec.hlines || []) ys.push(h.y);
@@ -42,7 +42,7 @@ export function plot(container, spec) {
   root.append(svg('line', {x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, class: 'axis'}));
   root.append(svg('line', {x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, class: 'axis'}));
   if (spec.x.label) root.append(svg('text', {x: W - m.r, y: H - 3, class: 'label', 'text-anchor': 'end'}, spec.x.label));
-  if (spec.y.label) root.append(svg('text', {x: 4, y: m.t + 2, class: 'label', 'dominant-baseline': 'hanging'}, spec.y.label));
+  if (spec.y.label) root.append(svg('text', {x: 4, y: 2, class: 'label', 'dominant-baseline': 'hanging'}, spec.y.label));
   for (const h of spec.hlines || []) {
     root.append(svg('line', {x1: m.l, x2: W - m.r, y1: Y(h.y), y2: Y(h.y), class: 'hline ' + (h.cls || '')}));
     if (h.label) root.append(svg('text', {x: W - m.r - 2, y: Y(h.y) - 3, class: 'hlabel ' + (h.cls || ''), 'text-anchor': 'end'}, h.label));
