@@ -350,3 +350,18 @@ def test_the_page_reconnects_after_the_server_restarts_without_a_gap_or_a_repeat
     finally:
         server.stop()
         broker.stop()
+
+
+def test_the_benchmark_runs_every_phase_and_ends_with_its_json(tmp_path):
+    ok, why = chromium_ok()
+    require(ok, why)
+    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "view", "--events", "3000", "--repeats", "1",
+                          "--live-seconds", "2", "--live-rate", "100", "--template", str(finished_runs() / DEFAULT),
+                          "--screenshots", str(tmp_path / "shots")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("events", "first_paint_ms", "jump_ms", "memory_mb", "live_lag_ms"):
+        assert summary[key] > 0, key  # figures are the benchmark's to judge, not this test's
+    assert summary["events"] == 3000 and summary["live_events"] == 200
+    assert (summary["lost"], summary["duplicated"]) == (0, 0)
+    assert {p.name for p in (tmp_path / "shots").iterdir()} == {"viewer-list.png", "viewer-run.png", "viewer-live.png"}

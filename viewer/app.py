@@ -135,16 +135,19 @@ class Viewer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _run(self, request: Request) -> tuple[str, Path]:
+    async def _run(self, request: Request) -> tuple[str, Path]:
         name = request.path_params.get("run", "")
         try:
-            return name, self.catalog.find(name)
+            return name, await asyncio.to_thread(self.catalog.find, name)
         except UnknownRun:
             raise ApiError(404, "unknown_run", f"no run named {name[:200]!r} under the viewer's folder") from None
 
-    def _index(self, run_dir: Path) -> RunIndex:
-        run, _ = runs.load_json(run_dir / "run.json")
-        return self.indexes.get(run_dir, runs.members_of(run if isinstance(run, dict) else None))
+    async def _index(self, run_dir: Path) -> RunIndex:
+        idx = self.indexes.peek(run_dir)
+        if idx is None:
+            run, _ = await asyncio.to_thread(runs.load_json, run_dir / "run.json")
+            idx = self.indexes.get(run_dir, runs.members_of(run if isinstance(run, dict) else None))
+        return idx
 
     # ------------------------------------------------------------------ pages
 
@@ -152,10 +155,12 @@ class Viewer:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     async def info(self, request: Request) -> Response:
-        found = await asyncio.to_thread(self.catalog.scan)
-        return JSONResponse({"root": str(self.catalog.root), "sweep": self.catalog.is_sweep,
-                             "single": next(iter(found)) if self.catalog.single and found else None,
-                             "runs": len(found)})
+        def facts() -> dict[str, Any]:
+            found = self.catalog.scan()
+            return {"root": str(self.catalog.root), "sweep": self.catalog.is_sweep,
+                    "single": next(iter(found)) if self.catalog.single and found else None, "runs": len(found)}
+
+        return JSONResponse(await asyncio.to_thread(facts))
 
     async def list_runs(self, request: Request) -> Response:
         found = await asyncio.to_thread(self.catalog.scan)
@@ -172,12 +177,12 @@ class Viewer:
         dead = [p for live, p in read if not live]
         for live, path in read:
             if live or len(dead) <= self.indexes.keep:  # never more than the indexes kept
-                self._index(path).read_all()
-        return JSONResponse({"runs": rows, "sweep": self.catalog.is_sweep})
+                (await self._index(path)).read_all()
+        return JSONResponse({"runs": rows})
 
     async def run(self, request: Request) -> Response:
-        name, path = self._run(request)
-        idx = self._index(path)
+        name, path = await self._run(request)
+        idx = await self._index(path)
         await idx.reach(1)  # the first read is short: it gives the run's start and first lanes
         row = await asyncio.to_thread(runs.describe, name, path, idx)
         head = max(await asyncio.to_thread(_log_head, path), idx.head)
@@ -187,8 +192,8 @@ class Viewer:
                              "first": idx.first or 1, "lanes": lanes})
 
     async def overview(self, request: Request) -> Response:
-        _, path = self._run(request)
-        return JSONResponse(await self._index(path).overview())
+        _, path = await self._run(request)
+        return JSONResponse(await (await self._index(path)).overview())
 
     async def events(self, request: Request) -> Response:
         """Summaries of the events with from <= seq <= to (at most MAX_SPAN)."""
@@ -197,8 +202,8 @@ class Viewer:
             raise ApiError(400, "bad_range", f"need 1 <= from <= to, got from={lo} to={hi}")
         if hi - lo + 1 > MAX_SPAN:
             raise ApiError(400, "bad_range", f"at most {MAX_SPAN} events per request, asked {hi - lo + 1}")
-        _, path = self._run(request)
-        idx = self._index(path)
+        _, path = await self._run(request)
+        idx = await self._index(path)
         await idx.reach(hi)
         body = b'{"first":%d,"head":%d,"events":[%s]}' % (idx.first or 1, idx.head, b",".join(idx.slice(lo, hi)))
         return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
@@ -207,8 +212,8 @@ class Viewer:
         seq = _int_param(request, "seq")
         if seq < 1:
             raise ApiError(400, "bad_range", f"seq must be >= 1, got {seq}")
-        _, path = self._run(request)
-        idx = self._index(path)
+        _, path = await self._run(request)
+        idx = await self._index(path)
         found = await asyncio.to_thread(idx.detail, seq)
         if found is None:
             raise ApiError(404, "no_event", f"no event {seq} in this run's log")
@@ -220,20 +225,20 @@ class Viewer:
 
     async def follow(self, request: Request) -> Response:
         seq = _int_param(request, "seq")
-        _, path = self._run(request)
-        idx = self._index(path)
+        _, path = await self._run(request)
+        idx = await self._index(path)
         await idx.catch_up()
         return JSONResponse({"seq": seq, "linked": idx.timeline.follow(seq)})
 
     async def stream(self, request: Request) -> Response:
         """Server-sent events: every summary after `after` (or the Last-Event-ID header), in
         order, each with its seq as the event id, then live ones as the log grows."""
-        _, path = self._run(request)
+        _, path = await self._run(request)
         last_id = request.headers.get("last-event-id")
         after = int(last_id) if last_id and last_id.isdigit() else _int_param(request, "after", 0)
         if after < 0:
             raise ApiError(400, "bad_range", f"after must be >= 0, got {after}")
-        idx = self._index(path)
+        idx = await self._index(path)
         return StreamingResponse(self._sse(idx, after), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
@@ -258,11 +263,11 @@ class Viewer:
             idx.watchers -= 1
 
     async def artefact_labels(self, request: Request) -> Response:
-        _, path = self._run(request)
+        _, path = await self._run(request)
         return JSONResponse({"labels": await asyncio.to_thread(artefacts.labels, path)})
 
     async def artefact(self, request: Request) -> Response:
-        _, path = self._run(request)
+        _, path = await self._run(request)
         label = request.query_params.get("label", "")
         try:
             return JSONResponse(await asyncio.to_thread(artefacts.show, path, label))
@@ -270,12 +275,12 @@ class Viewer:
             raise ApiError(404, "no_artefact", f"no artefact copy {label[:80]!r} in this run") from None
 
     async def config(self, request: Request) -> Response:
-        _, path = self._run(request)
+        _, path = await self._run(request)
         return JSONResponse(await asyncio.to_thread(runs.config, path))
 
     async def file(self, request: Request) -> Response:
         """A run's own text files: run.json, result.json, trajectories/*.traj, *.log."""
-        _, path = self._run(request)
+        _, path = await self._run(request)
         name = request.query_params.get("name", "")
         allowed = name in ("run.json", "result.json") or (
             valid_name(name) and (name.startswith("trajectories/") and name.endswith(".traj")
@@ -291,22 +296,23 @@ class Viewer:
                         headers={"x-truncated": "1"} if truncated else None)
 
     async def analysis(self, request: Request) -> Response:
-        _, path = self._run(request)
+        _, path = await self._run(request)
         return JSONResponse(await asyncio.to_thread(extras.analysis, path))
 
     async def image(self, request: Request) -> Response:
-        _, path = self._run(request)
+        _, path = await self._run(request)
         return await self._image(path, request.query_params.get("name", ""))
 
-    async def sweep(self, request: Request) -> Response:
-        if not self.catalog.is_sweep:
+    async def _sweep_root(self) -> Path:
+        if not await asyncio.to_thread(lambda: self.catalog.is_sweep):
             raise ApiError(404, "not_a_sweep", "the viewer's folder has no sweep.json")
-        return JSONResponse(await asyncio.to_thread(extras.sweep, self.catalog.root))
+        return self.catalog.root
+
+    async def sweep(self, request: Request) -> Response:
+        return JSONResponse(await asyncio.to_thread(extras.sweep, await self._sweep_root()))
 
     async def sweep_image(self, request: Request) -> Response:
-        if not self.catalog.is_sweep:
-            raise ApiError(404, "not_a_sweep", "the viewer's folder has no sweep.json")
-        return await self._image(self.catalog.root, request.query_params.get("name", ""))
+        return await self._image(await self._sweep_root(), request.query_params.get("name", ""))
 
     async def unknown(self, request: Request) -> Response:
         raise ApiError(404, "not_found", f"no API route {request.url.path[:120]!r}")

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+import threading
+import time
 from pathlib import Path
 
 RUN_MARKERS = ("run.json", "events.sqlite", "result.json")
 SWEEP_FILE = "sweep.json"
 MAX_DEPTH = 4  # a sweep folder may hold runs/<design>/<run>/
+RESCAN_S = 2.0  # a name the last scan did not know makes a new scan at most this often
 SKIP_DIRS = {"artefacts", "trajectories", "env", "logs", "analysis", "node_modules", "__pycache__"}
 # what a name may hold: run ids are task-team-stamp-xxxx; folders made by hand get some slack
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+=,-]+(?:/[A-Za-z0-9_.@+=,-]+)*$")
@@ -38,11 +40,14 @@ def is_run(path: Path) -> bool:
     return any((path / m).is_file() for m in RUN_MARKERS)
 
 
-@dataclass(frozen=True)
 class Catalog:
     """The root folder given to `mlgym view` and the runs beneath it."""
 
-    root: Path
+    def __init__(self, root: Path):
+        self.root = root
+        self._found: dict[str, Path] = {}
+        self._scanned = 0.0
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path) -> Catalog:
@@ -63,10 +68,14 @@ class Catalog:
     def scan(self) -> dict[str, Path]:
         """name -> folder of every run under the root (the root itself when it is a run)."""
         if self.single:
-            return {self.root.name if valid_name(self.root.name) else "run": self.root}
-        out: dict[str, Path] = {}
-        self._walk(self.root, 0, out)
-        return dict(sorted(out.items()))
+            found = {self.root.name if valid_name(self.root.name) else "run": self.root}
+        else:
+            out: dict[str, Path] = {}
+            self._walk(self.root, 0, out)
+            found = dict(sorted(out.items()))
+        with self._lock:
+            self._found, self._scanned = found, time.monotonic()
+        return found
 
     def _walk(self, folder: Path, depth: int, out: dict[str, Path]) -> None:
         try:
@@ -95,11 +104,16 @@ class Catalog:
         return True
 
     def find(self, name: str) -> Path:
-        """The folder of run `name`; raises UnknownRun for anything the scan did not find."""
+        """The folder of run `name`; raises UnknownRun for anything a scan did not find. The
+        last scan answers (a run page asks many times a second); a name it does not know
+        makes a new one, at most every RESCAN_S seconds."""
         if not valid_name(name):
             raise UnknownRun(name)
-        path = self.scan().get(name)
-        if path is None or not self.inside(path):
+        with self._lock:
+            path, age = self._found.get(name), time.monotonic() - self._scanned
+        if path is None and age > RESCAN_S:
+            path = self.scan().get(name)
+        if path is None or not is_run(path) or not self.inside(path):
             raise UnknownRun(name)
         return path
 
