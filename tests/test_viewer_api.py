@@ -220,6 +220,21 @@ def test_event_detail_and_links(server, runs):
     assert get(server, f"/api/event/{DEFAULT}", seq=0).status_code == 400
 
 
+def test_search_finds_titles_in_any_case_after_a_seq_then_from_the_start(server, runs):
+    summaries = all_summaries(server, DEFAULT)
+    want = [x["seq"] for x in summaries if "validate" in x["title"].lower()]
+    assert len(want) >= 4
+    r = get(server, f"/api/search/{DEFAULT}", q="VaLiDaTe", after=0, limit=1000).json()
+    assert (r["seqs"], r["total"]) == (want, len(want))
+    r = get(server, f"/api/search/{DEFAULT}", q="validate", after=want[1], limit=1000).json()
+    assert r["seqs"] == want[2:] + want[:2]  # after the selected event, then from the start
+    assert get(server, f"/api/search/{DEFAULT}", q="validate", limit=2).json()["seqs"] == want[:2]
+    assert get(server, f"/api/search/{DEFAULT}", q="no such text anywhere").json() == {
+        "q": "no such text anywhere", "seqs": [], "total": 0}
+    assert get(server, f"/api/search/{DEFAULT}", q="").json()["error"]["code"] == "bad_request"
+    assert get(server, f"/api/search/{DEFAULT}", q="x" * 201).status_code == 400
+
+
 def test_artefacts_in_order_with_a_diff_to_the_previous_validation(server, runs):
     run_dir = runs / DEFAULT
     labels = get(server, f"/api/artefacts/{DEFAULT}").json()["labels"]
@@ -368,6 +383,8 @@ def test_kinds_from_a_newer_protocol_garbage_and_holes_get_rows(tmp_path):
     assert [(e["seq"], e["kind"], e["lane"]) for e in got] == [
         (1, "vote", "coder-2"), (2, "unreadable", "team"), (3, "missing", "?"), (4, "missing", "?"), (5, "note", "judge")]
     assert got[0]["to"] == ["judge"] and got[4]["title"] == "after a hole" and got[4]["ep"] == 2
+    with ViewServer(tmp_path / "runs") as s:
+        assert get(s, "/api/overview/odd").json()["epochs"] == [[1, 1], [5, 2]]  # the broker restarted at 5
 
 
 def test_analysis_and_sweep_outputs_are_shown(tmp_path, runs):

@@ -181,6 +181,19 @@ def test_a_run_page_lanes_turns_arrows_keys_and_scores(page, server):
     wait_until(lambda: selected(page) == len(logged), what="the last event")
     assert in_view(page, len(logged))
 
+    # find: / then text, Enter for the next match
+    page.keyboard.press("g")
+    wait_until(lambda: selected(page) == 1, what="the first event")
+    page.keyboard.press("/")
+    page.keyboard.type("validate")
+    page.keyboard.press("Enter")
+    first = wait_until(lambda: selected(page) if selected(page) != 1 else None, what="a match")
+    assert "validate" in page.locator(f'.row[data-seq="{first}"] .blk').inner_text().lower()
+    page.keyboard.press("Enter")
+    wait_until(lambda: (selected(page) or 0) > first, what="the next match")
+    assert "matches" in page.locator(".search-info").inner_text()
+    page.keyboard.press("Escape")
+
     # the score chart: one mark per scored evaluation, the baseline; a mark leads to its event
     marks = page.locator(".score-chart .pt.score")
     assert marks.count() == len(scores)

@@ -230,6 +230,19 @@ class Viewer:
         await idx.catch_up()
         return JSONResponse({"seq": seq, "linked": idx.timeline.follow(seq)})
 
+    async def search(self, request: Request) -> Response:
+        """Events whose title holds `q` (any case): the next ones after `after`, then from
+        the start; at most `limit`."""
+        text = request.query_params.get("q", "")
+        if not text or len(text) > 200:
+            raise ApiError(400, "bad_request", "`q` must hold 1 to 200 characters")
+        after, limit = _int_param(request, "after", 0), min(max(_int_param(request, "limit", 50), 1), 1000)
+        _, path = await self._run(request)
+        idx = await self._index(path)
+        await idx.catch_up()
+        seqs, total = await asyncio.to_thread(idx.search, text, after, limit)
+        return JSONResponse({"q": text, "seqs": seqs, "total": total})
+
     async def stream(self, request: Request) -> Response:
         """Server-sent events: every summary after `after` (or the Last-Event-ID header), in
         order, each with its seq as the event id, then live ones as the log grows."""
@@ -389,6 +402,7 @@ def create_app(catalog: Catalog, *, token: str | None = None, loopback: bool = T
         run_route("event", v.event),
         run_route("follow", v.follow),
         run_route("stream", v.stream),
+        run_route("search", v.search),
         run_route("artefacts", v.artefact_labels),
         run_route("artefact", v.artefact),
         run_route("config", v.config),

@@ -46,6 +46,7 @@ class RunIndex:
         self.path = run_dir / LOG_FILE
         self.timeline = Timeline(members=dict(members or {}))
         self.entries: list[bytes] = []  # entries[i] is the summary of seq first + i
+        self.titles: list[str] = []  # ... and its title, lower case (search)
         self.first = 0
         self.head = 0  # the highest seq indexed
         self.caught_up = False  # the last read reached the log's head at that moment
@@ -61,14 +62,14 @@ class RunIndex:
 
     # ------------------------------------------------------------------ reading
 
-    def _read_chunk(self) -> list[bytes]:
+    def _read_chunk(self) -> list[tuple[bytes, str]]:
         """Read up to CHUNK rows after the head (worker thread; calls are serialised by the
-        lock). Returns the new summaries."""
+        lock). Returns the new summaries (JSON) with their titles in lower case."""
         if self._reader is None:
             if not self.path.exists():
                 return []
             self._reader = LogReader(self.path)
-        out: list[bytes] = []
+        out: list[tuple[bytes, str]] = []
         limit = self._limit()
         try:
             for rows in self._reader.read(self.head + 1, limit=limit, chunk=limit):
@@ -79,9 +80,10 @@ class RunIndex:
                         # a hole in the log (rows dropped after a power loss): keep positions
                         while row[0] > self.first + len(self.entries) + len(out):
                             missing = self.first + len(self.entries) + len(out)
-                            out.append(_encode({"seq": missing, "kind": "missing", "lane": "?",
-                                                "title": "not in the event log"}))
-                    out.append(_encode(self.timeline.add(row)))
+                            out.append((_encode({"seq": missing, "kind": "missing", "lane": "?",
+                                                 "title": "not in the event log"}), ""))
+                    summary = self.timeline.add(row)
+                    out.append((_encode(summary), summary.get("title", "").lower()))
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc):  # else: the broker has not made its tables yet
                 raise
@@ -101,7 +103,8 @@ class RunIndex:
                 logger.warning("viewer: cannot read the event log", path=str(self.path), error=self.error)
                 new = []
             limit = self._limit()
-            self.entries.extend(new)
+            self.entries.extend(e for e, _ in new)
+            self.titles.extend(t for _, t in new)
             self.head = self.first + len(self.entries) - 1 if self.entries else 0
             self.caught_up = len(new) < limit
             self._done = self._started
@@ -178,6 +181,15 @@ class RunIndex:
         lo = max(from_seq, self.first) - self.first
         hi = min(to_seq, self.head) - self.first + 1
         return self.entries[lo:hi] if hi > lo else []
+
+    def search(self, text: str, after: int, limit: int) -> tuple[list[int], int]:
+        """(seqs of the first `limit` events after `after` whose title holds `text`, whatever
+        their case, then from the start; how many match in all)."""
+        needle = text.lower()
+        hits = [i for i, t in enumerate(self.titles) if needle in t]
+        cut = next((k for k, i in enumerate(hits) if self.first + i > after), len(hits))
+        ordered = hits[cut:] + hits[:cut]
+        return [self.first + i for i in ordered[:limit]], len(hits)
 
     def detail(self, seq: int) -> dict[str, Any] | None:
         """One event in full, read from the log (worker thread)."""

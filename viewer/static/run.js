@@ -111,6 +111,7 @@ export class RunPage {
       this.scores = o.scores.concat(extraScores);
       this.series = o.series.map(p => [...p, 0]).concat(extraSeries);
       for (const l of o.lanes) this.tl.addLane(l.name, l.role);
+      if (o.epochs.length > 1) this.tl.setEpochs(o.epochs);
       if (o.first_ts && this.tl.t0 !== o.first_ts) { this.tl.t0 = o.first_ts; this.tl.rebuild(); }
       this.t0 = o.first_ts;
       stats.overviewAt = performance.now();
@@ -248,7 +249,8 @@ export class RunPage {
     this.side.append(this.agentsTable());
     this.side.append(el('h3', {}, 'Keys'));
     this.side.append(el('p', {class: 'keys muted'},
-      'j/k next/previous turn · n/p next/previous score · ↓/↑ next/previous event · Enter expand · f follow the arrow · g/G first/last'));
+      'j/k next/previous turn · n/p next/previous score · ↓/↑ next/previous event · Enter expand · ' +
+      'f follow the arrow · g/G first/last · / find (Enter: next match)'));
   }
 
   drawBudget(box, t0) {
@@ -304,6 +306,28 @@ export class RunPage {
       if (t === 'analysis' && !(this.meta.files || {}).analysis) continue;
       this.tabsEl.append(el('a', {href: '#', class: 'tab' + (t === this.tab ? ' on' : ''), dataset: {tab: t},
         onclick: ev => { ev.preventDefault(); this.show(t); }}, t));
+    }
+    if (!this.searchBox) {
+      this.searchInfo = el('span', {class: 'muted search-info'});
+      this.searchBox = el('input', {type: 'search', class: 'search', placeholder: 'find in titles (/)',
+        onkeydown: ev => {
+          if (ev.key === 'Enter') { ev.preventDefault(); this.find(ev.target.value); }
+          if (ev.key === 'Escape') { ev.target.blur(); this.tl.scroll.focus(); }
+        }});
+    }
+    this.tabsEl.append(el('span', {class: 'search-wrap'}, this.searchInfo, this.searchBox));
+  }
+
+  async find(text) {
+    if (!text) return;
+    if (this.tab !== 'timeline') this.show('timeline');
+    try {
+      const r = await get(runPath('search', this.name), {q: text, after: this.tl.selected ?? 0, limit: 1});
+      if (!r.seqs.length) { this.searchInfo.textContent = 'no match'; return; }
+      this.searchInfo.textContent = `${r.total} match${r.total === 1 ? '' : 'es'}`;
+      this.goto(r.seqs[0]);
+    } catch (e) {
+      this.flash(e.message);
     }
   }
 
@@ -431,6 +455,7 @@ export class RunPage {
       f: () => tl.selected != null && this.followFrom(tl.selected),
       g: () => tl.jumpFirst(), Home: () => tl.jumpFirst(), G: () => tl.jumpLast(), End: () => tl.jumpLast(),
       Escape: () => tl.collapseAll(),
+      '/': () => this.searchBox.focus(),
     }[ev.key];
     if (!act) return;
     ev.preventDefault();

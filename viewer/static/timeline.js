@@ -161,6 +161,12 @@ export class Timeline {
     this.schedule();
   }
 
+  // seqs where a new broker epoch begins (a restarted broker): marked on the timeline
+  setEpochs(epochs) {
+    this.epochStarts = new Set(epochs.slice(1).map(e => e[0]));
+    this.rebuild();
+  }
+
   setNew(n) {
     this.pendingNew = n;
     this.newBtn.textContent = `${n} new event${n === 1 ? '' : 's'} ↓`;
@@ -257,11 +263,14 @@ export class Timeline {
   row(s) {
     const cls = ['row', 'k-' + s.kind];
     if (s.minor) cls.push('minor');
+    if (s.state) cls.push('state-' + s.state.replace(/[^a-z]/g, ''));
+    if (this.epochStarts && this.epochStarts.has(s.seq)) cls.push('epoch');
     if (s.seq === this.selected) cls.push('sel');
     if (this.expanded.has(s.seq)) cls.push('exp');
     const node = el('div', {class: cls.join(' '), dataset: {seq: s.seq}});
     node.append(el('div', {class: 'gut'}, el('span', {class: 'seq'}, String(s.seq)),
       el('span', {class: 't'}, clock(s.ts - this.t0))));
+    if (cls.includes('epoch')) node.title = `the broker restarted here (epoch ${s.ep}); the log goes on without a gap`;
     const lanes = el('div', {class: 'lanes'});
     const at = this.laneIndex.get(s.lane) ?? 0;
     const targets = (s.to || []);
