@@ -44,9 +44,17 @@ from pathlib import Path
 
 TARGETS = {"first_paint_ms": 1500, "jump_ms": 300, "memory_mb": 300, "live_lag_ms": 1000}
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--enable-precise-memory-info"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-precise-memory-info",
+]
 
 
 def log(msg: str) -> None:
@@ -58,9 +66,25 @@ def real_run(runs: Path, task: str = "battleOfSexes", team: str = "default") -> 
     run_dir = runs / f"{task}-{team}-template"
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "run", "--task", task, "--team", team,
-                          "--run-dir", str(run_dir), "--no-progress"], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlgym.cli",
+            "run",
+            "--task",
+            task,
+            "--team",
+            team,
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise SystemExit(f"the run of {task} by {team} failed:\n{out.stderr[-3000:]}")
     log(f"  real run: {run_dir.name} in {time.monotonic() - t0:.0f} s")
@@ -71,8 +95,12 @@ class Viewer:
     """`mlgym view ROOT` as a subprocess; its URL from its first line."""
 
     def __init__(self, root: Path):
-        self.proc = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "view", str(root)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlgym.cli", "view", str(root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http"):
             raise SystemExit("mlgym view did not print its URL")
@@ -100,7 +128,9 @@ def renderer_rss_mb(user_data_dir: str) -> float:
         if not pid.isdigit():
             continue
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()  # zygote children rewrite it: one string
+            cmd = Path(
+                f"/proc/{pid}/cmdline"
+            ).read_bytes()  # zygote children rewrite it: one string
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
@@ -130,7 +160,9 @@ def first_paint(context, url: str, name: str) -> float:
     page = context.new_page()
     try:
         page.goto(f"{url}#/run/{name}")
-        page.wait_for_function("window.viewerStats && viewerStats.firstPaint != null", timeout=60_000)
+        page.wait_for_function(
+            "window.viewerStats && viewerStats.firstPaint != null", timeout=60_000
+        )
         return page.evaluate("viewerStats.firstPaint")
     finally:
         page.close()
@@ -158,9 +190,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--live-rate", type=float, default=200.0)
     ap.add_argument("--live-seconds", type=float, default=15.0)
-    ap.add_argument("--template", type=Path, help="a finished run folder to grow from (default: make one)")
+    ap.add_argument(
+        "--template", type=Path, help="a finished run folder to grow from (default: make one)"
+    )
     ap.add_argument("--screenshots", type=Path, help="save list, run and live run pages here (PNG)")
-    ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    ap.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (default: a temporary one)"
+    )
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -174,14 +210,21 @@ def main() -> None:
     runs = work / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    log(f"mlgym bench view: {args.events} events, {args.repeats} repeats, live {args.live_rate:g}/s "
-        f"for {args.live_seconds:g} s (load average {load_before:.1f})")
+    log(
+        f"mlgym bench view: {args.events} events, {args.repeats} repeats, "
+        f"live {args.live_rate:g}/s "
+        f"for {args.live_seconds:g} s (load average {load_before:.1f})"
+    )
     template = args.template.resolve() if args.template else real_run(runs)
     if args.screenshots:
         real_run(runs, "prisonersDilemma", "single")
     if args.template:
-        shutil.copytree(template, runs / template.name, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.sock", "bus.pub", "bus.sub", "bus.rpc"))
+        shutil.copytree(
+            template,
+            runs / template.name,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("*.sock", "bus.pub", "bus.sub", "bus.rpc"),
+        )
         template = runs / template.name
     big_name = f"grown-{args.events}"
     t0 = time.perf_counter()
@@ -193,9 +236,14 @@ def main() -> None:
     with sync_playwright() as pw:
         # bypass_csp: Playwright's waits evaluate their predicates as strings, which the
         # viewer's Content-Security-Policy (no eval) refuses
-        context = pw.chromium.launch_persistent_context(user_data, executable_path=CHROMIUM, headless=True,
-                                                        args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 900},
-                                                        bypass_csp=True)
+        context = pw.chromium.launch_persistent_context(
+            user_data,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 900},
+            bypass_csp=True,
+        )
         try:
             blank = context.new_page()
             blank.goto("about:blank")
@@ -210,16 +258,24 @@ def main() -> None:
                         out.append(first_paint(context, viewer.url, name))
                     finally:
                         viewer.stop()
-                log(f"  first paint #{r + 1}: {big[-1]:.0f} ms ({args.events} events), {small[-1]:.0f} ms (template)")
-            result.update(first_paint_ms=median(big), baseline_first_paint_ms=median(small),
-                          first_paint_ratio=round(median(big) / median(small), 2))
+                log(
+                    f"  first paint #{r + 1}: {big[-1]:.0f} ms ({args.events} events), "
+                    f"{small[-1]:.0f} ms (template)"
+                )
+            result.update(
+                first_paint_ms=median(big),
+                baseline_first_paint_ms=median(small),
+                first_paint_ratio=round(median(big) / median(small), 2),
+            )
 
             viewer = Viewer(runs)
             try:
                 # ---------------------------------------------------- jump to the end
                 page = context.new_page()
                 page.goto(f"{viewer.url}#/run/{big_name}")
-                page.wait_for_function("window.viewerStats && viewerStats.firstPaint != null", timeout=60_000)
+                page.wait_for_function(
+                    "window.viewerStats && viewerStats.firstPaint != null", timeout=60_000
+                )
                 result["jump_cold_ms"] = round(press_end(page), 1)
                 page.close()
                 jumps, overview = [], []
@@ -229,16 +285,20 @@ def main() -> None:
                     jumps.append(press_end(page))
                     if r < args.repeats - 1:
                         page.close()
-                log(f"  jump to the last event: {', '.join(f'{j:.0f}' for j in jumps)} ms "
-                    f"(cold, while the log is still being read: {result['jump_cold_ms']:.0f} ms)")
+                log(
+                    f"  jump to the last event: {', '.join(f'{j:.0f}' for j in jumps)} ms "
+                    f"(cold, while the log is still being read: {result['jump_cold_ms']:.0f} ms)"
+                )
                 result.update(jump_ms=median(jumps), overview_ms=median(overview))
 
                 # ---------------------------------------------------- memory after use
                 for key in ("Home", "End", "Home"):
                     page.keyboard.press(key)
                     page.wait_for_timeout(200)
-                page.evaluate("document.querySelector('.tl-scroll').scrollTop = "
-                              "document.querySelector('.tl-scroll').scrollHeight / 2")
+                page.evaluate(
+                    "document.querySelector('.tl-scroll').scrollTop = "
+                    "document.querySelector('.tl-scroll').scrollHeight / 2"
+                )
                 page.wait_for_timeout(500)
                 for _ in range(5):
                     page.keyboard.press("j")
@@ -247,15 +307,23 @@ def main() -> None:
                 page.wait_for_timeout(1000)
                 cdp = context.new_cdp_session(page)
                 cdp.send("Performance.enable")
-                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-                result.update(memory_mb=round(renderer_rss_mb(user_data), 1),
-                              server_rss_mb=round(rss_mb(viewer.proc.pid), 1),
-                              js_heap_mb=round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1),
-                              dom_nodes=int(metrics.get("Nodes", 0)),
-                              dom_rows=page.evaluate("document.querySelectorAll('.row').length"))
-                log(f"  memory: renderer {result['memory_mb']} MB resident (an empty page: {result['blank_page_mb']} MB), "
-                    f"JS heap {result['js_heap_mb']} MB, {result['dom_nodes']} DOM nodes, {result['dom_rows']} rows "
-                    f"in the DOM; the viewer's server {result['server_rss_mb']} MB with the run read")
+                metrics = {
+                    m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]
+                }
+                result.update(
+                    memory_mb=round(renderer_rss_mb(user_data), 1),
+                    server_rss_mb=round(rss_mb(viewer.proc.pid), 1),
+                    js_heap_mb=round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1),
+                    dom_nodes=int(metrics.get("Nodes", 0)),
+                    dom_rows=page.evaluate("document.querySelectorAll('.row').length"),
+                )
+                log(
+                    f"  memory: renderer {result['memory_mb']} MB resident "
+                    f"(an empty page: {result['blank_page_mb']} MB), "
+                    f"JS heap {result['js_heap_mb']} MB, "
+                    f"{result['dom_nodes']} DOM nodes, {result['dom_rows']} rows in the DOM; "
+                    f"the viewer's server {result['server_rss_mb']} MB with the run read"
+                )
                 if args.screenshots:
                     args.screenshots.mkdir(parents=True, exist_ok=True)
                     shot_pages(context, viewer.url, template.name, args.screenshots)
@@ -272,8 +340,11 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     result["targets"] = TARGETS
-    result["targets_met"] = all(result.get(k, float("inf")) <= v for k, v in TARGETS.items()) and \
-        result.get("lost") == 0 and result.get("duplicated") == 0
+    result["targets_met"] = (
+        all(result.get(k, float("inf")) <= v for k, v in TARGETS.items())
+        and result.get("lost") == 0
+        and result.get("duplicated") == 0
+    )
     log("")
     log(f"  {'figure':<16} {'measured':>10} {'target':>8}")
     for k, v in TARGETS.items():
@@ -306,10 +377,14 @@ def live(context, url: str, runs: Path, template: Path, args, spawn, Replayer) -
     page = context.new_page()
     try:
         page.goto(f"{url}#/run/live-run")
-        page.wait_for_function("window.viewerStats && document.querySelector('.tl-scroll')", timeout=60_000)
+        page.wait_for_function(
+            "window.viewerStats && document.querySelector('.tl-scroll')", timeout=60_000
+        )
         page.wait_for_timeout(500)
         done: dict = {}
-        thread = threading.Thread(target=lambda: done.setdefault("sent", asyncio.run(replayer.publish(count))))
+        thread = threading.Thread(
+            target=lambda: done.setdefault("sent", asyncio.run(replayer.publish(count)))
+        )
         thread.start()
         if args.screenshots:
             time.sleep(min(args.live_seconds / 2, 8))
@@ -332,11 +407,20 @@ def live(context, url: str, runs: Path, template: Path, args, spawn, Replayer) -
         replayer.finish_run_files()
         broker.stop()
     unique = set(received)
-    out = {"live_events": sent, "live_rate": args.live_rate, "live_lag_ms": median(lags),
-           "live_lag_p95_ms": pct(lags, 95), "live_rows_painted": len(lags), "lost": sent - len(unique),
-           "duplicated": len(received) - len(unique), "reconnects": 0}
-    log(f"  live: {sent} events at {args.live_rate:g}/s, lag median {out['live_lag_ms']} ms, "
-        f"p95 {out['live_lag_p95_ms']} ms; lost {out['lost']}, duplicated {out['duplicated']}")
+    out = {
+        "live_events": sent,
+        "live_rate": args.live_rate,
+        "live_lag_ms": median(lags),
+        "live_lag_p95_ms": pct(lags, 95),
+        "live_rows_painted": len(lags),
+        "lost": sent - len(unique),
+        "duplicated": len(received) - len(unique),
+        "reconnects": 0,
+    }
+    log(
+        f"  live: {sent} events at {args.live_rate:g}/s, lag median {out['live_lag_ms']} ms, "
+        f"p95 {out['live_lag_p95_ms']} ms; lost {out['lost']}, duplicated {out['duplicated']}"
+    )
     return out
 
 

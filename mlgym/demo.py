@@ -51,8 +51,9 @@ def demo(task: str, team: str, model: str, run_dir: Path | None, progress: bool 
     click.echo(f"  run directory: {result['run_dir']}  (events.sqlite, result.json, trajectories/)")
     view = f"mlgym view {shlex.quote(result['run_dir'])}"
     click.echo(f"  watch it in a browser: {view}")
-    click.echo(json.dumps({"task": task, "team": cfg.name, "score": score, "baseline": baseline, "metric": metric,
-                           "beat_baseline": beat, "best_attempt": result.get("best_attempt"),
+    click.echo(json.dumps({"task": task, "team": cfg.name, "score": score, "baseline": baseline,
+                           "metric": metric, "beat_baseline": beat,
+                           "best_attempt": result.get("best_attempt"),
                            "exit_status": result["exit_status"], "steps": result["steps"],
                            "seconds": seconds, "run_dir": result["run_dir"], "view": view}))
     if not beat:

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from viewer_support import CHROMIUM, CHROMIUM_ARGS, ViewServer, chromium_ok, finished_runs, wait_until
+from viewer_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ViewServer,
+    chromium_ok,
+    finished_runs,
+    wait_until,
+)
 
 from mlgym.agents.events import events
 from mlgym.bus import protocol as P
@@ -31,7 +38,13 @@ from mlgym.bus.eventlog import LogReader
 
 DEFAULT = "battleOfSexes-default"
 SINGLE = "prisonersDilemma-single"
-SHOTS = Path(os.environ.get("MLGYM_TEST_OUTPUT") or Path(__file__).resolve().parent.parent / "test-output") / "viewer"
+SHOTS = (
+    Path(
+        os.environ.get("MLGYM_TEST_OUTPUT")
+        or Path(__file__).resolve().parent.parent / "test-output"
+    )
+    / "viewer"
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +58,13 @@ def browser():
         # bypass_csp: Playwright evaluates its wait predicates as strings, which the viewer's
         # Content-Security-Policy (no eval) refuses; the page's own code never needs it
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 900}, bypass_csp=True)
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 900},
+            bypass_csp=True,
+        )
         try:
             yield context
         finally:
@@ -91,7 +109,8 @@ def scroll_to(page, seq: int) -> None:
 
 def in_view(page, seq: int) -> bool:
     return page.evaluate(f"""(() => {{
-        const r = document.querySelector('.row[data-seq="{seq}"]'), s = document.querySelector('.tl-scroll');
+        const r = document.querySelector('.row[data-seq="{seq}"]');
+        const s = document.querySelector('.tl-scroll');
         if (!r) return false;
         const a = r.getBoundingClientRect(), b = s.getBoundingClientRect();
         return a.top >= b.top - 1 && a.top + 26 <= b.bottom + 1; }})()""")
@@ -105,13 +124,17 @@ def test_the_run_list_sorts_filters_and_compares(page, server):
     assert set(page.locator("table.runs tbody td.name a").all_inner_texts()) == {DEFAULT, SINGLE}
     page.screenshot(path=str(SHOTS / "list.png"))
     runs = finished_runs()
-    scores = {n: json.loads((runs / n / "result.json").read_text())["final_submission"]["scores"]["Score"]
-              for n in (DEFAULT, SINGLE)}
+    scores = {
+        n: json.loads((runs / n / "result.json").read_text())["final_submission"]["scores"]["Score"]
+        for n in (DEFAULT, SINGLE)
+    }
     page.locator('th[data-key="score"]').click()  # descending first
     first = page.locator("table.runs tbody tr").first.get_attribute("data-run")
     assert first == max(scores, key=scores.get)
     page.locator('th[data-key="score"]').click()
-    assert page.locator("table.runs tbody tr").first.get_attribute("data-run") == min(scores, key=scores.get)
+    assert page.locator("table.runs tbody tr").first.get_attribute("data-run") == min(
+        scores, key=scores.get
+    )
     page.fill("input.filter", "single")
     assert rows.count() == 1 and rows.first.get_attribute("data-run") == SINGLE
     page.fill("input.filter", "")
@@ -136,7 +159,11 @@ def test_a_run_page_lanes_turns_arrows_keys_and_scores(page, server):
     assert lanes == ["planner", "coder", "literature", "env", "supervisor"]
 
     # a turn, expanded: its thought, command and observation as logged
-    turn = next(e for e in logged if isinstance(e.body, P.AgentStep) and e.body.agent == "coder" and e.body.thought)
+    turn = next(
+        e
+        for e in logged
+        if isinstance(e.body, P.AgentStep) and e.body.agent == "coder" and e.body.thought
+    )
     scroll_to(page, turn.seq)
     page.locator(f'.row[data-seq="{turn.seq}"] .blk').click()
     detail = page.locator(f'.row[data-seq="{turn.seq}"] .detail')
@@ -152,7 +179,11 @@ def test_a_run_page_lanes_turns_arrows_keys_and_scores(page, server):
 
     # an arrow, followed: the question to the literature agent leads to its answer
     question = next(e for e in logged if isinstance(e.body, P.Question))
-    answer = next(e for e in logged if isinstance(e.body, P.Answer) and e.body.question_id == question.body.question_id)
+    answer = next(
+        e
+        for e in logged
+        if isinstance(e.body, P.Answer) and e.body.question_id == question.body.question_id
+    )
     scroll_to(page, question.seq)
     arrow = page.locator(f'.row[data-seq="{question.seq}"] .arrow.msg')
     assert arrow.count() == 1
@@ -173,10 +204,16 @@ def test_a_run_page_lanes_turns_arrows_keys_and_scores(page, server):
     page.keyboard.press("p")
     wait_until(lambda: selected(page) == scores[0], what="back to the first score")
     page.keyboard.press("j")
-    wait_until(lambda: selected(page) == next(t for t in turns if t > scores[0]), what="the next turn")
+    wait_until(
+        lambda: selected(page) == next(t for t in turns if t > scores[0]), what="the next turn"
+    )
     page.keyboard.press("k")
-    wait_until(lambda: selected(page) == max(t for t in turns if t < next(t for t in turns if t > scores[0])),
-               what="the previous turn")
+    wait_until(
+        lambda: (
+            selected(page) == max(t for t in turns if t < next(t for t in turns if t > scores[0]))
+        ),
+        what="the previous turn",
+    )
     page.keyboard.press("G")
     wait_until(lambda: selected(page) == len(logged), what="the last event")
     assert in_view(page, len(logged))
@@ -202,7 +239,9 @@ def test_a_run_page_lanes_turns_arrows_keys_and_scores(page, server):
     wait_until(lambda: selected(page) == scores[1], what="the clicked score selected")
 
     # the validation's artefact, with its diff to the one before
-    validations = [e for e in logged if isinstance(e.body, P.ScoreEvent) and e.body.action == "validate"]
+    validations = [
+        e for e in logged if isinstance(e.body, P.ScoreEvent) and e.body.action == "validate"
+    ]
     second = validations[1]
     page.keyboard.press("g")
     page.keyboard.press("n")
@@ -237,11 +276,25 @@ def test_hostile_text_is_shown_as_text(page, tmp_path, server):
     run = tmp_path / "runs" / "hostile"
     attack = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     log = EventLog(run / "events.sqlite")
-    body = P.AgentStep(agent="evil<b>", role="coder", step=1, action=attack, observation=attack, thought=attack)
-    log.append([(1, 1, time.time(), "agents/evil/step", "msgpack",
-                 P.encode(P.make(body, topic="agents/evil/step", sender="evil<b>")))])
+    body = P.AgentStep(
+        agent="evil<b>", role="coder", step=1, action=attack, observation=attack, thought=attack
+    )
+    log.append(
+        [
+            (
+                1,
+                1,
+                time.time(),
+                "agents/evil/step",
+                "msgpack",
+                P.encode(P.make(body, topic="agents/evil/step", sender="evil<b>")),
+            )
+        ]
+    )
     log.close()
-    (run / "run.json").write_text(json.dumps({"task": attack, "status": "finished", "team": {"name": attack}}))
+    (run / "run.json").write_text(
+        json.dumps({"task": attack, "status": "finished", "team": {"name": attack}})
+    )
     with ViewServer(tmp_path / "runs") as s:
         page.goto(s.base + "/")
         page.wait_for_selector("table.runs tbody tr")
@@ -299,9 +352,24 @@ def test_a_live_run_is_followed_as_it_goes(page, tmp_path):
     root.mkdir()
     env = {**os.environ, "MLGYM_OFFLINE": "1"}
     with ViewServer(root) as s:
-        run = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", "battleOfSexes", "--team", "default",
-                                "--run-dir", str(run_dir), "--no-progress"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run.log", "wb"))
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlgym.cli",
+                "run",
+                "--task",
+                "battleOfSexes",
+                "--team",
+                "default",
+                "--run-dir",
+                str(run_dir),
+                "--no-progress",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "run.log", "wb"),
+        )
         try:
             wait_until(lambda: log_head(run_dir) > 0, timeout=120, what="the run's first event")
             open_run(page, s.base, "live", settle=False)
@@ -314,13 +382,20 @@ def test_a_live_run_is_followed_as_it_goes(page, tmp_path):
             if run.poll() is None:
                 run.kill()
         head = log_head(run_dir)
-        wait_until(lambda: (received(page) or [0])[-1] == head, timeout=30, what="the last event on the page")
+        wait_until(
+            lambda: (received(page) or [0])[-1] == head,
+            timeout=30,
+            what="the last event on the page",
+        )
         got = received(page)
         assert got == list(range(got[0], head + 1)) and got[0] <= int(start.replace(",", "")) + 1
         page.wait_for_selector(f'.row[data-seq="{head}"]:not(.loading)')
         assert in_view(page, head)  # the page followed the run to its end
-        wait_until(lambda: "finished" in page.locator(".run-head .badge").inner_text(), timeout=30,
-                   what="the run shown finished")
+        wait_until(
+            lambda: "finished" in page.locator(".run-head .badge").inner_text(),
+            timeout=30,
+            what="the run shown finished",
+        )
 
 
 def free_port() -> int:
@@ -343,7 +418,9 @@ def test_the_page_reconnects_after_the_server_restarts_without_a_gap_or_a_repeat
         replayer.start_run_files()
         open_run(page, server.base, "replayed", empty=True)
         done: dict = {}
-        thread = threading.Thread(target=lambda: done.setdefault("sent", asyncio.run(replayer.publish(600))))
+        thread = threading.Thread(
+            target=lambda: done.setdefault("sent", asyncio.run(replayer.publish(600)))
+        )
         thread.start()
         wait_until(lambda: len(received(page)) >= 100, timeout=60, what="events before the restart")
         os.kill(server.proc.pid, signal.SIGKILL)  # no goodbye: the stream just breaks
@@ -353,7 +430,9 @@ def test_the_page_reconnects_after_the_server_restarts_without_a_gap_or_a_repeat
         server = ViewServer(root, "--port", str(port))
         thread.join(120)
         assert done.get("sent") == 600
-        wait_until(lambda: len(received(page)) >= 600, timeout=60, what="every event after the restart")
+        wait_until(
+            lambda: len(received(page)) >= 600, timeout=60, what="every event after the restart"
+        )
         time.sleep(1)
         got = received(page)
         assert got == list(range(1, 601))  # nothing missed, nothing twice
@@ -368,13 +447,38 @@ def test_the_page_reconnects_after_the_server_restarts_without_a_gap_or_a_repeat
 def test_the_benchmark_runs_every_phase_and_ends_with_its_json(tmp_path):
     ok, why = chromium_ok()
     require(ok, why)
-    out = subprocess.run([sys.executable, "-m", "mlgym.cli", "bench", "view", "--events", "3000", "--repeats", "1",
-                          "--live-seconds", "2", "--live-rate", "100", "--template", str(finished_runs() / DEFAULT),
-                          "--screenshots", str(tmp_path / "shots")], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlgym.cli",
+            "bench",
+            "view",
+            "--events",
+            "3000",
+            "--repeats",
+            "1",
+            "--live-seconds",
+            "2",
+            "--live-rate",
+            "100",
+            "--template",
+            str(finished_runs() / DEFAULT),
+            "--screenshots",
+            str(tmp_path / "shots"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("events", "first_paint_ms", "jump_ms", "memory_mb", "live_lag_ms"):
         assert summary[key] > 0, key  # figures are the benchmark's to judge, not this test's
     assert summary["events"] == 3000 and summary["live_events"] == 200
     assert (summary["lost"], summary["duplicated"]) == (0, 0)
-    assert {p.name for p in (tmp_path / "shots").iterdir()} == {"viewer-list.png", "viewer-run.png", "viewer-live.png"}
+    assert {p.name for p in (tmp_path / "shots").iterdir()} == {
+        "viewer-list.png",
+        "viewer-run.png",
+        "viewer-live.png",
+    }

@@ -13,8 +13,16 @@ import time
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RUNS = (("battleOfSexes", "default"), ("prisonersDilemma", "single"))
 _made: dict[str, Path] = {}
 
@@ -26,20 +34,42 @@ def finished_runs() -> Path:
         root = Path(tempfile.mkdtemp(prefix="mlgym-viewer-runs-"))
         atexit.register(shutil.rmtree, root, True)
         env = {**os.environ, "MLGYM_OFFLINE": "1"}
-        procs = [subprocess.Popen([sys.executable, "-m", "mlgym.cli", "run", "--task", task, "--team", team,
-                                   "--run-dir", str(root / f"{task}-{team}"), "--no-progress"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(root / f"{task}.log", "wb"))
-                 for task, team in RUNS]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlgym.cli",
+                    "run",
+                    "--task",
+                    task,
+                    "--team",
+                    team,
+                    "--run-dir",
+                    str(root / f"{task}-{team}"),
+                    "--no-progress",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / f"{task}.log", "wb"),
+            )
+            for task, team in RUNS
+        ]
         for p in procs:
-            assert p.wait(timeout=400) == 0, (root / f"{RUNS[procs.index(p)][0]}.log").read_text()[-3000:]
+            assert p.wait(timeout=400) == 0, (root / f"{RUNS[procs.index(p)][0]}.log").read_text()[
+                -3000:
+            ]
         _made["runs"] = root
     return _made["runs"]
 
 
 def copy_runs(dest: Path) -> Path:
     """The finished runs copied under `dest` (a test that adds files to them)."""
-    shutil.copytree(finished_runs(), dest, ignore=shutil.ignore_patterns("*.log", "*.sock", "bus.pub", "bus.sub",
-                                                                        "bus.rpc"))
+    shutil.copytree(
+        finished_runs(),
+        dest,
+        ignore=shutil.ignore_patterns("*.log", "*.sock", "bus.pub", "bus.sub", "bus.rpc"),
+    )
     return dest
 
 
@@ -48,8 +78,13 @@ class ViewServer:
 
     def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
         self.root = root
-        self.proc = subprocess.Popen([sys.executable, "-m", "mlgym.cli", "view", str(root), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlgym.cli", "view", str(root), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http"):
             self.proc.kill()
@@ -79,7 +114,11 @@ def chromium_ok() -> tuple[bool, str]:
     import importlib.util
 
     if importlib.util.find_spec("playwright") is None:
-        return False, "the playwright package is missing (pip install playwright; never `playwright install`)"
+        return (
+            False,
+            "the playwright package is missing "
+            "(pip install playwright; never `playwright install`)",
+        )
     return True, ""
 
 

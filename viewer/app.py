@@ -45,8 +45,12 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _json = msgspec.json.Encoder()
 
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
-     b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+        b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        b"form-action 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),  # the token may be in the page's URL
     (b"x-frame-options", b"DENY"),
@@ -78,7 +82,9 @@ class Guard:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name not in LOOPBACK_HOSTS:
-                await error_response(421, "bad_host", "this viewer serves loopback addresses only")(scope, receive, send)
+                await error_response(421, "bad_host", "this viewer serves loopback addresses only")(
+                    scope, receive, send
+                )
                 return
         set_cookie = False
         if self.token is not None:
@@ -88,15 +94,23 @@ class Guard:
             if given and hmac.compare_digest(given, self.token):
                 set_cookie = True
             elif not (held and hmac.compare_digest(held, self.token)):
-                await error_response(401, "token_required",
-                                     "open the URL that `mlgym view` printed (it carries the token)")(scope, receive, send)
+                await error_response(
+                    401,
+                    "token_required",
+                    "open the URL that `mlgym view` printed (it carries the token)",
+                )(scope, receive, send)
                 return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 extra = list(SECURITY_HEADERS)
                 if set_cookie:
-                    extra.append((b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()))
+                    extra.append(
+                        (
+                            b"set-cookie",
+                            f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode(),
+                        )
+                    )
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
@@ -112,7 +126,9 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ApiError(400, "bad_request", f"`{name}` must be an integer, got {raw[:40]!r}") from None
+        raise ApiError(
+            400, "bad_request", f"`{name}` must be an integer, got {raw[:40]!r}"
+        ) from None
 
 
 def _truncate(value: Any, limit: int) -> Any:
@@ -140,7 +156,9 @@ class Viewer:
         try:
             return name, await asyncio.to_thread(self.catalog.find, name)
         except UnknownRun:
-            raise ApiError(404, "unknown_run", f"no run named {name[:200]!r} under the viewer's folder") from None
+            raise ApiError(
+                404, "unknown_run", f"no run named {name[:200]!r} under the viewer's folder"
+            ) from None
 
     async def _index(self, run_dir: Path) -> RunIndex:
         idx = self.indexes.peek(run_dir)
@@ -157,8 +175,12 @@ class Viewer:
     async def info(self, request: Request) -> Response:
         def facts() -> dict[str, Any]:
             found = self.catalog.scan()
-            return {"root": str(self.catalog.root), "sweep": self.catalog.is_sweep,
-                    "single": next(iter(found)) if self.catalog.single and found else None, "runs": len(found)}
+            return {
+                "root": str(self.catalog.root),
+                "sweep": self.catalog.is_sweep,
+                "single": next(iter(found)) if self.catalog.single and found else None,
+                "runs": len(found),
+            }
 
         return JSONResponse(await asyncio.to_thread(facts))
 
@@ -171,8 +193,12 @@ class Viewer:
             rows.append(row)
             # figures only the log has (a live run, one whose supervisor died before its
             # result.json): read it in the background, the next refresh shows them
-            if idx is None and (row["live"] or row["status"] not in ("finished", "unknown")
-                                or not (path / "result.json").exists() and row["status"] != "unknown"):
+            if idx is None and (
+                row["live"]
+                or row["status"] not in ("finished", "unknown")
+                or not (path / "result.json").exists()
+                and row["status"] != "unknown"
+            ):
                 read.append((row["live"], path))
         dead = [p for live, p in read if not live]
         for live, path in read:
@@ -188,8 +214,15 @@ class Viewer:
         head = max(await asyncio.to_thread(_log_head, path), idx.head)
         async with idx.reading():
             lanes = [{"name": n, "role": r} for n, r in idx.timeline.lanes.items()]
-        return JSONResponse({**row, "files": await asyncio.to_thread(runs.files_of, path), "head": head,
-                             "first": idx.first or 1, "lanes": lanes})
+        return JSONResponse(
+            {
+                **row,
+                "files": await asyncio.to_thread(runs.files_of, path),
+                "head": head,
+                "first": idx.first or 1,
+                "lanes": lanes,
+            }
+        )
 
     async def overview(self, request: Request) -> Response:
         _, path = await self._run(request)
@@ -201,11 +234,17 @@ class Viewer:
         if lo < 1 or hi < lo:
             raise ApiError(400, "bad_range", f"need 1 <= from <= to, got from={lo} to={hi}")
         if hi - lo + 1 > MAX_SPAN:
-            raise ApiError(400, "bad_range", f"at most {MAX_SPAN} events per request, asked {hi - lo + 1}")
+            raise ApiError(
+                400, "bad_range", f"at most {MAX_SPAN} events per request, asked {hi - lo + 1}"
+            )
         _, path = await self._run(request)
         idx = await self._index(path)
         await idx.reach(hi)
-        body = b'{"first":%d,"head":%d,"events":[%s]}' % (idx.first or 1, idx.head, b",".join(idx.slice(lo, hi)))
+        body = b'{"first":%d,"head":%d,"events":[%s]}' % (
+            idx.first or 1,
+            idx.head,
+            b",".join(idx.slice(lo, hi)),
+        )
         return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
     async def event(self, request: Request) -> Response:
@@ -236,7 +275,10 @@ class Viewer:
         text = request.query_params.get("q", "")
         if not text or len(text) > 200:
             raise ApiError(400, "bad_request", "`q` must hold 1 to 200 characters")
-        after, limit = _int_param(request, "after", 0), min(max(_int_param(request, "limit", 50), 1), 1000)
+        after, limit = (
+            _int_param(request, "after", 0),
+            min(max(_int_param(request, "limit", 50), 1), 1000),
+        )
         _, path = await self._run(request)
         idx = await self._index(path)
         await idx.catch_up()
@@ -252,8 +294,11 @@ class Viewer:
         if after < 0:
             raise ApiError(400, "bad_range", f"after must be >= 0, got {after}")
         idx = await self._index(path)
-        return StreamingResponse(self._sse(idx, after), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        return StreamingResponse(
+            self._sse(idx, after),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
 
     async def _sse(self, idx: RunIndex, after: int) -> AsyncIterator[bytes]:
         idx.watchers += 1
@@ -265,7 +310,9 @@ class Viewer:
                 start = max(last + 1, idx.first or 1)
                 entries = idx.slice(start, min(idx.head, start + SSE_BATCH - 1))
                 if entries:
-                    yield b"".join(b"id: %d\ndata: %s\n\n" % (start + i, e) for i, e in enumerate(entries))
+                    yield b"".join(
+                        b"id: %d\ndata: %s\n\n" % (start + i, e) for i, e in enumerate(entries)
+                    )
                     last = start + len(entries) - 1
                     continue
                 idx.start()  # the follower stops when nobody watched for a moment
@@ -285,7 +332,9 @@ class Viewer:
         try:
             return JSONResponse(await asyncio.to_thread(artefacts.show, path, label))
         except FileNotFoundError:
-            raise ApiError(404, "no_artefact", f"no artefact copy {label[:80]!r} in this run") from None
+            raise ApiError(
+                404, "no_artefact", f"no artefact copy {label[:80]!r} in this run"
+            ) from None
 
     async def config(self, request: Request) -> Response:
         _, path = await self._run(request)
@@ -296,17 +345,30 @@ class Viewer:
         _, path = await self._run(request)
         name = request.query_params.get("name", "")
         allowed = name in ("run.json", "result.json") or (
-            valid_name(name) and (name.startswith("trajectories/") and name.endswith(".traj")
-                                  or name.endswith(".log") and name.count("/") <= 1))
+            valid_name(name)
+            and (
+                name.startswith("trajectories/")
+                and name.endswith(".traj")
+                or name.endswith(".log")
+                and name.count("/") <= 1
+            )
+        )
         if not allowed:
             raise ApiError(400, "bad_request", f"{name[:80]!r} is not a file the viewer serves")
         try:
             data, truncated = await asyncio.to_thread(read_inside, path, name, MAX_FILE)
         except OSError:
             raise ApiError(404, "not_found", f"{name[:80]!r} is not in this run") from None
-        media = "application/json" if name.endswith((".json", ".traj")) and not truncated else "text/plain"
-        return Response(data, media_type=media + "; charset=utf-8",
-                        headers={"x-truncated": "1"} if truncated else None)
+        media = (
+            "application/json"
+            if name.endswith((".json", ".traj")) and not truncated
+            else "text/plain"
+        )
+        return Response(
+            data,
+            media_type=media + "; charset=utf-8",
+            headers={"x-truncated": "1"} if truncated else None,
+        )
 
     async def analysis(self, request: Request) -> Response:
         _, path = await self._run(request)
@@ -336,8 +398,13 @@ class Viewer:
         except OSError:
             raise ApiError(404, "not_found", f"no image {name[:80]!r}") from None
         # an SVG opened on its own must not run scripts
-        return Response(data, media_type=media, headers={"content-security-policy": "sandbox; default-src 'none'; "
-                                                         "style-src 'unsafe-inline'"})
+        return Response(
+            data,
+            media_type=media,
+            headers={
+                "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'"
+            },
+        )
 
 
 async def _first(*aws: Any) -> None:

@@ -24,20 +24,30 @@ def labels(run_dir: Path) -> list[str]:
     if not root.is_dir():
         return []
     names = [p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
-    steps = sorted((n for n in names if STEP_RE.match(n)), key=lambda n: tuple(map(int, STEP_RE.match(n).groups())))
+    steps = sorted(
+        (n for n in names if STEP_RE.match(n)),
+        key=lambda n: tuple(map(int, STEP_RE.match(n).groups())),
+    )
     return steps + [n for n in ("best", "latest") if n in names]
 
 
 def _files(run_dir: Path, label: str) -> list[str]:
     folder = run_dir / DIR / label
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+        if folder.is_dir()
+        else []
+    )
 
 
 def _content(run_dir: Path, label: str, name: str) -> dict[str, Any]:
     data, truncated = read_inside(run_dir, f"{DIR}/{label}/{name}", MAX_BYTES)
-    out: dict[str, Any] = {"name": name, "bytes": (run_dir / DIR / label / name).stat().st_size,
-                           "sha256": hashlib.sha256(data).hexdigest() if not truncated else None,
-                           "truncated": truncated}
+    out: dict[str, Any] = {
+        "name": name,
+        "bytes": (run_dir / DIR / label / name).stat().st_size,
+        "sha256": hashlib.sha256(data).hexdigest() if not truncated else None,
+        "truncated": truncated,
+    }
     try:
         out["text"] = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -60,8 +70,13 @@ def show(run_dir: Path, label: str) -> dict[str, Any]:
         if prev is not None and item["text"] is not None and name in _files(run_dir, prev):
             before = _content(run_dir, prev, name)
             if before["text"] is not None:
-                item["diff"] = "".join(difflib.unified_diff(
-                    before["text"].splitlines(keepends=True), item["text"].splitlines(keepends=True),
-                    fromfile=f"{prev}/{name}", tofile=f"{label}/{name}"))
+                item["diff"] = "".join(
+                    difflib.unified_diff(
+                        before["text"].splitlines(keepends=True),
+                        item["text"].splitlines(keepends=True),
+                        fromfile=f"{prev}/{name}",
+                        tofile=f"{label}/{name}",
+                    )
+                )
         files.append(item)
     return {"label": label, "previous": prev, "labels": known, "files": files}

@@ -19,8 +19,11 @@ MAX_IMAGE = 8 * 1024 * 1024
 def _images(folder: Path, prefix: str) -> list[str]:
     if not folder.is_dir():
         return []
-    return sorted(f"{prefix}{p.name}" for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_TYPES and p.is_file() and not p.is_symlink())
+    return sorted(
+        f"{prefix}{p.name}"
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_TYPES and p.is_file() and not p.is_symlink()
+    )
 
 
 def analysis(run_dir: Path) -> dict[str, Any]:
@@ -57,14 +60,23 @@ def sweep(root: Path) -> dict[str, Any]:
     report found in one of SCORE_DIRS, else computed here from the runs' result.json files
     with the same code as `mlgym score`."""
     spec, err = load_json(root / SWEEP_FILE)
-    out: dict[str, Any] = {"sweep": spec, "errors": [err] if err else [], "report": None, "report_source": "",
-                           "images": []}
+    out: dict[str, Any] = {
+        "sweep": spec,
+        "errors": [err] if err else [],
+        "report": None,
+        "report_source": "",
+        "images": [],
+    }
     for name in SCORE_DIRS:
         report, rep_err = load_json(root / name / "report.json")
         if rep_err:
             out["errors"].append(f"{name}/{rep_err}")
         if isinstance(report, dict):
-            out.update(report=report, report_source=f"{name}/report.json", images=_images(root / name, f"{name}/"))
+            out.update(
+                report=report,
+                report_source=f"{name}/report.json",
+                images=_images(root / name, f"{name}/"),
+            )
             return out
     from mlgym.tasks import scoring
 

@@ -80,8 +80,19 @@ class RunIndex:
                         # a hole in the log (rows dropped after a power loss): keep positions
                         while row[0] > self.first + len(self.entries) + len(out):
                             missing = self.first + len(self.entries) + len(out)
-                            out.append((_encode({"seq": missing, "kind": "missing", "lane": "?",
-                                                 "title": "not in the event log"}), ""))
+                            out.append(
+                                (
+                                    _encode(
+                                        {
+                                            "seq": missing,
+                                            "kind": "missing",
+                                            "lane": "?",
+                                            "title": "not in the event log",
+                                        }
+                                    ),
+                                    "",
+                                )
+                            )
                     summary = self.timeline.add(row)
                     out.append((_encode(summary), summary.get("title", "").lower()))
         except sqlite3.OperationalError as exc:
@@ -100,7 +111,9 @@ class RunIndex:
                 new = await asyncio.to_thread(self._read_chunk)
             except (sqlite3.Error, LogCorrupt, OSError) as exc:
                 self.error = str(exc)
-                logger.warning("viewer: cannot read the event log", path=str(self.path), error=self.error)
+                logger.warning(
+                    "viewer: cannot read the event log", path=str(self.path), error=self.error
+                )
                 new = []
             limit = self._limit()
             self.entries.extend(e for e, _ in new)
@@ -123,7 +136,9 @@ class RunIndex:
         """Make sure the follower task runs: it reads to the head, then polls the log while a
         page follows the run (`watchers`), and stops once nobody does."""
         if self._follower is None or self._follower.done():
-            self._follower = asyncio.create_task(self._follow(), name=f"viewer-index:{self.run_dir.name}")
+            self._follower = asyncio.create_task(
+                self._follow(), name=f"viewer-index:{self.run_dir.name}"
+            )
 
     async def _follow(self) -> None:
         while True:
@@ -152,8 +167,12 @@ class RunIndex:
         self.start()
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(
-                    lambda: self.head >= seq or (self._done >= need and self.caught_up)), timeout)
+                await asyncio.wait_for(
+                    self._changed.wait_for(
+                        lambda: self.head >= seq or (self._done >= need and self.caught_up)
+                    ),
+                    timeout,
+                )
 
     async def wait_after(self, seq: int, timeout: float) -> None:
         """Wait until an event after `seq` is indexed, or `timeout` seconds."""
@@ -172,7 +191,12 @@ class RunIndex:
         changes them while it reads)."""
         await self.catch_up()
         async with self.reading():
-            return {**self.timeline.overview(), "head": self.head, "first": self.first or 1, "error": self.error}
+            return {
+                **self.timeline.overview(),
+                "head": self.head,
+                "first": self.first or 1,
+                "error": self.error,
+            }
 
     def slice(self, from_seq: int, to_seq: int) -> list[bytes]:
         """Summaries with from_seq <= seq <= to_seq that are indexed."""
@@ -198,7 +222,14 @@ class RunIndex:
             for rows in reader.read(seq, seq, limit=1):
                 for s, epoch, ts, topic, encoding, payload in rows:
                     env = decode_full(encoding, payload)
-                    env.update(seq=s, epoch=epoch, ts=ts, topic=topic, encoding=encoding, bytes=len(payload))
+                    env.update(
+                        seq=s,
+                        epoch=epoch,
+                        ts=ts,
+                        topic=topic,
+                        encoding=encoding,
+                        bytes=len(payload),
+                    )
                     return env
         finally:
             reader.close()

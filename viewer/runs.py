@@ -60,13 +60,19 @@ def members_of(run: dict[str, Any] | None) -> dict[str, str]:
     agents = team.get("agents") if isinstance(team, dict) else None
     if not isinstance(agents, list):
         return {}
-    return {str(a.get("name")): str(a.get("role", "")) for a in agents if isinstance(a, dict) and a.get("name")}
+    return {
+        str(a.get("name")): str(a.get("role", ""))
+        for a in agents
+        if isinstance(a, dict) and a.get("name")
+    }
 
 
 def _models(run: dict[str, Any] | None) -> list[str]:
     team = run.get("team") if isinstance(run, dict) else None
     agents = team.get("agents") if isinstance(team, dict) else []
-    return sorted({str(a.get("model")) for a in agents or [] if isinstance(a, dict) and a.get("model")})
+    return sorted(
+        {str(a.get("model")) for a in agents or [] if isinstance(a, dict) and a.get("model")}
+    )
 
 
 def _relative(score: float | None, base: float | None, direction: str) -> float | None:
@@ -108,9 +114,13 @@ def describe(name: str, run_dir: Path, idx: RunIndex | None = None) -> dict[str,
     tl = idx.timeline if idx is not None else None
     info = tl.info if tl is not None else {}
     metric_name = str(metric.get("name") or info.get("metric") or "")
-    direction = str(metric.get("direction") or (info.get("directions") or {}).get(metric_name) or "max")
+    direction = str(
+        metric.get("direction") or (info.get("directions") or {}).get(metric_name) or "max"
+    )
     baseline = _num(((result or {}).get("baseline") or info.get("baseline") or {}).get(metric_name))
-    final = _num((((result or {}).get("final_submission") or {}).get("scores") or {}).get(metric_name))
+    final = _num(
+        (((result or {}).get("final_submission") or {}).get("scores") or {}).get(metric_name)
+    )
     best = _num((result or {}).get("best_attempt"))
     if best is None and tl is not None:
         best = tl.best()
@@ -119,8 +129,10 @@ def describe(name: str, run_dir: Path, idx: RunIndex | None = None) -> dict[str,
         "name": name,
         "run_id": (run or result or {}).get("run_id") or run_dir.name,
         "task": (run or result or {}).get("task") or info.get("task") or "",
-        "team": (team.get("name") if isinstance(team, dict) else None) or (result or {}).get("team")
-        or info.get("team") or "",
+        "team": (team.get("name") if isinstance(team, dict) else None)
+        or (result or {}).get("team")
+        or info.get("team")
+        or "",
         "method": (result or {}).get("method") or (run or {}).get("method") or "",
         "models": _models(run),
         "status": status,

@@ -48,7 +48,9 @@ class Served:
     app: Any
 
 
-def prepare(path: str, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> Served:
+def prepare(
+    path: str, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+) -> Served:
     """Open the catalog and the socket, and make the app; `serve` runs it."""
     catalog = Catalog.open(path)
     loopback = is_loopback(host)
@@ -68,6 +70,12 @@ def prepare(path: str, *, host: str = "127.0.0.1", port: int = 0, token: str | N
 
 def serve(served: Served) -> None:
     """Run until interrupted (SIGINT/SIGTERM); open streams get a second to end."""
-    config = uvicorn.Config(served.app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=1, ws="none")
+    config = uvicorn.Config(
+        served.app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        ws="none",
+    )
     uvicorn.Server(config).run(sockets=[served.sock])

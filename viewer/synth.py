@@ -69,14 +69,22 @@ class Template:
     artefacts: list[tuple[str, bytes]]  # (file name, content) of each validation copy, in order
     step_span: dict[str, int] = field(default_factory=dict)  # agent -> turns per cycle
     env_span: int = 0  # session steps per cycle
-    usage: dict[str, tuple[int, float]] = field(default_factory=dict)  # agent -> tokens, $ per cycle
+    usage: dict[str, tuple[int, float]] = field(
+        default_factory=dict
+    )  # agent -> tokens, $ per cycle
 
     @classmethod
     def load(cls, run_dir: Path) -> Template:
         msgs = read_messages(run_dir)
         start = next(i for i, m in enumerate(msgs) if m.body.get("kind") == "run_info") + 1
-        end = next((i for i, m in enumerate(msgs) if i >= start and m.body.get("kind") in ("control", "run_end")),
-                   len(msgs))
+        end = next(
+            (
+                i
+                for i, m in enumerate(msgs)
+                if i >= start and m.body.get("kind") in ("control", "run_end")
+            ),
+            len(msgs),
+        )
         run = json.loads((run_dir / "run.json").read_text())
         copies = []
         root = run_dir / "artefacts"
@@ -92,7 +100,10 @@ class Template:
                 t.env_span = max(t.env_span, int(b.get("step", 0)))
             elif kind == "agent_status":
                 tok, usd = t.usage.get(b["agent"], (0, 0.0))
-                t.usage[b["agent"]] = (max(tok, int(b.get("tokens", 0))), max(usd, float(b.get("cost_usd", 0.0))))
+                t.usage[b["agent"]] = (
+                    max(tok, int(b.get("tokens", 0))),
+                    max(usd, float(b.get("cost_usd", 0.0))),
+                )
         return t
 
     def messages(self, events: int) -> Iterator[Message]:
@@ -110,7 +121,11 @@ class Template:
                 yield self._shift(m, r, span)
                 left -= 1
             r += 1
-        shift = r * span - (self.tail[0].ts - self.cycle[0].ts) + span if self.tail and self.cycle else 0.0
+        shift = (
+            r * span - (self.tail[0].ts - self.cycle[0].ts) + span
+            if self.tail and self.cycle
+            else 0.0
+        )
         for m in self.tail:
             yield Message(m.topic, m.sender, self._later(m.body, r), m.ts + shift)
 
@@ -131,7 +146,9 @@ class Template:
             b["job"] = f"{b.get('job', '')}.{r}"
         if kind == "score_event" and b.get("scores"):
             # drift: cycles score a little differently, and slowly better
-            b["scores"] = {k: v * (1 + 0.04 * math.sin(r * 1.7) + 0.0005 * r) for k, v in b["scores"].items()}
+            b["scores"] = {
+                k: v * (1 + 0.04 * math.sin(r * 1.7) + 0.0005 * r) for k, v in b["scores"].items()
+            }
         for key in ("item", "question_id"):
             if b.get(key):
                 b[key] = f"{b[key]}.{r}"
@@ -151,12 +168,27 @@ class Template:
 
 def envelope(m: Message, run_id: str, ts: float | None = None) -> bytes:
     """The message as the broker logs it (msgpack envelope, as a publisher sends it)."""
-    return _encode({"body": m.body, "v": P.PROTOCOL_VERSION, "id": P.new_id(), "run": run_id, "topic": m.topic,
-                    "sender": m.sender, "ts": m.ts if ts is None else ts})
+    return _encode(
+        {
+            "body": m.body,
+            "v": P.PROTOCOL_VERSION,
+            "id": P.new_id(),
+            "run": run_id,
+            "topic": m.topic,
+            "sender": m.sender,
+            "ts": m.ts if ts is None else ts,
+        }
+    )
 
 
-def grow(template_dir: Path, out_dir: Path, events: int, *, status: str = "finished",
-         start: float | None = None) -> Path:
+def grow(
+    template_dir: Path,
+    out_dir: Path,
+    events: int,
+    *,
+    status: str = "finished",
+    start: float | None = None,
+) -> Path:
     """Write run folder `out_dir` with `events` messages grown from `template_dir`'s run."""
     t = Template.load(template_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +206,10 @@ def grow(template_dir: Path, out_dir: Path, events: int, *, status: str = "finis
             first_ts = first_ts or last_ts
             batch.append((seq, 1, last_ts, m.topic, "msgpack", envelope(m, run_id, ts=last_ts)))
             if m.body.get("kind") == "agent_status":
-                usage[m.body["agent"]] = (int(m.body.get("tokens", 0)), float(m.body.get("cost_usd", 0.0)))
+                usage[m.body["agent"]] = (
+                    int(m.body.get("tokens", 0)),
+                    float(m.body.get("cost_usd", 0.0)),
+                )
             if m.body.get("kind") == "score_event":
                 scores.append(m.body)
                 if m.body.get("action") == "validate" and m.body.get("scores") and t.artefacts:
@@ -191,25 +226,50 @@ def grow(template_dir: Path, out_dir: Path, events: int, *, status: str = "finis
         log.close()
     run = {**t.run, "run_id": run_id, "status": status, "updated": time.time()}
     if status == "finished":
-        totals = {"tokens": sum(t for t, _ in usage.values()), "cost_usd": round(sum(c for _, c in usage.values()), 6),
-                  "seconds": round(last_ts - first_ts, 3)}
+        totals = {
+            "tokens": sum(t for t, _ in usage.values()),
+            "cost_usd": round(sum(c for _, c in usage.values()), 6),
+            "seconds": round(last_ts - first_ts, 3),
+        }
         _write_result(out_dir, run, scores, template_dir, totals)
     (out_dir / "run.json").write_text(json.dumps(run, indent=2))
     return out_dir
 
 
-def _write_result(out_dir: Path, run: dict[str, Any], scores: list[dict[str, Any]], template_dir: Path,
-                  totals: dict[str, Any]) -> None:
+def _write_result(
+    out_dir: Path,
+    run: dict[str, Any],
+    scores: list[dict[str, Any]],
+    template_dir: Path,
+    totals: dict[str, Any],
+) -> None:
     base = json.loads((template_dir / "result.json").read_text())
     metric = base["metric"]["name"]
-    attempts = [{"step": s["step"], "action": s["action"], "scores": s.get("scores")} for s in scores]
+    attempts = [
+        {"step": s["step"], "action": s["action"], "scores": s.get("scores")} for s in scores
+    ]
     values = [a["scores"][metric] for a in attempts if a["scores"] and metric in a["scores"]]
-    final = next(({"step": a["step"], "scores": a["scores"], "auto": False} for a in reversed(attempts)
-                  if a["action"] == "submit"), None)
-    best = (max(values) if base["metric"]["direction"] == "max" else min(values)) if values else None
-    result = {**base, "run_id": run["run_id"], "attempts": attempts, "final_submission": final,
-              "best_attempt": best, "steps": max((s["step"] for s in scores), default=0), "run_dir": str(out_dir),
-              **totals}
+    final = next(
+        (
+            {"step": a["step"], "scores": a["scores"], "auto": False}
+            for a in reversed(attempts)
+            if a["action"] == "submit"
+        ),
+        None,
+    )
+    best = (
+        (max(values) if base["metric"]["direction"] == "max" else min(values)) if values else None
+    )
+    result = {
+        **base,
+        "run_id": run["run_id"],
+        "attempts": attempts,
+        "final_submission": final,
+        "best_attempt": best,
+        "steps": max((s["step"] for s in scores), default=0),
+        "run_dir": str(out_dir),
+        **totals,
+    }
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 
@@ -234,7 +294,9 @@ class Replayer:
         run = json.loads((self.run_dir / "run.json").read_text())
         (self.run_dir / "run.json").write_text(json.dumps({**run, "status": "finished"}, indent=2))
 
-    async def publish(self, events: int, stop: asyncio.Event | None = None, timeout: float = 30.0) -> int:
+    async def publish(
+        self, events: int, stop: asyncio.Event | None = None, timeout: float = 30.0
+    ) -> int:
         """Publish up to `events` messages, paced, and wait until the broker has logged them all;
         returns how many were sent."""
         from mlgym.bus import connect
@@ -256,7 +318,9 @@ class Replayer:
             deadline = time.monotonic() + timeout
             while reader.head() < first + self.sent:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the broker logged {reader.head() - first} of {self.sent} messages")
+                    raise TimeoutError(
+                        f"the broker logged {reader.head() - first} of {self.sent} messages"
+                    )
                 await asyncio.sleep(0.02)
         finally:
             await bus.close()

@@ -130,7 +130,11 @@ def _int(value: Any) -> int:
 def _scores(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
-    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        str(k): float(v)
+        for k, v in value.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _names(value: Any) -> list[str]:
@@ -164,7 +168,9 @@ class Timeline:
     lanes: dict[str, str] = field(default_factory=dict)  # lane -> role ("env", "supervisor", ...)
     turns: list[int] = field(default_factory=list)  # seqs of agent turns
     scores: list[dict[str, Any]] = field(default_factory=list)
-    series: list[tuple[float, int, int, float]] = field(default_factory=list)  # ts, steps, tokens, $
+    series: list[tuple[float, int, int, float]] = field(
+        default_factory=list
+    )  # ts, steps, tokens, $
     agents: dict[str, AgentFigures] = field(default_factory=dict)
     refs: dict[str, list[int]] = field(default_factory=dict)  # link key -> seqs, in order
     ref_of: dict[int, str] = field(default_factory=dict)  # seq -> its link key
@@ -191,7 +197,9 @@ class Timeline:
     def __post_init__(self) -> None:
         for name, role in self.members.items():
             self.lanes.setdefault(name, role)
-        if self.members:  # a team run: its environment and supervisor lanes are there from the start
+        if (
+            self.members
+        ):  # a team run: its environment and supervisor lanes are there from the start
             self.lanes.setdefault(ENV, "")
             self.lanes.setdefault(SUPERVISOR, "")
 
@@ -211,7 +219,11 @@ class Timeline:
 
     def best(self) -> float | None:
         metric = self.info.get("metric") or ""
-        better = (lambda a, b: a < b) if self.info.get("directions", {}).get(metric) == "min" else (lambda a, b: a > b)
+        better = (
+            (lambda a, b: a < b)
+            if self.info.get("directions", {}).get(metric) == "min"
+            else (lambda a, b: a > b)
+        )
         out = None
         for s in self.scores:
             v = s["scores"].get(metric)
@@ -236,7 +248,9 @@ class Timeline:
         try:
             env = _DECODERS[encoding](payload)
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.update(kind="unreadable", lane=topic.split("/", 1)[0] or "?", title=first_line(str(exc)))
+            out.update(
+                kind="unreadable", lane=topic.split("/", 1)[0] or "?", title=first_line(str(exc))
+            )
             self._lane(out["lane"], "")
             return out
         b = env.body
@@ -248,9 +262,13 @@ class Timeline:
         if handler is not None:
             handler(self, b, sender, seq, ts, out)
         else:
-            out["lane"] = sender or (topic.split("/", 1)[0] if isinstance(topic, str) else "") or "?"
+            out["lane"] = (
+                sender or (topic.split("/", 1)[0] if isinstance(topic, str) else "") or "?"
+            )
             out["title"] = first_line(b.text or b.summary or b.detail or b.title or kind)
-        if (b.to is not None or b.receivers is not None or b.recipients is not None) and "to" not in out:
+        if (
+            b.to is not None or b.receivers is not None or b.recipients is not None
+        ) and "to" not in out:
             explicit = _names(b.to) or _names(b.receivers) or _names(b.recipients)
             if explicit:
                 out["to"] = explicit
@@ -308,7 +326,9 @@ class Timeline:
         if session is not None:
             self._link(f"env:{session}:{_int(b.env_step)}", seq)
 
-    def _agent_status(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
+    def _agent_status(
+        self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]
+    ) -> None:
         name = b.agent if type(b.agent) is str and b.agent else sender
         fig = self.agents.get(name) or self._agent(name)
         if b.role:
@@ -357,7 +377,9 @@ class Timeline:
 
     def _observation(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         step = _int(b.step)
-        out.update(lane=ENV, title=first_line(b.output) or "(no output)", step=step, exit=_int(b.exit_code))
+        out.update(
+            lane=ENV, title=first_line(b.output) or "(no output)", step=step, exit=_int(b.exit_code)
+        )
         self._link(f"env:{b.session}:{step}", seq)
 
     def _output(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
@@ -367,30 +389,54 @@ class Timeline:
         step, scores, action = _int(b.step), _scores(b.scores), str(b.action or "")
         base = _scores(b.baseline) or _scores(self.info.get("baseline"))
         error = first_line(b.error)
-        text = ", ".join(f"{k} {_fmt(v)}" for k, v in scores.items()) or (f"failed: {error}" if error else "no score")
+        text = ", ".join(f"{k} {_fmt(v)}" for k, v in scores.items()) or (
+            f"failed: {error}" if error else "no score"
+        )
         out.update(lane=ENV, title=f"{action}: {text}", step=step, action=action, scores=scores)
         if base:
             out["base"] = base
         if error:
             out["error"] = error
-        label = f"step-{self.info.get('generation', 1) or 1}-{step}" if action == "validate" and scores else ""
+        label = (
+            f"step-{self.info.get('generation', 1) or 1}-{step}"
+            if action == "validate" and scores
+            else ""
+        )
         if label:
             out["art"] = label
         self._link(f"env:{b.session}:{step}", seq)
         agent = self.command_agent.get((str(b.session), step), "")
-        self.scores.append({"seq": seq, "ts": round(ts, 3), "step": step, "action": action, "scores": scores,
-                            "error": error, "agent": agent, "artefact": label})
+        self.scores.append(
+            {
+                "seq": seq,
+                "ts": round(ts, 3),
+                "step": step,
+                "action": action,
+                "scores": scores,
+                "error": error,
+                "agent": agent,
+                "artefact": label,
+            }
+        )
 
     def _work_item(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         item = str(b.item)
         self.work_from[item] = sender
-        out.update(lane=sender, title=f"{item}: {first_line(b.title)}", to=_names(b.assignee) or [BROADCAST])
+        out.update(
+            lane=sender,
+            title=f"{item}: {first_line(b.title)}",
+            to=_names(b.assignee) or [BROADCAST],
+        )
         self._link(f"work:{item}", seq)
 
     def _work_result(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         item = str(b.item)
         to = self.work_from.get(item) or self._role_member("planner")
-        out.update(lane=sender, title=f"{item} {b.status}: {first_line(b.summary)}", to=[to] if to else [BROADCAST])
+        out.update(
+            lane=sender,
+            title=f"{item} {b.status}: {first_line(b.summary)}",
+            to=[to] if to else [BROADCAST],
+        )
         scores = _scores(b.scores)
         if scores:
             out["scores"] = scores
@@ -407,7 +453,9 @@ class Timeline:
     def _answer(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         qid = str(b.question_id)
         asker = self.askers.get(qid)
-        out.update(lane=sender, title=f"{qid}: {first_line(b.text)}", to=[asker] if asker else [BROADCAST])
+        out.update(
+            lane=sender, title=f"{qid}: {first_line(b.text)}", to=[asker] if asker else [BROADCAST]
+        )
         self._link(f"question:{qid}", seq)
 
     def _plan(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
@@ -422,7 +470,9 @@ class Timeline:
             if isinstance(name, str):
                 self.members[name] = str(role)
                 self._lane(name, str(role))
-        self.info.update({k: getattr(b, k) for k in ("task", "team", "metric", "generation", "started")})
+        self.info.update(
+            {k: getattr(b, k) for k in ("task", "team", "metric", "generation", "started")}
+        )
         for k in ("budget", "agent_budgets", "baseline", "directions"):
             if isinstance(getattr(b, k), dict):
                 self.info[k] = getattr(b, k)
@@ -430,18 +480,34 @@ class Timeline:
         self.session = str(b.session)
         gen = _int(b.generation)
         what = "run started" if gen <= 1 else f"environment restarted (generation {gen})"
-        out.update(lane=SUPERVISOR, title=f"{what}: {b.task}, team {b.team}, session {b.session}", to=[BROADCAST])
+        out.update(
+            lane=SUPERVISOR,
+            title=f"{what}: {b.task}, team {b.team}, session {b.session}",
+            to=[BROADCAST],
+        )
 
     def _run_end(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
-        self.end = {"seq": seq, "ts": round(ts, 3), "exit_status": str(b.exit_status), "reason": str(b.reason),
-                    "scores": _scores(b.scores), "best_scores": _scores(b.best_scores)}
-        out.update(lane=SUPERVISOR, title=f"run ended: {b.exit_status}" + (f" ({b.reason})" if b.reason else ""),
-                   scores=_scores(b.scores))
+        self.end = {
+            "seq": seq,
+            "ts": round(ts, 3),
+            "exit_status": str(b.exit_status),
+            "reason": str(b.reason),
+            "scores": _scores(b.scores),
+            "best_scores": _scores(b.best_scores),
+        }
+        out.update(
+            lane=SUPERVISOR,
+            title=f"run ended: {b.exit_status}" + (f" ({b.reason})" if b.reason else ""),
+            scores=_scores(b.scores),
+        )
 
     def _control(self, b: _Body, sender: str, seq: int, ts: float, out: dict[str, Any]) -> None:
         target = b.target if isinstance(b.target, str) else ""
-        out.update(lane=sender or SUPERVISOR, title=f"{b.action}: {first_line(b.reason)}",
-                   to=[target] if target else [BROADCAST])
+        out.update(
+            lane=sender or SUPERVISOR,
+            title=f"{b.action}: {first_line(b.reason)}",
+            to=[target] if target else [BROADCAST],
+        )
 
     def _role_member(self, role: str) -> str:
         found = [n for n, r in self.members.items() if r == role]
@@ -467,7 +533,12 @@ class Timeline:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "count": self.count,
-            "totals": {"steps": self.steps, "tokens": self.tokens, "cost_usd": round(self.cost, 6), "best": self.best()},
+            "totals": {
+                "steps": self.steps,
+                "tokens": self.tokens,
+                "cost_usd": round(self.cost, 6),
+                "best": self.best(),
+            },
         }
 
     def follow(self, seq: int) -> list[int]:

@@ -29,7 +29,9 @@ export class RunPage {
   destroy() {
     document.removeEventListener('keydown', this.onKey);
     if (this.feed) this.feed.close();
+    if (this.tl) this.tl.destroy();
     clearInterval(this.tick);
+    clearTimeout(this.sideTimer);
   }
 
   async load() {

@@ -63,8 +63,21 @@ export class Timeline {
       }
       if (changed) this.relayout();
     });
-    window.addEventListener('resize', () => this.schedule());
+    this.onResize = () => this.schedule();
+    window.addEventListener('resize', this.onResize);
     this.layoutSpacer();
+  }
+
+  destroy() {
+    window.removeEventListener('resize', this.onResize);
+    this.resize.disconnect();
+  }
+
+  drop(seq, node) {
+    const box = node.querySelector('.detail');
+    if (box) this.resize.unobserve(box);
+    node.remove();
+    this.nodes.delete(seq);
   }
 
   // ---------------------------------------------------------------- lanes
@@ -144,8 +157,7 @@ export class Timeline {
   }
 
   rebuild() {
-    for (const node of this.nodes.values()) node.remove();
-    this.nodes.clear();
+    for (const [seq, node] of [...this.nodes]) this.drop(seq, node);
     this.schedule();
   }
 
@@ -180,7 +192,7 @@ export class Timeline {
     for (const t of summary.to || []) lanesChanged = this.addLane(t) || lanesChanged;
     if (summary.from) lanesChanged = this.addLane(summary.from) || lanesChanged;
     const node = this.nodes.get(summary.seq);
-    if (node && node.classList.contains('loading')) { node.remove(); this.nodes.delete(summary.seq); }
+    if (node && node.classList.contains('loading')) this.drop(summary.seq, node);
   }
 
   // live events, in order (the feed guarantees no gap and no repeat)
@@ -242,8 +254,8 @@ export class Timeline {
     const a = Math.max(this.first, this.seqAt(y) - OVERSCAN);
     const b = Math.min(this.head, this.seqAt(y + h) + OVERSCAN);
     this.ensure(a, b);
-    for (const [seq, node] of this.nodes) {
-      if (seq < a || seq > b) { node.remove(); this.nodes.delete(seq); }
+    for (const [seq, node] of [...this.nodes]) {
+      if (seq < a || seq > b) this.drop(seq, node);
     }
     const shown = [];
     for (let seq = a; seq <= b; seq++) {
@@ -353,7 +365,7 @@ export class Timeline {
     }
     this.expSeqs = [...this.expanded.keys()].sort((x, y) => x - y);
     const node = this.nodes.get(seq);
-    if (node) { node.remove(); this.nodes.delete(seq); }
+    if (node) this.drop(seq, node);
     this.relayout();
   }
 
