@@ -43,18 +43,6 @@ import time
 from pathlib import Path
 
 TARGETS = {"first_paint_ms": 1500, "jump_ms": 300, "memory_mb": 300, "live_lag_ms": 1000}
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-precise-memory-info",
-]
 
 
 def log(msg: str) -> None:
@@ -202,7 +190,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from mlgym.bus.broker import spawn
-    from mlgym.viewer.synth import Replayer, grow
+    from mlgym.viewer.synth import CHROMIUM, Replayer, grow, launch_chromium
 
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -234,16 +222,7 @@ def main() -> None:
     result: dict = {"events": args.events}
     user_data = tempfile.mkdtemp(prefix="mlgym-bench-chromium-")
     with sync_playwright() as pw:
-        # bypass_csp: Playwright's waits evaluate their predicates as strings, which the
-        # viewer's Content-Security-Policy (no eval) refuses
-        context = pw.chromium.launch_persistent_context(
-            user_data,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 900},
-            bypass_csp=True,
-        )
+        context = launch_chromium(pw, user_data)
         try:
             blank = context.new_page()
             blank.goto("about:blank")

@@ -23,18 +23,12 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from viewer_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    ViewServer,
-    chromium_ok,
-    finished_runs,
-    wait_until,
-)
+from viewer_support import ViewServer, chromium_ok, finished_runs, wait_until
 
 from mlgym.agents.events import events
 from mlgym.bus import protocol as P
 from mlgym.bus.eventlog import LogReader
+from mlgym.viewer.synth import launch_chromium
 
 DEFAULT = "battleOfSexes-default"
 SINGLE = "prisonersDilemma-single"
@@ -55,16 +49,7 @@ def browser():
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlgym-chromium-") as profile, sync_playwright() as pw:
-        # bypass_csp: Playwright evaluates its wait predicates as strings, which the viewer's
-        # Content-Security-Policy (no eval) refuses; the page's own code never needs it
-        context = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 900},
-            bypass_csp=True,
-        )
+        context = launch_chromium(pw, profile)
         try:
             yield context
         finally:

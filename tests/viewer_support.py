@@ -12,17 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from mlgym.viewer.synth import CHROMIUM
+
 RUNS = (("battleOfSexes", "default"), ("prisonersDilemma", "single"))
 _made: dict[str, Path] = {}
 

@@ -7,8 +7,9 @@ and step numbers, tokens, work-item and question ids and timestamps go on from c
 cycle, scores drift, each validation gets its artefact copy. `Replayer` publishes such
 messages through a real broker at a given rate, which makes a live run.
 
-Nothing here is used by `mlgym view` itself; `mlgym bench view` and tests/test_viewer_*.py use
-it, and it is a quick way to try the viewer on a big run:
+`launch_chromium` starts the browser both drive (Debian's /usr/bin/chromium through
+Playwright). Nothing here is used by `mlgym view` itself; `mlgym bench view` and
+tests/test_viewer_*.py use it, and it is a quick way to try the viewer on a big run:
 `python -m mlgym.viewer.synth RUN_DIR OUT_DIR --events 50000`.
 """
 
@@ -326,6 +327,37 @@ class Replayer:
             await bus.close()
             reader.close()
         return self.sent
+
+
+# ------------------------------------------------------------------ the browser of bench and tests
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: Playwright never downloads a browser here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-precise-memory-info",
+]
+
+
+def launch_chromium(playwright: Any, profile: str) -> Any:
+    """Debian's Chromium, headless, with a fresh profile folder, as a Playwright context.
+
+    bypass_csp: Playwright evaluates its wait predicates as strings, which the viewer's
+    Content-Security-Policy (no eval) refuses; the page's own code never needs it."""
+    return playwright.chromium.launch_persistent_context(
+        profile,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1440, "height": 900},
+        bypass_csp=True,
+    )
 
 
 def main() -> None:
