@@ -290,7 +290,8 @@ export class RunPage {
     const budgets = (o && o.info && o.info.agent_budgets) || {};
     const t = el('table', {class: 'mini agents'}, el('tr', {}, ['agent', 'role', 'state', 'turns', 'env steps', 'tokens', '$']
       .map(h => el('th', {}, h))));
-    for (const [name, a] of Object.entries(agents)) {
+    const order = name => { const i = this.tl.laneIndex.get(name); return i == null ? 1e9 : i; };
+    for (const [name, a] of Object.entries(agents).sort((x, y) => order(x[0]) - order(y[0]))) {
       const b = budgets[name] || {};
       t.append(el('tr', {}, el('td', {}, name), el('td', {}, a.role), el('td', {class: 'state-' + a.state, title: a.detail}, a.state),
         el('td', {}, num(a.turns)), el('td', {}, num(a.env_steps) + (b.steps ? ` / ${b.steps}` : '')),
