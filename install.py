@@ -3,13 +3,16 @@
 the separate task environment that sandboxed programs run with.
 
 Works on a bare Debian python3 too (no pip, no ensurepip): then pip itself is fetched from PyPI
-as a wheel and bootstrapped from it. Usage: python3 install.py [--no-taskenv]
+as a wheel and bootstrapped from it. The local sandbox isolates agents with bubblewrap: where it
+is missing, the install says so, and as root with apt-get installs it (first saying so; not with
+--no-system). Usage: python3 install.py [--no-taskenv] [--no-system]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,9 +43,39 @@ def bootstrap_pip() -> None:
         run(PY, path / "pip", "install", "--quiet", path)
 
 
+def bubblewrap() -> None:
+    """bubblewrap isolates the local sandbox. Missing: install it where we can (root with
+    apt-get), else say how; either way say what the sandbox does without it."""
+    if shutil.which("bwrap") is None and os.geteuid() == 0 and shutil.which("apt-get") \
+            and "--no-system" not in sys.argv:
+        step("bubblewrap, which isolates the sandbox agents work in, is not installed: "
+             "installing it (apt-get install bubblewrap; --no-system skips this)")
+        quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ,
+                                                       "DEBIAN_FRONTEND": "noninteractive"}}
+        install = ["apt-get", "install", "-y", "-qq", "bubblewrap"]
+        if subprocess.run(install, **quiet).returncode != 0:  # no package lists yet?
+            subprocess.run(["apt-get", "update", "-qq"], **quiet)
+            subprocess.run(install, **quiet)
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        how = ("" if os.geteuid() == 0 else "sudo ") + "apt-get install bubblewrap"
+        step("bubblewrap is not installed: the sandbox uses mlgym's stand-in for it (Linux "
+             "namespaces: same layout, less reviewed) where this machine allows namespaces, and "
+             "runs commands WITHOUT isolation where it does not; every run says which. For "
+             f"bubblewrap's isolation: {how}")
+        return
+    probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        step(f"bubblewrap is installed but cannot make a sandbox here (a container without "
+             f"privileges?): {probe.stderr.strip()[-200:]}; the sandbox falls back as without it")
+    else:
+        step(f"sandbox isolation: bubblewrap ({bwrap})")
+
+
 def main() -> int:
     if sys.version_info < (3, 11):
         sys.exit(f"Python >= 3.11 is needed, this is {sys.version.split()[0]}")
+    bubblewrap()
     if not PY.exists():
         step(f"creating {VENV}")
         try:

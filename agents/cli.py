@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,51 +15,85 @@ from mlgym import log
 logger = log.get(__name__)
 
 
+def call_options(f):
+    """The model call's limits, shared by `mlgym agent` (values) and `mlgym run` (overrides)."""
+    f = click.option("--max-retries", type=click.IntRange(min=0), default=None,
+                     help="Retries of a model call after transient errors (timeouts, refused "
+                          "connections, 429, 5xx) [default: 5; mlgym run: the team file's].")(f)
+    f = click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Longest the model server may send nothing, seconds [default: 120; mlgym "
+                          "run: the team file's].")(f)
+    f = click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Wall clock for one try of a model call, streaming included, seconds "
+                          "[default: 300; mlgym run: the team file's].")(f)
+    return f
+
+
 @click.command("agent")
 @click.option("--role", type=click.Choice(["planner", "coder", "literature", "single"]), required=True)
 @click.option("--name", default=None, help="Agent name on the bus (default: the role).")
 @click.option("--run", "run_id", default="", help="The run id (default: the one the bus announces).")
 @click.option("--bus", "bus_url", required=True, help="Bus URL (ipc://..., tcp://HOST:PORT) or the run directory.")
 @click.option("--model", required=True, help="Model spec: scripted:auto, replay:RUN_DIR, openai:gpt-4o, ...")
-@click.option("--history", default="last:5", show_default=True, help="'full' or 'last:N' observations kept.")
+@click.option("--history", default="last:5", show_default=True,
+              help="'full', 'last:N' or 'stable:K' (cache-friendly) observations kept.")
 @click.option("--mode", type=click.Choice(["text", "tools"]), default="text", show_default=True,
               help="Classic DISCUSSION + fenced command, or function calling.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=0), default=None,
+              help="Output cap per model call [default (0): 4096, 32768 for reasoning models].")
+@call_options
+@click.option("--stream/--no-stream", default=True, show_default=True,
+              help="Stream replies (a runaway reply is cut, a cancelled call hangs up).")
 @click.option("--wait-timeout", type=float, default=600.0, show_default=True, help="Longest `wait`, seconds.")
 @click.option("--max-item-steps", type=int, default=15, show_default=True, help="Coder: turns per work item.")
 @click.option("--keys", type=click.Path(file_okay=False, exists=True), default=None,
               help="CURVE key folder for a tcp bus (`mlgym keys init`).")
 def agent(role: str, name: str | None, run_id: str, bus_url: str, model: str, history: str, mode: str,
-          temperature: float, wait_timeout: float, max_item_steps: int, keys: str | None) -> None:
+          temperature: float, max_tokens: int | None, max_retries: int | None,
+          stall_timeout: float | None, call_timeout: float | None, stream: bool,
+          wait_timeout: float, max_item_steps: int, keys: str | None) -> None:
     """Run one agent of a run: it joins the bus, reads the run's RunInfo, and works until the run
     ends or it is told to stop. Can run on another machine than the run (tcp bus)."""
+    from mlgym.agents.history import check_spec
     from mlgym.agents.runtime import Agent, Options
 
+    try:
+        check_spec(history)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--history") from None
+    given = (("max_tokens", max_tokens), ("max_retries", max_retries),
+             ("stall_timeout_s", stall_timeout), ("call_timeout_s", call_timeout))
+    limits = {k: v for k, v in given if v is not None}
     opts = Options(name=name or role, role=role, run=run_id, bus=bus_url, model=model, history=history, mode=mode,
-                   temperature=temperature, wait_timeout_s=wait_timeout, max_item_steps=max_item_steps, curve=keys)
+                   temperature=temperature, stream=stream, wait_timeout_s=wait_timeout,
+                   max_item_steps=max_item_steps, curve=keys, **limits)
     status = asyncio.run(Agent(opts).run())
     click.echo(json.dumps({"agent": opts.name, "exit_status": status}))
 
 
-def _parse_models(models: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+def _per_agent(values: tuple[str, ...], convert: Any = str, option: str = "",
+               ) -> tuple[Any, dict[str, Any]]:
+    """`--OPTION V` for every agent, `--OPTION NAME=V` for one agent or role (repeatable). An
+    agent name has no ":", so a model spec with a "=" in its query stays whole."""
     default, per = None, {}
-    for m in models:
-        head, eq, rest = m.partition("=")
-        if eq and ":" not in head:
-            per[head] = rest
-        else:
-            default = m
+    for v in values:
+        head, eq, rest = v.partition("=")
+        try:
+            if eq and ":" not in head:
+                per[head] = convert(rest)
+            else:
+                default = convert(v)
+        except ValueError as exc:
+            raise click.BadParameter(f"{v!r}: {exc}", param_hint=option) from None
     return default, per
 
 
 def _print_result(result: dict, as_json: bool) -> None:
-    base = (result.get("baseline") or {}).get(result["metric"]["name"])
-    final = (result.get("final_submission") or {}).get("scores", {}).get(result["metric"]["name"])
-    click.echo(f"run {result['run_id']}: {result['exit_status']}", err=True)
-    click.echo(f"  {result['metric']['name']}: submitted {final}, best attempt {result.get('best_attempt')}, "
-               f"baseline {base}", err=True)
-    click.echo(f"  steps {result['steps']}, tokens {result['tokens']}, ${result['cost_usd']:.4f}, "
-               f"{result['seconds']:.1f} s; run directory {result['run_dir']}", err=True)
+    from mlgym.agents.progress import summary_lines
+
+    for line in summary_lines(result):
+        click.echo(line, err=True)
     if as_json:
         click.echo(json.dumps(result))
 
@@ -76,6 +111,14 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--tokens", type=int, default=None, help="Override the team's token budget.")
 @click.option("--dollars", type=float, default=None, help="Override the team's dollar budget.")
 @click.option("--wall-clock", type=float, default=None, help="Override the team's wall-clock budget (s).")
+@click.option("--history", "histories", multiple=True, metavar="POLICY|NAME=POLICY",
+              help="History policy for every agent, or NAME=POLICY for one agent or role "
+                   "(repeatable): full, last:N, stable:K.")
+@click.option("--max-tokens", "max_tokens", multiple=True, metavar="N|NAME=N",
+              help="Output cap per model call for every agent, or NAME=N for one agent or role "
+                   "(repeatable) [default: the team file's, else 4096; 32768 for reasoning "
+                   "models].")
+@call_options
 @click.option("--external", multiple=True, help="Agent started separately with `mlgym agent` (repeatable).")
 @click.option("--host", default=None, help="Serve the bus and services on tcp at this address (remote agents).")
 @click.option("--keys", type=click.Path(file_okay=False, exists=True), default=None,
@@ -88,6 +131,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="End with the result as one JSON line.")
 def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path | None, backend: str,
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
+        histories: tuple[str, ...], max_tokens: tuple[str, ...], max_retries: int | None,
+        stall_timeout: float | None, call_timeout: float | None,
         external: tuple[str, ...], host: str | None, keys: str | None, memory: str | None, no_progress: bool,
         as_json: bool) -> None:
     """Run a team of agents on TASK: broker, environment server, memory service and one process per
@@ -101,8 +146,16 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, run_dir: Path 
         cfg = C.load_team(team)
     except C.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    default, per = _parse_models(models)
+    default, per = _per_agent(models)
     cfg = C.override_models(cfg, default, per)
+    try:
+        cfg = C.override_agents(cfg, "history", *_per_agent(histories, str, "--history"))
+        cfg = C.override_agents(cfg, "max_tokens", *_per_agent(max_tokens, int, "--max-tokens"))
+        cfg = C.override_agents(cfg, "max_retries", max_retries)
+        cfg = C.override_agents(cfg, "stall_timeout_s", stall_timeout)
+        cfg = C.override_agents(cfg, "call_timeout_s", call_timeout)
+    except C.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     b = cfg.budget
     b = C.Budget(steps=b.steps if steps is None else steps, tokens=b.tokens if tokens is None else tokens,
                  dollars=b.dollars if dollars is None else dollars,

@@ -64,42 +64,50 @@ class Commands:
         restart), send it again to the new session once."""
         assert self.env is not None and self.info is not None
         for attempt in range(2):
-            body.session = self.info.session
+            body.session, body.token = self.info.session, self.info.session_token
             timeout = (self.o.command_timeout_s or 1800.0) + ENV_MARGIN_S
             t0 = time.perf_counter()
             try:
                 obs = await self._interruptible(self.env.request("env", body, timeout=timeout), session=True)
             except SessionLost:
-                self._on_new_session()
+                self._on_new_session(body.session)
                 continue
             except RpcError as exc:
                 if exc.code in ("no_session",) and attempt == 0:
-                    if await self._await_new_session():
+                    if await self._await_new_session(body.session):
                         continue
                 if exc.code == "episode_over":
                     return f"The episode is over: {exc.message}", 1, {"done": True, "exit_status": "episode_over"}
                 return f"Error from the environment ({exc.code}): {exc.message}", 1, {}
             except TimeoutError:
-                if attempt == 0 and await self._await_new_session():
+                if attempt == 0 and await self._await_new_session(body.session):
                     continue
                 return "Error: the environment did not answer in time.", 1, {}
             assert isinstance(obs, P.Observation)
             return self._observe(obs, time.perf_counter() - t0)
         return "Error: the environment was restarted twice during this command; try again.", 1, {}
 
-    def _on_new_session(self) -> None:
+    def _on_new_session(self, old: str) -> None:
         self._session_changed.clear()
         assert self.info is not None
         self.state.generation = self.info.generation
-        self.notes.append("The environment server was restarted: you now work in a new session whose workspace "
-                          "was restored from the best artefact so far. Check your files before going on.")
+        if self.info.session == old:  # the restarted server took the session over as it was
+            self.notes.append(
+                "The environment server was restarted while your command ran; your session and "
+                "workspace were kept as you left them and the command was sent again. If it "
+                "changes files, check that it was not applied twice.")
+        else:
+            self.notes.append(
+                "The environment server was restarted: you now work in a new session whose "
+                "workspace was restored from the latest validated artefact. Check your files "
+                "before going on.")
 
-    async def _await_new_session(self, timeout: float = 60.0) -> bool:
+    async def _await_new_session(self, old: str, timeout: float = 60.0) -> bool:
         try:
             await self._interruptible(asyncio.wait_for(self._session_changed.wait(), timeout))
         except TimeoutError:
             return False
-        self._on_new_session()
+        self._on_new_session(old)
         return True
 
     def _observe(self, obs: P.Observation, seconds: float) -> Outcome:
@@ -151,7 +159,8 @@ class Commands:
     async def _read_file(self, path: str) -> tuple[str, int]:
         assert self.env is not None and self.info is not None
         try:
-            fc = await self.env.request("env", P.ReadFile(session=self.info.session, path=path, max_bytes=100_000),
+            fc = await self.env.request("env", P.ReadFile(session=self.info.session, path=path, max_bytes=100_000,
+                                                         token=self.info.session_token),
                                         timeout=30)
         except (RpcError, TimeoutError) as exc:
             return f"Error: cannot read {path}: {exc}", 1

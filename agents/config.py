@@ -12,7 +12,8 @@ A team is a TOML file (`agents/teams/<name>.toml`, or any path):
     name = "coder"
     role = "coder"
     model = "scripted:auto"
-    history = "last:5"
+    history = "stable:5"     # or "last:5" (MLGym's), "full"
+    max_tokens = 4096        # output cap per model call (default 4096; 32768 for reasoning models)
     [agents.budget]          # this agent only
     steps = 40
 
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+
+from mlgym.agents.history import check_spec
 
 TEAMS_DIR = Path(__file__).resolve().parent / "teams"
 ROLES = ("planner", "coder", "literature", "single")
@@ -59,9 +62,16 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     name: str
     role: Literal["planner", "coder", "literature", "single"]
     model: str = "scripted:auto"
-    history: str = "last:5"  # "full" or "last:N" (MLGym's default keeps the last 5 observations)
+    history: str = "last:5"  # "full", "last:N" (MLGym's) or "stable:K" (cache-friendly)
     mode: Literal["text", "tools"] = "text"  # DISCUSSION + fenced command, or function calling
     temperature: float = 0.0
+    # each model call (docs/models.md, "Limits"): output cap, wall clock per try, longest
+    # silence of the server, retries after transient errors, streamed replies
+    max_tokens: int = 0  # 0: the model's default (4096; 32768 for reasoning models)
+    call_timeout_s: float = 300.0
+    stall_timeout_s: float = 120.0
+    max_retries: int = 5
+    stream: bool = True
     budget: Budget = Budget()
     external: bool = False  # started by someone else (`mlgym agent ...`), not by the supervisor
     wait_timeout_s: float = 600.0  # longest a `wait` (or an idle agent) blocks for a message
@@ -94,8 +104,13 @@ def _check(team: TeamConfig, where: str) -> None:
     for a in team.agents:
         if not NAME.match(a.name):
             raise ConfigError(f"{where}: agent name {a.name!r}: use a-z, 0-9, _ or -, 32 at most")
-        if a.history != "full" and not re.fullmatch(r"last:[1-9][0-9]*", a.history):
-            raise ConfigError(f"{where}: agent {a.name}: history {a.history!r} is not 'full' or 'last:N'")
+        try:
+            check_spec(a.history)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: agent {a.name}: {exc}") from None
+        if a.max_tokens < 0 or a.call_timeout_s <= 0 or a.stall_timeout_s <= 0 or a.max_retries < 0:
+            raise ConfigError(f"{where}: agent {a.name}: max_tokens must be >= 0, the timeouts > 0 "
+                              "and max_retries >= 0")
     roles = [a.role for a in team.agents]
     if "single" in roles and len(roles) > 1:
         raise ConfigError(f"{where}: a `single` agent works alone")
@@ -132,6 +147,19 @@ def override_models(team: TeamConfig, model: str | None, per_agent: dict[str, st
         spec = (per_agent or {}).get(a.name) or (per_agent or {}).get(a.role) or model or a.model
         agents.append(msgspec.structs.replace(a, model=spec))
     return msgspec.structs.replace(team, agents=agents)
+
+
+def override_agents(team: TeamConfig, field: str, value: object | None,
+                    per_agent: dict[str, object] | None = None) -> TeamConfig:
+    """Set one AgentConfig field for every agent (`value`), or for the agents named (by name
+    or role) in `per_agent`; None and absent names leave the team file's value. Checked again."""
+    agents = []
+    for a in team.agents:
+        v = (per_agent or {}).get(a.name, (per_agent or {}).get(a.role, value))
+        agents.append(a if v is None else msgspec.structs.replace(a, **{field: v}))
+    out = msgspec.structs.replace(team, agents=agents)
+    _check(out, "command line")
+    return out
 
 
 def team_json(team: TeamConfig) -> bytes:

@@ -21,10 +21,18 @@ class AgentUsage:
     turns: int = 0
     env_steps: int = 0
     tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
-    exit: str = ""
+    exit: str = ""  # the typed exit (submitted, model_unreachable, ...) or how the process ended
+    exit_detail: str = ""  # why, in words
+    since: float = 0.0  # unix time the state began (calling, retrying)
+    retry: int = 0
+    max_retries: int = 0
+    error: str = ""
+    model: str = ""  # what the agent declared in its agent_status
+    implementation: str = ""
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Attempt:
     error: str
     agent: str = ""
     run_step: int = 0  # counted over the whole run (sessions replaced after a restart go on from here)
+    seed: int = 0  # the evaluation's seed (held out for the final submission)
 
 
 class Ledger:
@@ -45,7 +54,10 @@ class Ledger:
         self.agents: dict[str, AgentUsage] = {}
         self.session_steps: dict[str, int] = {}  # session -> highest step seen
         self.offset: dict[str, int] = {}  # session -> run steps before it
-        self.in_flight: dict[str, int] = {}  # session -> commands started and not yet answered
+        # session -> the last step started and the last known finished: a session runs one
+        # action at a time, so a step starting means every earlier one has finished
+        self.started: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
         self.attempts: list[Attempt] = []
         self.submitted: Attempt | None = None
         self.last_agent: dict[str, str] = {}  # session -> agent of the latest command
@@ -61,20 +73,21 @@ class Ledger:
         if isinstance(b, P.CommandEvent):
             if b.session not in self.offset:  # a new session (restart, resume): steps go on counting
                 self.offset[b.session] = self.steps
-            self.in_flight[b.session] = self.in_flight.get(b.session, 0) + 1
+            self.started[b.session] = max(self.started.get(b.session, 0), b.step)
+            self.finished[b.session] = max(self.finished.get(b.session, 0), b.step - 1)
             self.session_steps[b.session] = max(self.session_steps.get(b.session, 0), b.step)
             self.last_agent[b.session] = b.agent
             if b.agent:
                 self.agent(b.agent).env_steps += 1
             self.commands.append((b.agent, b.command, 0))
         elif isinstance(b, P.ObservationEvent):
-            self.in_flight[b.session] = max(self.in_flight.get(b.session, 0) - 1, 0)
+            self.finished[b.session] = max(self.finished.get(b.session, 0), b.step)
             if self.commands:
                 a, c, _ = self.commands[-1]
                 self.commands[-1] = (a, c, b.exit_code)
         elif isinstance(b, P.ScoreEvent):
             att = Attempt(b.session, b.step, b.action, dict(b.scores), b.error, self.last_agent.get(b.session, ""),
-                          run_step=self.offset.get(b.session, 0) + b.step)
+                          run_step=self.offset.get(b.session, 0) + b.step, seed=b.seed)
             self.attempts.append(att)
             if b.action in ("submit", "autosubmit"):
                 self.submitted = att
@@ -84,16 +97,27 @@ class Ledger:
             u.role = b.role or u.role
             u.state = b.state
             u.detail = b.detail
+            u.since, u.retry, u.max_retries, u.error = b.since, b.retry, b.max_retries, b.error
             u.turns = max(u.turns, b.step)
             u.tokens = max(u.tokens, b.tokens)
+            u.cached_tokens = max(u.cached_tokens, b.cached_tokens)
             u.cost_usd = max(u.cost_usd, b.cost_usd)
+            u.model = b.model or u.model
+            u.implementation = b.implementation or u.implementation
             if b.state == "stopped":
-                u.exit = b.detail
+                u.exit = b.exit or b.detail
+                u.exit_detail = b.detail if b.detail != u.exit else ""
         elif isinstance(b, P.RunInfo):
+            if b.generation > self.generation:  # a new environment server: the old one's
+                self.finished.update(self.started)  # actions will never report their end
             self.generation = max(self.generation, b.generation)
         elif isinstance(b, P.RunEnd):
             self.ended = b
         return None
+
+    def busy(self, session: str) -> bool:
+        """Whether an action of `session` has started and not reported its end."""
+        return self.started.get(session, 0) > self.finished.get(session, 0)
 
     def agent(self, name: str) -> AgentUsage:
         return self.agents.setdefault(name, AgentUsage())

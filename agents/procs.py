@@ -1,7 +1,10 @@
 """Child processes of a run (broker, environment server, agents): started with asyncio, logged to
-files, stopped politely (SIGTERM) then firmly (SIGKILL). On Linux each child also gets
-PR_SET_PDEATHSIG, so a supervisor killed outright does not leave orphans behind (a later
-`mlgym resume` starts them afresh)."""
+files, stopped politely (SIGTERM) then firmly (SIGKILL). Each child runs in a session (and so a
+process group) of its own: Ctrl-C in a terminal signals the terminal's foreground group, which
+is the supervisor alone, and the supervisor stops its children in order (agents, then the
+environment server, then the broker) instead of losing the broker first. On Linux each child
+also gets PR_SET_PDEATHSIG, so a supervisor killed outright does not leave orphans behind (a
+later `mlgym resume` starts them afresh)."""
 
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class Child:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=asyncio.subprocess.STDOUT,
                 env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                start_new_session=True,
             )
         self.starts += 1
         logger.debug("child started", child=self.name, pid=self.proc.pid)

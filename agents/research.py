@@ -39,6 +39,9 @@ class Research:
         except (RpcError, TimeoutError) as exc:
             return f"Error: the memory service failed: {exc}", 1
         assert isinstance(reply, P.MemoryWritten)
+        if reply.count > 1:
+            return (f"The shared memory already had this note (entry {reply.memory_id}); merged: "
+                    f"written {reply.count} times now."), 0
         return f"Saved to the shared memory (entry {reply.memory_id}).", 0
 
     async def memory_read(self, query: str, k: int = 5) -> tuple[str, int]:
@@ -53,7 +56,9 @@ class Research:
             return f'No memory entries match "{query}".', 0
         lines = [f'{len(reply.hits)} memory entries for "{query}":']
         for h in reply.hits:
-            lines.append(f"[{h.memory_id}] ({h.author or 'unknown'}) {h.text}")
+            seen = f", written {h.count}x" if h.count > 1 else ""
+            who = h.author or "unknown"
+            lines.append(f"[{h.memory_id}] (relevance {h.score:.2f}, {who}{seen}) {h.text}")
         return "\n".join(lines), 0
 
     # ------------------------------------------------------------------ literature

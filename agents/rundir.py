@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from mlgym.agents import config as C
+from mlgym.files import atomic_write
 from mlgym.bus import protocol as P
 
 RUN_FILE = "run.json"
+TOKEN_FILE = "session.token"  # the env session's owner token (0600), for `mlgym resume`
 PIDS_FILE = "pids.json"
 MEMORY_FILE = "memory.sqlite"
 
@@ -54,8 +56,13 @@ class RunConfig:
         return cfg, data
 
 
-def default_method(team: C.TeamConfig) -> str:
-    models = sorted({a.model for a in team.agents})
+def default_method(team: C.TeamConfig, declared: dict[str, str] | None = None) -> str:
+    """`<team>/<model>+<model>...`: each member's model as it declared it on the bus
+    (`agent_status.model`), else the team file's for the members the run started itself; an
+    external member that declared nothing counts as `undeclared`."""
+    declared = declared or {}
+    models = sorted({declared.get(a.name) or ("undeclared" if a.external else a.model)
+                     for a in team.agents})
     return f"{team.name}/{'+'.join(models)}"
 
 
@@ -80,7 +87,7 @@ class Artefacts:
         for t in targets:
             d = self.root / t
             d.mkdir(parents=True, exist_ok=True)
-            (d / self.name).write_bytes(data)
+            atomic_write(d / self.name, data)
         self.latest = data
         if best:
             self.best = data

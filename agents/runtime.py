@@ -10,6 +10,11 @@ Each turn: the history policy picks what the model sees, the model replies, the 
 parsed into one command, the command runs (in the environment, or here for memory,
 literature and team commands), and the turn is published (acked) as an `AgentStep`, with an
 `AgentStatus` carrying the usage the supervisor enforces budgets on.
+
+A model call is bounded (agents/llm/limits.py); while it runs past half a second the agent says
+so (`calling`), and each retry too (`retrying`). A call that cannot be made ends the agent with
+a typed exit (model_unreachable, rate_limited, auth_error, bad_request, context_overflow); a
+context overflow first shortens the history and tries once more.
 """
 
 from __future__ import annotations
@@ -23,22 +28,29 @@ from typing import Any
 
 import msgspec
 
-from mlgym import log
+from mlgym import __version__, log
 from mlgym.agents import prompts, team
 from mlgym.agents.commands import WORKSPACE, Commands, SessionLost, Stopped, call_text
 from mlgym.agents.history import Entry, HistoryPolicy
 from mlgym.agents.llm import Completion, Message, ModelError, create
+from mlgym.agents.llm.base import Retry
+from mlgym.agents.llm.limits import default_max_tokens
 from mlgym.agents.parsing import FormatError, split_reply
 from mlgym.agents.research import Research
 from mlgym.agents.tools import role_tools
 from mlgym.bus import connect
 from mlgym.bus import protocol as P
-from mlgym.bus.base import BusClientBase
+from mlgym.bus.base import BusClientBase, RpcError
 from mlgym.bus.rpc import RpcClient
 from mlgym.bus.security import ClientCurve, client_curve
 from mlgym.tools.aci import openai_tools
 
 logger = log.get(__name__)
+CALLING_AFTER_S = 0.5  # a model call running longer than this is announced (`calling`)
+
+IMPLEMENTATION = f"python/mlgym-bus {__version__}"  # what this agent declares it is
+
+FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wait for the broker
 
 @dataclass
 class Options:
@@ -50,6 +62,11 @@ class Options:
     history: str = "last:5"
     mode: str = "text"
     temperature: float = 0.0
+    max_tokens: int = 0  # 0: the model's default (limits.default_max_tokens)
+    call_timeout_s: float = 300.0
+    stall_timeout_s: float = 120.0
+    max_retries: int = 5
+    stream: bool = True
     wait_timeout_s: float = 600.0
     max_item_steps: int = 15
     max_format_errors: int = 3
@@ -91,13 +108,16 @@ class Agent(Commands):
         self.tools = role_tools(opts.role)
         self.tool_map = {t.name: t for t in self.tools}
         self.policy = HistoryPolicy(opts.history)
+        self.max_tokens = opts.max_tokens or default_max_tokens(opts.model.partition("@")[0])
         self.state = State()
         self.entries: list[Entry] = []
         self.step = 0
         self.usage_prompt = 0
         self.usage_completion = 0
+        self.usage_cached = 0
         self.cost = 0.0
         self.exit_status = ""
+        self.exit_detail = ""  # why, in words, when the exit is a failure
         self.notes: list[str] = []
         self.bus: BusClientBase | None = None
         self.env: RpcClient | None = None
@@ -116,6 +136,7 @@ class Agent(Commands):
         self._recent: list[tuple[str, int]] = []  # (action, exit code) of the last turns
         self.timings: list[dict[str, float]] = []  # per turn: model, env, publish, total (s)
         self._pending: asyncio.Future | None = None  # the last turn's record, being published
+        self.joined = 0  # the generation of the RunInfo this process started with
 
     # ================================================================== lifecycle
 
@@ -130,7 +151,11 @@ class Agent(Commands):
             await self._status("working", "started")
             await self._loop()
         except Stopped:
-            self.exit_status = self.exit_status or f"stopped ({self._stop_reason})"
+            if not self.exit_status:
+                self.exit_status, self.exit_detail = "stopped", self._stop_reason
+        except ModelError as exc:  # the model cannot be created (no API key, a bad spec)
+            logger.error("no model; the agent ends", agent=self.name, error=str(exc))
+            self.exit_status, self.exit_detail = exc.exit, str(exc)
         except Exception as exc:
             logger.exception("agent failed", agent=self.name)
             self.exit_status = f"crashed: {type(exc).__name__}: {exc}"
@@ -138,12 +163,15 @@ class Agent(Commands):
                 await self._status("crashed", self.exit_status)
             raise
         finally:
+            # bounded: an acked publish waits out a restarting broker, but a broker that is going
+            # away with the run (its supervisor killed) never answers
             with contextlib.suppress(Exception):
-                await self._flush()
+                await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT_S)
             if not self.exit_status.startswith("crashed"):
+                detail = self.exit_detail or self.exit_status or self._stop_reason
                 with contextlib.suppress(Exception):  # bounded: the broker may be going away too
-                    await asyncio.wait_for(self._status("stopped", self.exit_status or self._stop_reason,
-                                                        acked=True), 3)
+                    await asyncio.wait_for(self._status("stopped", detail, acked=True,
+                                                        exit=self.exit_status), 3)
             await self._close()
         return self.exit_status
 
@@ -175,21 +203,24 @@ class Agent(Commands):
             raise RuntimeError(f"the bus serves run {info.run!r}, not {self.o.run!r}")
         self.o.run = info.run
         self.state.generation = info.generation
+        self.joined = info.generation  # orders of earlier generations are not for this process
         curve = self.o.curve
         if curve is not None and not isinstance(curve, ClientCurve):
             curve = client_curve(curve)  # a key folder: the same client key for every service
         self.env = RpcClient(info.env, run=self.o.run, sender=self.name, curve=curve)
         memory = RpcClient(info.memory, run=self.o.run, sender=self.name, curve=curve) if info.memory else None
         self.research = Research(memory=memory, task=info.task, author=self.name, role=self.role)
-        self.model = make_model(self.o.model, role=self.role, agent=self.name, info=info)
+        self.model = make_model(self.o.model, role=self.role, agent=self.name, info=info,
+                                opts=self.o)
         await self._restore()
         sub = self.bus.subscribe("team/", "run/", from_seq=1)
         self._listener = asyncio.create_task(self._listen(sub), name=f"agent-{self.name}-listen")
         if not self.entries:
             self.state.remaining = int(info.budget.get("steps", 0))
+            self.state.cwd = await self._workspace(info.session)
             system = prompts.system_prompt(self.role, self.tools, mode=self.o.mode)
             instance = prompts.instance_prompt(self.role, info.observation or info.task, step=0,
-                                               remaining=self.state.remaining,
+                                               remaining=self.state.remaining, cwd=self.state.cwd,
                                                team=info.members if self.role != "single" else None)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
@@ -197,6 +228,16 @@ class Agent(Commands):
             self._new = [Entry(Message.user(
                 "NOTE: You were restarted and your conversation was restored from the run's event log. "
                 "Your last command may not have finished; check the state of your files before going on."))]
+
+    async def _workspace(self, session: str) -> str:
+        """Where the session's workspace is, as its commands see it (WORKSPACE unless the
+        sandbox runs without namespaces): the agent's first working directory."""
+        assert self.env is not None
+        try:
+            info = await self.env.request("env", P.SessionStatus(session=session), timeout=10)
+        except (RpcError, TimeoutError):
+            return WORKSPACE
+        return (info.workspace if isinstance(info, P.SessionInfo) else "") or WORKSPACE
 
     async def _run_info(self) -> P.RunInfo:
         """The latest RunInfo of this run, from history or, if the run has not announced one
@@ -236,6 +277,7 @@ class Agent(Commands):
                 self.entries.append(Entry(msgspec.convert(d, Message), observation=obs))
             self.usage_prompt += s.prompt_tokens
             self.usage_completion += s.completion_tokens
+            self.usage_cached += s.cached_tokens
             self.cost += s.cost_usd
             self._consumed.update(s.state.get("consumed", []))
         last = steps[max(steps)]
@@ -243,6 +285,7 @@ class Agent(Commands):
         known = {k: v for k, v in last.state.items() if k in State.__dataclass_fields__}
         self.state = State(**known)
         self.state.consumed = []
+        self.state.generation = self.joined
         logger.info("agent resumed from the event log", agent=self.name, steps=self.step)
 
     # ================================================================== listening
@@ -255,7 +298,9 @@ class Agent(Commands):
                     self.info = body
                     self._session_changed.set()
             elif isinstance(body, P.Control):
-                if body.target in ("", self.name, self.role):
+                # an order from before this process joined (the `stop` of an interrupted run,
+                # read back from the log after a resume) is history, not an order
+                if body.target in ("", self.name, self.role) and body.generation >= self.joined:
                     self._on_control(body)
             elif isinstance(body, P.RunEnd):
                 self.request_stop(f"run ended ({body.exit_status})")
@@ -326,18 +371,17 @@ class Agent(Commands):
         new = self._new
         self._new = []
         self.entries.extend(new)
-        view = self.policy.view(self.entries)
         tools = openai_tools(self.tools) if self.o.mode == "tools" else None
         try:
-            completion: Completion = await self._interruptible(
-                self.model.complete(view, tools, temperature=self.o.temperature))
+            completion: Completion = await self._interruptible(self._ask_model(tools))
         except ModelError as exc:
             self.entries[len(self.entries) - len(new):] = []
             self._new = new
-            return await self._model_failed(exc)
+            return self._model_failed(exc)
         t_model = time.perf_counter() - t0
         self.usage_prompt += completion.usage.prompt_tokens
         self.usage_completion += completion.usage.completion_tokens
+        self.usage_cached += completion.usage.cached_tokens
         self.cost += completion.cost_usd
         reply = completion.to_message()
         self.entries.append(Entry(reply))
@@ -396,16 +440,49 @@ class Agent(Commands):
             return True
         return False
 
-    async def _model_failed(self, exc: ModelError) -> bool:
-        if exc.code == "exhausted":
-            self.exit_status = "replay_exhausted"
-            return True
-        if exc.retryable:
-            logger.warning("model call failed; retrying in 10 s", agent=self.name, error=str(exc))
-            await self._interruptible(asyncio.sleep(10))
-            return False
-        self.exit_status = f"model_error: {exc.code}"
-        logger.error("model call failed", agent=self.name, error=str(exc))
+    async def _ask_model(self, tools: list[dict[str, Any]] | None) -> Completion:
+        """This turn's model call on the history policy's view. A context overflow shortens
+        the history (for good: later turns would overflow too) and tries once more."""
+        try:
+            return await self._complete(self.policy.view(self.entries), tools)
+        except ModelError as exc:
+            if exc.code != "context_overflow" or not self.policy.shorten(self.entries):
+                raise
+            logger.warning("the prompt overflowed the context window; history shortened, trying "
+                           "again", agent=self.name, keep=self.policy.keep, clip=self.policy.clip)
+            self.notes.append("Your context window overflowed: older parts of this conversation "
+                              "are now shortened further.")
+        return await self._complete(self.policy.view(self.entries), tools)
+
+    async def _complete(self, view: list[Message], tools: list[dict[str, Any]] | None,
+                        ) -> Completion:
+        """One model call, announced as `calling` once it runs past CALLING_AFTER_S (a fast
+        call publishes nothing) and as `retrying` before each retry."""
+        since = time.time()
+        announce = asyncio.ensure_future(self._announce_call(since))
+
+        async def on_retry(r: Retry) -> None:
+            announce.cancel()
+            await self._status("retrying", r.error.message[:200], since=time.time(), retry=r.retry,
+                               max_retries=r.max_retries, error=r.error.code)
+
+        try:
+            return await self.model.complete(
+                view, tools, temperature=self.o.temperature, max_tokens=self.max_tokens,
+                stream=self.o.stream, on_retry=on_retry)
+        finally:
+            announce.cancel()
+
+    async def _announce_call(self, since: float) -> None:
+        await asyncio.sleep(CALLING_AFTER_S)
+        await self._status("calling", f"model {getattr(self.model, 'spec', '')}", since=since)
+
+    def _model_failed(self, exc: ModelError) -> bool:
+        """The call could not be made within its limits: the agent ends with a typed exit."""
+        self.exit_status = "replay_exhausted" if exc.code == "exhausted" else exc.exit
+        self.exit_detail = str(exc)
+        logger.error("model call failed; the agent ends", agent=self.name, exit=self.exit_status,
+                     code=exc.code, retries=exc.retries, error=str(exc))
         return True
 
     def _notes_for(self, command: str, code: int) -> list[str]:
@@ -434,7 +511,8 @@ class Agent(Commands):
             tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
             execution_time=t_env, model_latency_s=completion.latency_s,
             prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens,
-            cost_usd=completion.cost_usd, exit_code=code, env_step=self.state.env_step,
+            cached_tokens=completion.usage.cached_tokens, cost_usd=completion.cost_usd, exit_code=code,
+            env_step=self.state.env_step,
             scores=dict(info.get("scores", {})), state=self.state.save(), done=done,
         )
         self.state.consumed = []
@@ -454,11 +532,15 @@ class Agent(Commands):
             pending, self._pending = self._pending, None
             await pending
 
-    async def _status(self, state: str, detail: str = "", acked: bool = False) -> None:
+    async def _status(self, state: str, detail: str = "", acked: bool = False,
+                      **extra: Any) -> None:
+        """Publish an AgentStatus; `extra`: its since/retry/max_retries/error/exit fields."""
         assert self.bus is not None
         await self.bus.publish(f"status/{self.name}", P.AgentStatus(
             agent=self.name, role=self.role, state=state, step=self.step,
             tokens=self.usage_prompt + self.usage_completion, cost_usd=round(self.cost, 8), detail=detail,
+            cached_tokens=self.usage_cached, model=self.o.model,
+            implementation=IMPLEMENTATION, **extra,
         ), acked=acked)
 
     async def _interruptible(self, aw: Any, *, session: bool = False) -> Any:
@@ -494,11 +576,16 @@ def _describe(body: P.Body) -> str:
     return type(body).__name__
 
 
-def make_model(spec: str, *, role: str, agent: str, info: P.RunInfo) -> Any:
-    """A model backend; the offline backends get what they need to know about the run."""
+def make_model(spec: str, *, role: str, agent: str, info: P.RunInfo,
+               opts: Options | None = None) -> Any:
+    """A model backend; the API backends get the call limits, the offline backends what they
+    need to know about the run."""
     prefix = spec.partition(":")[0]
     kw: dict[str, Any] = {}
-    if prefix == "scripted":
+    if prefix in ("openai", "gemini") and opts is not None:
+        kw = {"timeout_s": opts.call_timeout_s, "stall_s": opts.stall_timeout_s,
+              "max_retries": opts.max_retries}
+    elif prefix == "scripted":
         metric = info.metric or next(iter(info.directions), "Score")
         kw = {"role": role, "task": info.task, "metric": metric, "direction": info.directions.get(metric, "max"),
               "has_literature": "literature" in info.members.values()}

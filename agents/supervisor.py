@@ -6,8 +6,13 @@ subprocess, so its crash is survivable), the memory service and one process per 
 enforces every budget centrally: steps, tokens, dollars and wall clock, per run and per
 agent. A finished budget makes the team stop (`Control`), the agents are terminated if they
 do not, and the best validated artefact is written back and submitted. A crashed agent is
-restarted (it resumes from the event log); a crashed environment server is restarted and a
-new session is opened with the latest validated artefact (a new `RunInfo` tells the agents).
+restarted (it resumes from the event log); a crashed environment server is restarted and
+takes over its session, workspace as the agent left it (a new `RunInfo` tells the agents);
+a crashed broker is restarted on the same log and endpoints (clients resynchronise).
+
+SIGINT (Ctrl-C: the children run in sessions of their own, so only the supervisor gets the
+terminal's signal), SIGTERM and SIGHUP stop the run cleanly and resumably: `Control(stop)`,
+the agents stopped, run.json `stopped`, a partial result.json and the trajectories so far.
 
 Run directory: run.json, bus.json, events.sqlite, broker.log, env.log, env/ (sessions),
 memory.sqlite, logs/<agent>.log, artefacts/, result.json, trajectories/<agent>.traj.
@@ -25,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log, paths
+from mlgym.files import atomic_write_json
 from mlgym.agents import budgets as B
 from mlgym.agents import config as C
 from mlgym.agents import results as R
 from mlgym.agents.ledger import Attempt, Ledger
 from mlgym.agents.procs import Child, mlgym_argv
 from mlgym.agents.rundir import (
-    PIDS_FILE, RUN_FILE, Artefacts, RunConfig, RunError, default_method, new_run_id, preflight,
+    PIDS_FILE, RUN_FILE, TOKEN_FILE, Artefacts, RunConfig, RunError, default_method, new_run_id,
+    preflight,
 )
 from mlgym.bus import connect
 from mlgym.bus import endpoints as E
@@ -71,10 +78,14 @@ class Supervisor:
         self.memory_endpoint = ""
         self.bus_url = ""
         self.session = ""
+        self.session_token = ""  # from SessionOpened: every env request for the session
+        self.sandbox_warning = ""
         self.observation = ""
         self.tools_help = ""
         self.generation = 0
         self.env_restarts = 0
+        self.broker_restarts = 0
+        self.agent_elapsed: dict[str, float] = {}  # resumed: each agent's time in earlier lives
         self.agents: dict[str, Child] = {}
         self.finished: set[str] = set()  # agents that are done (exited or stopped on purpose)
         self.stopping: dict[str, float] = {}  # agent -> when it was told to stop
@@ -92,28 +103,55 @@ class Supervisor:
     # ================================================================== public
 
     async def run(self) -> dict[str, Any]:
+        # A run holds the team's prompts, trajectories, scores and session tokens: only its
+        # owner reads it. The services it starts inherit the umask (files 0600, folders 0700).
+        umask = os.umask(0o077)
         loop = asyncio.get_running_loop()
         handled = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # kept until the very end: a second Ctrl-C is no traceback half-way through the teardown
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.interrupt)
                 handled.append(sig)
         try:
-            await self._start()
+            await self._start_interruptibly()
+            if self.ledger.ended is not None:  # ended, but its supervisor died writing it out
+                return await self._write_ended()
             reason = await self._supervise()
             if reason == "interrupted":
-                await self._control("stop", "the run was interrupted; it can be resumed")
-                await self._stop_agents()
-                self._save_run_file("stopped")
+                await self._stop_interrupted()
                 raise RunError(f"run interrupted; continue it with: mlgym resume {self.dir}")
             return await self._finish(reason)
         finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-            await self._teardown()
+            try:
+                await self._teardown()
+            finally:
+                for sig in handled:
+                    loop.remove_signal_handler(sig)
+                os.umask(umask)
+
+    async def _start_interruptibly(self) -> None:
+        """`_start`, cut short by a signal (opening a session can take minutes: a task's data
+        is prepared then); `_supervise` then sees the interruption at once."""
+        start = asyncio.ensure_future(self._start())
+        signalled = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({start, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+        if start.done():
+            start.result()
+            return
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await start
+        logger.info("interrupted while starting")
 
     def interrupt(self) -> None:
-        """Stop the run without submitting anything (SIGINT/SIGTERM): `mlgym resume` goes on."""
+        """Stop the run without submitting anything (SIGINT/SIGTERM/SIGHUP): `mlgym resume` goes
+        on from there."""
+        if self._interrupted.is_set():
+            logger.warning("already stopping: the agents, then the services, are being stopped")
         self._interrupted.set()
 
     @property
@@ -124,6 +162,7 @@ class Supervisor:
 
     async def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
         if self.cfg.keys and not self.cfg.host:
             raise RunError("--keys secures tcp sockets: give --host too")
         if self.resume:
@@ -131,6 +170,11 @@ class Supervisor:
             if data.get("status") == "finished":
                 raise RunError(f"run {self.cfg.run_id} has already finished (see {self.dir / R.RESULT_FILE})")
             self.elapsed_before = float(data.get("elapsed_s", 0.0))
+            spent = data.get("agent_elapsed_s") or {}
+            self.agent_elapsed = {k: float(v) for k, v in spent.items()}
+            self.session = str(data.get("session") or "")
+            with contextlib.suppress(OSError):
+                self.session_token = (self.dir / TOKEN_FILE).read_text().strip()
             self.artefacts.load()
         await preflight(self.cfg.team)
         self._save_run_file("starting")
@@ -139,12 +183,19 @@ class Supervisor:
         await self.bus.connect()
         await self._catch_up()
         if self.ledger.ended is not None:
-            raise RunError(f"run {self.cfg.run_id} has already ended ({self.ledger.ended.exit_status})")
+            if not self.resume:
+                raise RunError(f"run {self.cfg.run_id} has already ended "
+                               f"({self.ledger.ended.exit_status})")
+            return  # nothing to run again: `run` writes its outputs
         self.generation = self.ledger.generation
+        for name, spent in self.agent_elapsed.items():  # per-agent wall clocks go on, not afresh
+            self.ledger.agent(name).started = time.monotonic() - spent
         await self._start_memory()
         await self._start_env()
-        restore = self.artefacts.latest if self.resume else None
-        await self._open_session(restore)
+        if self.resume:
+            await self._reopen_session()
+        else:
+            await self._open_session(None)
         await self._announce()
         for a in self.cfg.team.agents:
             if not a.external:
@@ -164,9 +215,12 @@ class Supervisor:
         return paths.ipc_endpoint(self.dir, name)
 
     async def _start_broker(self) -> None:
+        """Start the broker (again, after a crash: on the same log, and on the same tcp ports,
+        so every client's URL stays valid)."""
         argv = mlgym_argv("bus", "serve", "--run-dir", str(self.dir))
         if self.cfg.host:
-            argv += ["--tcp", f"{self.cfg.host}:0"]
+            port = self.bus_url.rsplit(":", 1)[1] if self.bus_url else "0"
+            argv += ["--tcp", f"{self.cfg.host}:{port}"]
         argv += self._keys_args()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / E.DESCRIPTOR).unlink()
@@ -181,6 +235,8 @@ class Supervisor:
             except (FileNotFoundError, ValueError):
                 info = {}
             if info.get("pid") == self.broker.pid:
+                if self.bus_url and info["url"] != self.bus_url:
+                    raise RunError(f"the restarted broker serves {info['url']}, not {self.bus_url}")
                 self.bus_url = str(info["url"])
                 break
             await asyncio.sleep(0.02)
@@ -221,7 +277,8 @@ class Supervisor:
         if self.env is None:
             return
         try:
-            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step), timeout=30)
+            fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step,
+                                                               token=self.session_token), timeout=30)
         except (RpcError, TimeoutError) as exc:
             logger.warning("could not copy the validated artefact", error=str(exc))
             return
@@ -249,9 +306,10 @@ class Supervisor:
 
     async def _start_env(self) -> None:
         self.env_endpoint = self._endpoint("env", 0)
+        # --adopt: a restarted server takes over the session its predecessor left on disk
         argv = mlgym_argv("env", "serve", "--endpoint", self.env_endpoint, "--root", str(self.dir / "env"),
                           "--bus", self.bus_url, "--run", self.cfg.run_id, "--backend", self.cfg.backend,
-                          *self._keys_args())
+                          "--adopt", *self._keys_args())
         self.env_proc = Child("env", argv, self.dir / "env.log")
         await self.env_proc.start()
         if self.env is None:
@@ -270,6 +328,24 @@ class Supervisor:
             raise RunError(f"the environment server did not answer within 60 s (see {self.dir / 'env.log'})")
         self._save_pids()
 
+    async def _reopen_session(self) -> None:
+        """After the environment server was restarted (or the run resumed): go on in the same
+        session if the new server adopted it (its workspace as the agent left it), else open a
+        new one with the latest validated artefact written into it."""
+        assert self.env is not None
+        if self.session:
+            try:
+                info = await self.env.request("env", P.SessionStatus(
+                    session=self.session, token=self.session_token), timeout=10)
+            except (RpcError, TimeoutError):
+                info = None
+            if isinstance(info, P.SessionInfo) and info.state == "open":
+                self.generation += 1
+                logger.info("session adopted", session=self.session, generation=self.generation,
+                            step=info.step)
+                return
+        await self._open_session(self.artefacts.latest)
+
     async def _open_session(self, restore: bytes | None) -> None:
         assert self.env is not None
         budget = self.cfg.team.budget.steps
@@ -286,11 +362,21 @@ class Supervisor:
             raise RunError(f"the environment server could not open a {self.cfg.task} session: "
                            f"{exc.code}: {exc.message}") from None
         assert isinstance(opened, P.SessionOpened)
-        self.session = opened.info.session
+        if opened.info.warning and opened.info.warning != self.sandbox_warning:
+            self.sandbox_warning = opened.info.warning  # said once per run (and again if it changes)
+            logger.warning("the sandbox isolates less than it should", detail=opened.info.warning)
+        self.session, self.session_token = opened.info.session, opened.token
+        # kept apart from run.json (which viewers show): a resumed run needs it to go on
+        token_file = self.dir / TOKEN_FILE
+        token_file.unlink(missing_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.session_token + "\n")
         self.observation = opened.observation
         self.tools_help = opened.tools_help
         if restore is not None and self.file_artefact:
-            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore),
+            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission, data=restore,
+                                                  token=self.session_token),
                                    timeout=30)
         self.generation += 1
         logger.info("session opened", session=self.session, generation=self.generation, restored=restore is not None)
@@ -300,6 +386,7 @@ class Supervisor:
         team = self.cfg.team
         info = P.RunInfo(
             run=self.cfg.run_id, task=self.cfg.task, session=self.session, env=self.env_endpoint,
+            session_token=self.session_token,
             memory=self.memory_endpoint, observation=self.observation, tools_help=self.tools_help, team=team.name,
             members=team.members(), budget=team.budget.as_dict(),
             agent_budgets={a.name: a.budget.as_dict() for a in team.agents}, baseline=self.baseline,
@@ -313,7 +400,12 @@ class Supervisor:
         return mlgym_argv("agent", "--role", a.role, "--name", a.name, "--run", self.cfg.run_id, "--bus",
                           self.bus_url, "--model", a.model, "--history", a.history, "--mode", a.mode,
                           "--temperature", str(a.temperature), "--wait-timeout", str(a.wait_timeout_s),
-                          "--max-item-steps", str(a.max_item_steps), *self._keys_args())
+                          "--max-item-steps", str(a.max_item_steps), *self._keys_args(),
+                          "--max-tokens", str(a.max_tokens),
+                          "--call-timeout", str(a.call_timeout_s),
+                          "--stall-timeout", str(a.stall_timeout_s),
+                          "--max-retries", str(a.max_retries),
+                          "--stream" if a.stream else "--no-stream")
 
     def _keys_args(self) -> list[str]:
         return ["--keys", str(self.cfg.keys)] if self.cfg.keys else []
@@ -322,7 +414,9 @@ class Supervisor:
         child = self.agents.get(a.name) or Child(a.name, self._agent_argv(a), self.dir / "logs" / f"{a.name}.log")
         self.agents[a.name] = child
         await child.start()
-        self.ledger.agent(a.name).role = a.role
+        u = self.ledger.agent(a.name)
+        u.role = a.role
+        u.model = u.model or a.model  # until it declares its own (agent_status)
         self._save_pids()
 
     # ================================================================== supervise
@@ -334,6 +428,10 @@ class Supervisor:
                 return "submitted"
             if self._interrupted.is_set():
                 return "interrupted"
+            if self.broker is not None and not self.broker.alive:
+                reason = await self._broker_crashed()
+                if reason:
+                    return reason
             if self.env_proc is not None and not self.env_proc.alive:
                 reason = await self._env_crashed()
                 if reason:
@@ -354,6 +452,24 @@ class Supervisor:
                 last_save = time.monotonic()
             await asyncio.sleep(TICK)
 
+    async def _broker_crashed(self) -> str:
+        """Restart a dead broker on the same log and endpoints: it takes the next epoch and goes
+        on with the sequence; every client reconnects by itself, subscribers refill what they
+        missed from its history, and acked publishes in flight are sent again."""
+        assert self.broker is not None
+        self.broker_restarts += 1
+        logger.warning("the broker died; restarting it", code=self.broker.returncode,
+                       restarts=self.broker_restarts)
+        if self.broker_restarts > self.cfg.team.max_restarts:
+            return "bus_failed"
+        try:
+            await self._start_broker()
+        except RunError as exc:
+            logger.error("could not restart the broker", error=str(exc))
+            return "bus_failed"
+        self._save_pids()
+        return ""
+
     async def _env_crashed(self) -> str:
         assert self.env_proc is not None
         code = self.env_proc.returncode
@@ -363,7 +479,7 @@ class Supervisor:
             return "env_failed"
         try:
             await self._start_env()
-            await self._open_session(self.artefacts.latest)
+            await self._reopen_session()
             await self._announce()
         except (RunError, RpcError, TimeoutError) as exc:
             logger.error("could not restart the environment", error=str(exc))
@@ -406,7 +522,7 @@ class Supervisor:
     async def _session_over(self) -> bool:
         assert self.env is not None
         try:
-            info = await self.env.request("env", P.SessionStatus(session=self.session), timeout=5)
+            info = await self.env.request("env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
         except (RpcError, TimeoutError):
             return False
         return isinstance(info, P.SessionInfo) and info.state in ("submitted", "truncated")
@@ -426,14 +542,38 @@ class Supervisor:
         return ""
 
     async def _control(self, action: str, reason: str, target: str = "") -> None:
+        """An order, stamped with the current generation: agents started in a later one (after a
+        resume) ignore it when they read it back from the log."""
         assert self.bus is not None
-        await self.bus.publish("run/control", P.Control(action=action, reason=reason, target=target), acked=True)
+        await self.bus.publish("run/control", P.Control(action=action, reason=reason, target=target,
+                                                        generation=self.generation), acked=True)
 
     # ================================================================== finish
+
+    async def _stop_interrupted(self) -> None:
+        """A clean, resumable stop: the agents told and stopped, then run.json `stopped`, a partial
+        result.json (what the run did so far) and, at teardown, the trajectories so far."""
+        self.end_reason = "interrupted"
+        logger.info("run interrupted; stopping the agents")
+        if self.bus is not None and self.agents:
+            try:
+                order = self._control("stop", "the run was interrupted; it can be resumed")
+                await asyncio.wait_for(order, 30)
+            except (RpcError, TimeoutError) as exc:
+                logger.warning("could not tell the agents to stop; stopping them by signal",
+                               error=str(exc))
+        await self._stop_agents()
+        result = self._result("stopped", partial=True)
+        R.write_result(self.dir, result)
+        self._save_run_file("stopped", result=result)
 
     async def _finish(self, reason: str) -> dict[str, Any]:
         self.end_reason = reason
         logger.info("run ending", reason=reason)
+        if reason == "bus_failed":  # nothing can be said on the bus: stop and write what is known
+            await self._stop_agents()
+            self.exit_status = "bus_failed"
+            return await self._write_outputs("bus_failed")
         if reason == "submitted":
             await self._control("stop", "the run was submitted")
         else:
@@ -457,9 +597,21 @@ class Supervisor:
             best_scores=best.scores if best else {}, baseline=self.baseline, reason=reason), acked=True)
         if self.env is not None and self.session:
             with contextlib.suppress(RpcError, TimeoutError):
-                await self.env.request("env", P.SessionClose(session=self.session), timeout=30)
+                await self.env.request("env", P.SessionClose(session=self.session, token=self.session_token), timeout=30)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
+
+    async def _write_ended(self) -> dict[str, Any]:
+        """A resumed run whose log holds its `RunEnd` (its supervisor died between ending the run
+        and writing result.json): write the outputs from the log, run nothing again."""
+        ended = self.ledger.ended
+        assert ended is not None
+        logger.info("the run had ended; writing its outputs", exit_status=ended.exit_status)
+        self.end_reason = ended.reason
+        sub = self.ledger.submitted
+        self.auto_submitted = sub is not None and sub.agent == "supervisor"
+        self.exit_status = ended.exit_status
+        return await self._write_outputs(ended.exit_status)
 
     async def _stop_agents(self) -> None:
         children = [c for c in self.agents.values() if c.alive]
@@ -478,20 +630,26 @@ class Supervisor:
         await self._settle()
         if self._submitted.is_set():  # an agent's last action ended the episode after all
             return
-        self.ledger.agent("supervisor").role = "supervisor"
+        row = self.ledger.agent("supervisor")  # its row in the table and result.json
+        row.role, row.state, row.detail = "supervisor", "working", "submitting the best artefact"
         try:
             if self.artefacts.best is not None and self.file_artefact:
                 await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
-                                                          data=self.artefacts.best), timeout=30)
-            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor"),
+                                                          data=self.artefacts.best,
+                                                          token=self.session_token), timeout=30)
+            await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor",
+                                         token=self.session_token),
                                    timeout=self.eval_timeout + 120)
         except RpcError as exc:
             logger.warning("auto-submission failed", code=exc.code, error=exc.message)
+            row.exit, row.exit_detail = "auto-submission failed", f"{exc.code}: {exc.message}"
             return
         except TimeoutError:
             logger.warning("auto-submission timed out")
+            row.exit = "auto-submission failed"
             return
         self.auto_submitted = True
+        row.state, row.exit = "stopped", "auto-submitted"
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._submitted.wait(), 15)
 
@@ -500,7 +658,7 @@ class Supervisor:
         last command still runs to its end in the environment) and its artefact copies are
         taken, so the best artefact is known and nothing overwrites it afterwards."""
         deadline = time.monotonic() + self.eval_timeout + 60
-        while self.ledger.in_flight.get(self.session, 0) > 0 and time.monotonic() < deadline:
+        while self.ledger.busy(self.session) and time.monotonic() < deadline:
             if self.env_proc is not None and not self.env_proc.alive:
                 return
             await asyncio.sleep(0.05)
@@ -511,15 +669,23 @@ class Supervisor:
     async def _write_outputs(self, exit_status: str) -> dict[str, Any]:
         if self._snapshots:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
-        result = R.result_dict(task=self.cfg.task, method=self.cfg.method or default_method(self.cfg.team),
-                               run_id=self.cfg.run_id, ledger=self.ledger, exit_status=exit_status,
-                               baseline=self.baseline, auto_submitted=self.auto_submitted,
-                               extra={"team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
-                                      "env_restarts": self.env_restarts, "end_reason": self.end_reason,
-                                      "run_dir": str(self.dir)})
+        result = self._result(exit_status)
         R.write_result(self.dir, result)
         self._save_run_file("finished", result=result)
         return result
+
+    def _result(self, exit_status: str, *, partial: bool = False) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
+            "env_restarts": self.env_restarts, "broker_restarts": self.broker_restarts,
+            "end_reason": self.end_reason, "run_dir": str(self.dir)}
+        if partial:  # `mlgym score` leaves it out until a resume finishes the run
+            extra["partial"] = True
+        declared = {n: u.model for n, u in self.ledger.agents.items() if u.model}
+        method = self.cfg.method or default_method(self.cfg.team, declared)
+        return R.result_dict(task=self.cfg.task, method=method, run_id=self.cfg.run_id,
+                             ledger=self.ledger, exit_status=exit_status, baseline=self.baseline,
+                             auto_submitted=self.auto_submitted, extra=extra)
 
     async def _teardown(self) -> None:
         if self.progress is not None:
@@ -559,22 +725,33 @@ class Supervisor:
     # ================================================================== files
 
     def _save_run_file(self, status: str, result: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
         data = {**self.cfg.to_json(), "status": status, "elapsed_s": round(self.elapsed, 3),
+                "agent_elapsed_s": {n: round(now - u.started, 3)
+                                    for n, u in self.ledger.agents.items()},
                 "updated": time.time(), "session": self.session, "generation": self.generation,
-                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint}
+                "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint,
+                "members": self._members()}
         if result is not None:
             data["exit_status"] = result["exit_status"]
-        tmp = self.dir / f"{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.dir / RUN_FILE)
+        atomic_write_json(self.dir / RUN_FILE, data)
+
+    def _members(self) -> dict[str, dict[str, Any]]:
+        """Each team member as the run credits it: its model and implementation as declared
+        on the bus (the team file's model for a member the run started, until it declares)."""
+        out = {}
+        for a in self.cfg.team.agents:
+            u = self.ledger.agents.get(a.name)
+            out[a.name] = {"role": a.role, "external": a.external,
+                           "model": (u.model if u else "") or ("" if a.external else a.model),
+                           "implementation": u.implementation if u else ""}
+        return out
 
     def _save_pids(self) -> None:
         pids = {"supervisor": os.getpid(), "broker": self.broker.pid if self.broker else None,
                 "env": self.env_proc.pid if self.env_proc else None,
                 "agents": {n: c.pid for n, c in self.agents.items()}}
-        tmp = self.dir / f"{PIDS_FILE}.tmp"
-        tmp.write_text(json.dumps(pids, indent=2))
-        os.replace(tmp, self.dir / PIDS_FILE)
+        atomic_write_json(self.dir / PIDS_FILE, pids)
 
 
 async def run_team(task: str, team: C.TeamConfig, *, run_dir: Path | None = None, run_id: str | None = None,

@@ -12,6 +12,11 @@ file-viewer command that costs the environment server microseconds. Per turn:
 
 Warm-up turns are dropped. The last line printed is one JSON object with overhead_p50_ms and
 overhead_p99_ms (target: p50 <= 5 ms).
+
+With `--model SPEC` (an OpenAI-compatible server, `openai:NAME@http://host:port/v1`, or `local`
+for bench/cacheserver.py) it measures instead what the history policies cost a prompt cache:
+prompt tokens re-processed per turn under last:5 and stable:5 (bench/history_cache.py, whose
+options follow: --turns, --after, --policy, --slots, --prefill-tps).
 """
 
 from __future__ import annotations
@@ -125,10 +130,17 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    if "--model" in sys.argv[1:] or any(a.startswith("--model=") for a in sys.argv[1:]):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import history_cache
+
+        history_cache.main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="prisonersDilemma")
     ap.add_argument("--steps", type=int, default=300, help="timed turns")
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--model", help="measure history policies against this model's prompt cache")
     args = ap.parse_args()
     r = asyncio.run(main_async(args))
     print(f"agent step overhead over {r['turns']} turns ({r['task']}, scripted model, `goto` commands):")

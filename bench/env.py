@@ -240,17 +240,17 @@ class AciSystem:
         opened = await self.client.request(
             "env", p.SessionOpen(task=self.task, backend="local", limits=p.Limits(max_steps=self.budget)),
             timeout=600)
-        self.sid = opened.info.session
+        self.sid, self.token = opened.info.session, opened.token
 
     async def once(self) -> str | None:
-        obs = await self.client.request("env", self.p.Act(session=self.sid, command=ECHO), timeout=60)
+        obs = await self.client.request("env", self.p.Act(session=self.sid, command=ECHO, token=self.token), timeout=60)
         if obs.exit_code != 0 or obs.output.strip() != "hi":
             return f"exit {obs.exit_code}, output {obs.output[:200]!r}"
         return None
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.client.request("env", self.p.SessionClose(session=self.sid), timeout=30)
+            await self.client.request("env", self.p.SessionClose(session=self.sid, token=self.token), timeout=30)
         await self.client.close()
 
 
@@ -434,7 +434,8 @@ async def open_close(client: Any, task: str, backend: str) -> float:
     t0 = time.perf_counter()
     opened = await client.request("env", p.SessionOpen(task=task, backend=backend), timeout=600)
     dt = time.perf_counter() - t0
-    await client.request("env", p.SessionClose(session=opened.info.session), timeout=120)
+    await client.request("env", p.SessionClose(session=opened.info.session, token=opened.token),
+                         timeout=120)
     return dt
 
 
@@ -519,11 +520,11 @@ async def phase_concurrent(endpoint: str, task: str, sessions: int, commands: in
     latencies: list[float] = []
     clients = [RpcClient(endpoint) for _ in range(sessions)]
 
-    async def open_one(c: RpcClient) -> str | None:
+    async def open_one(c: RpcClient) -> tuple[str, str] | None:
         try:
             o = await c.request("env", p.SessionOpen(task=task, limits=p.Limits(max_steps=commands + 10)),
                                 timeout=600)
-            return o.info.session
+            return o.info.session, o.token
         except Exception as exc:  # noqa: BLE001
             errors.add("open_failed", f"{type(exc).__name__}: {exc}")
             return None
@@ -533,12 +534,13 @@ async def phase_concurrent(endpoint: str, task: str, sessions: int, commands: in
     open_all_s = time.perf_counter() - t0
     go = asyncio.Event()
 
-    async def agent(c: RpcClient, sid: str) -> None:
+    async def agent(c: RpcClient, sid: tuple[str, str]) -> None:
         await go.wait()
         for _ in range(commands):
             t = time.perf_counter()
             try:
-                obs = await c.request("env", p.Act(session=sid, command=ECHO), timeout=60)
+                obs = await c.request("env", p.Act(session=sid[0], command=ECHO, token=sid[1]),
+                                      timeout=60)
             except Exception as exc:  # noqa: BLE001
                 errors.add(type(exc).__name__, str(exc))
                 continue
@@ -556,7 +558,7 @@ async def phase_concurrent(endpoint: str, task: str, sessions: int, commands: in
     for c, sid in zip(clients, sids):
         if sid:
             with contextlib.suppress(Exception):
-                await c.request("env", p.SessionClose(session=sid), timeout=60)
+                await c.request("env", p.SessionClose(session=sid[0], token=sid[1]), timeout=60)
         await c.close()
     return {**stats(latencies), "sessions": sessions, "commands": commands,
             "open_all_s": round(open_all_s, 2), "wall_s": round(wall, 2),

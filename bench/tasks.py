@@ -7,16 +7,20 @@ For each task:
   baseline_s  commands.run_baseline, i.e. `mlgym baseline TASK`: an environment server in this
               process, a real session on the chosen backend, the task's baseline commands, then
               `validate` (scored in the evaluation sandbox). Wall time of the whole call.
+  load        the 1-minute load average before and after the baseline (a shared machine)
   evaluate_s  commands.evaluate_path, i.e. `mlgym evaluate TASK ARTEFACT`: one evaluation alone,
               in a fresh evaluation sandbox, of the artefact the baseline produced (copied out
               of the session's workspace just before `validate`), or of the starter artefact
               when the baseline produced none.
+  reproduced  the baseline's scores match the published ones in task.toml, within
+              `[baseline] tolerance` (relative, per metric; default tasks.spec.REPRODUCE_TOLERANCE)
 Failures (an invalid spec, a baseline command failing, an evaluation error, a timeout) are
 reported per task and do not stop the others.
 
 Options: --only ID,ID  --suite NAME  --backend local|docker  --timeout S (per task).
 The last line printed is one JSON object:
-  {"tasks": {id: {"baseline_s", "evaluate_s", "scores", "published", ...}}, "total_s": ...}
+  {"tasks": {id: {"baseline_s", "evaluate_s", "scores", "published", "reproduced", ...}},
+   "total_s": ..., "targets_met": {"each_baseline", "suite", "reproduced"}}
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     task = registry.load_task(task_id)
     spec = task.spec
     out: dict[str, Any] = {"baseline_s": None, "evaluate_s": None, "scores": {},
-                           "published": dict(spec.baseline.scores)}
+                           "published": dict(spec.baseline.scores), "reproduced": False}
     t0 = time.monotonic()
     try:  # one-time data preparation (cached afterwards) is timed apart from the baseline
         await asyncio.to_thread(registry.prepare, task)
@@ -146,10 +150,15 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     keeper = ArtefactKeeper(scratch, spec.files.submission)
     original = commands.embedded_server
     commands.embedded_server = keeper.wrap(original)
+    load_before = os.getloadavg()[0]
     t0 = time.monotonic()
     try:
         result = await asyncio.wait_for(commands.run_baseline(task_id, backend), timeout)
         out["scores"] = result["scores"]
+        per_metric = spec.baseline.reproduces(out["scores"])
+        out["reproduced"] = all(per_metric.values())
+        if not out["reproduced"]:
+            out["not_reproduced"] = sorted(m for m, ok in per_metric.items() if not ok)
     except TimeoutError:
         out["error"] = f"baseline: timed out after {timeout:g} s"
     except Exception as exc:  # noqa: BLE001 - ClickException and friends: report per task
@@ -157,6 +166,8 @@ async def bench_task(task_id: str, backend: str, timeout: float, scratch: Path) 
     finally:
         commands.embedded_server = original
         out["baseline_s"] = round(time.monotonic() - t0, 2)
+        # the 1-minute load average before and after the baseline: the machine is shared
+        out["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
     artefact, source = keeper.kept, "baseline"
     if artefact is None:
@@ -203,8 +214,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     say(f"bench tasks: suite {a.suite if not only else '(--only)'}, {len(wanted)} runnable, "
         f"{len(broken)} not, backend {a.backend}, {os.cpu_count()} CPUs, load "
         f"{[round(x, 2) for x in os.getloadavg()]}, {started:%Y-%m-%d %H:%M} UTC")
-    results: dict[str, Any] = {tid: {"baseline_s": None, "evaluate_s": None, "scores": {}, "published": {},
-                                     "error": why} for tid, why in broken.items()}
+    results: dict[str, Any] = {
+        tid: {"baseline_s": None, "evaluate_s": None, "scores": {}, "published": {},
+              "reproduced": False, "error": why} for tid, why in broken.items()}
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mlgym-bench-tasks-") as tmp:
         for tid in wanted:
@@ -213,7 +225,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             scratch.mkdir()
             results[tid] = await bench_task(tid, a.backend, a.timeout, scratch)
             r = results[tid]
-            say(f"    baseline {r['baseline_s']} s, evaluate {r['evaluate_s']} s"
+            say(f"    baseline {r['baseline_s']} s (load {r.get('load')}), "
+                f"evaluate {r['evaluate_s']} s"
                 + (f", error: {short(r['error'], 300)}" if "error" in r else "")
                 + (f", evaluate error: {short(r['evaluate_error'], 300)}" if "evaluate_error" in r else ""))
     total = round(time.monotonic() - t_all, 2)
@@ -226,18 +239,27 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         e = f"{r['evaluate_s']:.1f}" if r["evaluate_s"] is not None else "-"
         pr = f"{r['prepare_s']:.1f}" if r.get("prepare_s") is not None else "-"
         if r["scores"]:
-            tail = fmt_scores(r["scores"], r["published"])
+            tail = (("" if r["reproduced"] else "NOT REPRODUCED ")
+                    + fmt_scores(r["scores"], r["published"]))
         else:
             tail = f"ERROR {short(r.get('error', ''))}"
         say(f"{tid:<30} {pr:>9} {b:>10} {e:>10}  {tail}")
     slow = [t for t, r in results.items()
             if r["baseline_s"] is not None and r["baseline_s"] > TARGET_BASELINE_S]
     failed = [t for t, r in results.items() if "error" in r or "evaluate_error" in r]
-    say(f"total {total:.1f} s (target {TARGET_SUITE_S:.0f} s); baselines over {TARGET_BASELINE_S:.0f} s: "
-        f"{', '.join(slow) or 'none'}; failed: {', '.join(failed) or 'none'}")
+    differ = [t for t, r in results.items() if r["scores"] and not r["reproduced"]]
+    reproduced = sum(r["reproduced"] for r in results.values())
+    load = [round(x, 2) for x in os.getloadavg()]
+    say(f"total {total:.1f} s (target {TARGET_SUITE_S:.0f} s); reproduced {reproduced} of "
+        f"{len(results)}; not reproduced: {', '.join(differ) or 'none'}; baselines over "
+        f"{TARGET_BASELINE_S:.0f} s: {', '.join(slow) or 'none'}; "
+        f"failed: {', '.join(failed) or 'none'}; load at the end {load}")
     return {"tasks": results, "total_s": total, "suite": a.suite if not only else None,
             "backend": a.backend, "date": started.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-            "targets_met": {"each_baseline": not slow and not failed, "suite": total <= TARGET_SUITE_S}}
+            "load_end": load,
+            "targets_met": {"each_baseline": not slow and not failed,
+                            "suite": total <= TARGET_SUITE_S,
+                            "reproduced": not differ and not failed}}
 
 
 def main() -> None:

@@ -59,7 +59,8 @@ from mlgym.bus import protocol as P
 from mlgym.bus.base import RpcError
 from mlgym.bus.eventlog import (MAX_ROW_BYTES, EventLog, LogReader, LogRow, Record, Row, batch_rows,
                                 decode_records, encode_rows)
-from mlgym.bus.rpc import HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer, unsupported
+from mlgym.bus.rpc import (HARD_MAX_MESSAGE, INVALID, OVERSIZED, UNAVAILABLE, RpcServer,
+                           envelope_id, unsupported)
 from mlgym.bus.security import ServerCurve, disable_auth, enable_auth
 
 logger = log.get(__name__)
@@ -82,6 +83,10 @@ BATCH_BYTES = 8 * 1024 * 1024  # a batch stops growing at this much payload
 assert BATCH_BYTES + P.MAX_FRAME_BYTES <= MAX_ROW_BYTES
 LINGER_FROM = 2  # a read of this many messages or more means they are coming in together
 MAX_LINGER = 1.0  # seconds
+# Acked publishes remembered by envelope id, so that one retried after a lost reply (the broker
+# was killed between its commit and its reply, say) is logged once: the ids of the latest this
+# many messages, rebuilt from the log's tail when a broker starts.
+ACK_MEMORY = 10_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -104,7 +109,10 @@ class _Batch:
 _ENC_NAMES = hotpath.ENCODING_NAMES
 _ENC_FRAMES = {name: enc for enc, name in _ENC_NAMES.items()}
 _DECODERS = {enc: (P.raw_head_decoder(enc), name) for enc, name in _ENC_NAMES.items()}
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# Whatever a decode of hostile bytes raises is a verdict on the input, never the loop's end:
+# msgspec raises DecodeError and ValidationError, but also RecursionError on deep nesting
+# (b"\x91" * 100000), and a future version may raise something else again.
+_DECODE_ERRORS = (Exception,)
 # whole-batch validation (the C loop): element boundaries first, then the envelopes
 _RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _ENVELOPE_LIST = msgspec.msgpack.Decoder(list[P.EnvelopeHead])
@@ -132,6 +140,10 @@ def _batch_valid(topics: list[str], lens: list[int], packed: bytes | None) -> bo
     return (all(v == P.PROTOCOL_VERSION for v in set(map(_version_of, envelopes)))
             and list(map(_topic_of, envelopes)) == topics
             and all(t and not t.startswith(RESERVED_PREFIX) for t in set(topics)))
+
+
+class BrokerDied(RuntimeError):
+    """The proxy loop ended by an error: the process exits non-zero (`mlgym bus serve`)."""
 
 
 class Broker:
@@ -195,10 +207,18 @@ class Broker:
         self._threads: list[threading.Thread] = []
         self._rpc: RpcServer | None = None
         self._acks: dict[bytes, asyncio.Future[int]] = {}
+        # acked publishes by envelope id -> (seq, epoch), the latest ACK_MEMORY
+        self._acked: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        self._acking: dict[str, asyncio.Future[int]] = {}  # id -> the acked publish in flight
+        self.duplicates_acked = 0
+        self._ids_ready = asyncio.Event()  # the ids logged before this start are known
+        self._ids_task: asyncio.Task | None = None
         self._ack_counter = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._hotpath: Any = None  # the C loop's module (bus/_hotpath.c), or None: Python's
+        self.loop_error: BaseException | None = None  # why the proxy loop died (never, we hope)
+        self._dead = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -217,6 +237,9 @@ class Broker:
         self._log = await asyncio.to_thread(EventLog, self.log_path)
         self.epoch, self._next_seq = self._log.begin_epoch()
         self.head_seq = self._next_seq - 1
+        # read in the background: a start is not held up by it (40-200 ms for 10,000 messages
+        # on the loaded development machine); acked publishes wait for it
+        self._ids_task = asyncio.create_task(self._load_logged_ids(), name="broker-logged-ids")
         self._ctx = zmq.Context()
         self._actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
         if self.curve is not None:
@@ -237,6 +260,18 @@ class Broker:
         logger.info("broker started", url=self.endpoints.url, epoch=self.epoch,
                     next_seq=self._next_seq, log=str(self.log_path), curve=self.curve is not None,
                     loop="python" if self._hotpath is None else "c")
+
+    async def _load_logged_ids(self) -> None:
+        """Remember the ids of the log's last ACK_MEMORY messages (those logged before this
+        start), so an acked publish retried across a restart of the broker is recognised
+        (`_acked_publish`)."""
+        try:
+            logged = await asyncio.to_thread(_logged_ids, self.log_path, self._next_seq)
+            self._acked = collections.OrderedDict([*logged, *self._acked.items()])
+            while len(self._acked) > ACK_MEMORY:
+                self._acked.popitem(last=False)
+        finally:
+            self._ids_ready.set()
 
     def _take_lock(self) -> None:
         """One broker per run directory: an exclusive lock on <run_dir>/broker.lock, which the
@@ -316,8 +351,14 @@ class Broker:
 
     async def stop(self) -> None:
         """Finish the batch in hand, then close everything; idempotent."""
+        if self._ids_task is not None:
+            self._ids_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ids_task
+            self._ids_task = None
         if self._threads and self._ctrl is not None:
-            await self._ctrl.send(b"stop")
+            if any(t.is_alive() for t in self._threads):  # a dead loop's PAIR would block the send
+                await self._ctrl.send(b"stop")
             for t in self._threads:
                 await asyncio.to_thread(t.join)
             self._threads = []
@@ -367,11 +408,31 @@ class Broker:
     def _run(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         try:
             self._proxy(xsub, xpub, ctrl)
-        except Exception:  # pragma: no cover - a bug; logged loudly, sockets still closed
+        except BaseException as exc:  # a bug: nothing routes any more, so the process must end
             logger.exception("broker proxy loop crashed")
+            self.loop_error = exc
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the event loop is closed already
+                    self._loop.call_soon_threadsafe(self._proxy_died)
         finally:
             for s in (xsub, xpub, ctrl):
                 s.close(0)
+
+    def _proxy_died(self) -> None:
+        """On the event loop, once the proxy thread is gone: fail the acked publishes waiting
+        for it and wake whoever waits in `died()` (`serve` exits non-zero), rather than keep
+        answering RPCs while routing nothing."""
+        self._dead.set()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(RpcError(UNAVAILABLE, "the broker's proxy loop has stopped"))
+        self._acks.clear()
+
+    async def died(self) -> BaseException:
+        """Wait until the proxy loop has died (it never should); returns its exception."""
+        await self._dead.wait()
+        assert self.loop_error is not None
+        return self.loop_error
 
     def _proxy(self, xsub: zmq.Socket, xpub: zmq.Socket, ctrl: zmq.Socket) -> None:
         poller = zmq.Poller()
@@ -406,13 +467,19 @@ class Broker:
                         break
                     if sub[:1] == b"\x01":
                         greet = True  # a new subscription: tell it the head and epoch now
-            records, held, row = read(batch) if xsub in ready else ([], None, None)
+            try:
+                records, held, row = read(batch) if xsub in ready else ([], None, None)
+            except Exception:  # judging input must not end the loop: drop the batch, count it
+                logger.exception("a batch could not be judged; dropped")
+                self.dropped_malformed += 1
+                records, held, row = [], None, None
             got = len(held) if held is not None else len(records)
             if records or held is not None or acked:
                 work = self._stamp(records, held, row, acked)
                 if work is not None:
                     self._commit(work)
-                    publish(work)
+                    self.published += work.count  # before the send: a subscriber that has a
+                    publish(work)  # message and then asks for status sees it counted
                     self._after_publish(work)
             if stopping:
                 return
@@ -565,7 +632,6 @@ class Broker:
             self.head_seq = b.last_seq
 
     def _after_publish(self, b: _Batch) -> None:
-        self.published += b.count
         if b.acks and self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve_acks, b.acks)
 
@@ -642,6 +708,7 @@ class Broker:
             history_served=self.history_served,
             endpoints=self.endpoints.as_dict() if self.endpoints else {},
             rpc_errors=self._rpc.errors if self._rpc else 0,
+            duplicates_acked=self.duplicates_acked,
         )
 
     async def _handle(self, env: P.Envelope) -> P.Body | AsyncIterator[P.Body]:
@@ -649,31 +716,52 @@ class Broker:
         if isinstance(body, P.HistoryRequest):
             return self._history_reply(body)
         if isinstance(body, P.Publish):
-            return await self._acked_publish(body.message)
+            try:
+                message = P.publishable(body.message)  # any kind, as on pub-in
+            except P.ProtocolError as exc:
+                raise RpcError(INVALID, exc.message) from None
+            return await self._acked_publish(message)
         if isinstance(body, P.StatusRequest):
             return self.status()
         raise unsupported(env, SERVICE)
 
-    async def _acked_publish(self, msg: P.Envelope) -> P.Published:
+    async def _acked_publish(self, msg: Any) -> P.Published:
+        """Log, commit and publish `msg` (an Envelope, or an AnyEnvelope of a kind we do not
+        know), then reply with its seq. Idempotent by envelope id: the same id again (a client
+        retrying after a lost reply) gets the first one's seq and is not logged twice."""
         if not msg.topic or msg.topic.startswith(RESERVED_PREFIX):
             raise RpcError(INVALID, f"cannot publish on topic {msg.topic!r}")
         P.check_version(msg)
+        if msg.id:
+            await self._ids_ready.wait()
+            done = self._acked.get(msg.id)
+            if done is None and msg.id in self._acking:
+                done = (await asyncio.shield(self._acking[msg.id]), self.epoch)
+            if done is not None:
+                self.duplicates_acked += 1
+                return P.Published(seq=done[0], epoch=done[1])
         msg = msgspec.structs.replace(
             msg, seq=0, epoch=0, id=msg.id or P.new_id(), ts=msg.ts or time.time(), reply_to="", more=False
         )
         payload = P.encode(msg)
         if len(payload) > P.MAX_FRAME_BYTES:
             raise RpcError(OVERSIZED, f"message of {len(payload)} bytes > {P.MAX_FRAME_BYTES}")
-        if self._ctrl is None:
-            raise RpcError(UNAVAILABLE, "broker stopping")
+        if self._ctrl is None or self._dead.is_set():
+            raise RpcError(UNAVAILABLE, "broker stopping" if self._ctrl is None else
+                           "the broker's proxy loop has stopped")
         token = next(self._ack_counter).to_bytes(8, "big")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks[token] = fut
+        self._acking[msg.id] = fut
         try:
             await self._ctrl.send_multipart([b"pub", token, msg.topic.encode(), P.MSGPACK, payload])
             seq = await fut
         finally:
             self._acks.pop(token, None)
+            self._acking.pop(msg.id, None)
+        self._acked[msg.id] = (seq, self.epoch)
+        if len(self._acked) > ACK_MEMORY:
+            self._acked.popitem(last=False)
         return P.Published(seq=seq, epoch=self.epoch)
 
     def _memory_rows(self, start: int, to: int, prefixes: tuple[str, ...], limit: int) -> list[Row] | None:
@@ -729,6 +817,24 @@ class Broker:
                     yield row
         finally:
             await asyncio.to_thread(reader.close)
+
+
+def _logged_ids(log_path: Path, next_seq: int) -> list[tuple[str, tuple[int, int]]]:
+    """(envelope id, (seq, epoch)) of the last ACK_MEMORY messages logged before `next_seq`,
+    oldest first (run it in a worker thread)."""
+    if next_seq <= 1:
+        return []
+    out = []
+    reader = LogReader(log_path)
+    try:
+        for rows in reader.read(max(1, next_seq - ACK_MEMORY), next_seq - 1):
+            for seq, epoch, _ts, _topic, enc, payload in rows:
+                mid = envelope_id(enc.encode(), payload)
+                if mid:
+                    out.append((mid, (seq, epoch)))
+    finally:
+        reader.close()
+    return out
 
 
 def _row_len(row: LogRow) -> int:
@@ -797,10 +903,16 @@ async def serve(run_dir: str | Path, **kwargs: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    died = asyncio.ensure_future(broker.died())
     try:
-        await stop.wait()
+        await asyncio.wait({stopped, died}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for f in (stopped, died):
+            f.cancel()
         await broker.stop()
+    if broker.loop_error is not None:  # half alive is worse than dead: our starter restarts us
+        raise BrokerDied(f"the broker's proxy loop died: {broker.loop_error!r}")
 
 
 class BrokerProcess:

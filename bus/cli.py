@@ -13,6 +13,7 @@ import click
 import msgspec
 
 from mlgym.bus import protocol as P
+from mlgym.bus.base import RpcError
 
 # subcommands that pull in optional dependencies load only when named
 _LAZY = {"record": "mlgym.bus.recorder:record"}
@@ -102,6 +103,19 @@ def tail(url: str | None, run_dir: str | None, keys: str | None, from_seq: int |
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    except CLIENT_ERRORS as exc:
+        raise click.ClickException(one_line(exc)) from None
+
+
+# What a bus client raises when it cannot reach or log in to a broker, or is given a bad URL,
+# key folder or run directory: said in one line, not a traceback. (MqttBusError is a
+# ConnectionError; RpcError covers a broker that answered with an error.)
+CLIENT_ERRORS = (ConnectionError, TimeoutError, OSError, ValueError, RpcError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (its type's name when it has none, as TimeoutError)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @bus.command("log")

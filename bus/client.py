@@ -55,6 +55,8 @@ class BusClient(BusClientBase):
         curve: ClientCurve | None = None,
         encoding: bytes = P.MSGPACK,
         timeout: float = 10.0,
+        ack_timeout: float = 3.0,
+        ack_deadline: float = 120.0,
         hwm: int = 100_000,
         queue_size: int = 10_000,
         history_page: int = 5000,
@@ -67,6 +69,9 @@ class BusClient(BusClientBase):
         self.curve = curve
         self.encoding = encoding
         self.timeout = timeout
+        self.ack_timeout = ack_timeout
+        self.ack_deadline = ack_deadline
+        self.ack_retries = 0  # acked publishes sent again (no reply in ack_timeout: broker down?)
         self.hwm = hwm
         self.queue_size = queue_size
         self.history_page = history_page
@@ -136,9 +141,7 @@ class BusClient(BusClientBase):
         check_topic(env.topic)
         await self.connect()
         if acked:
-            reply = await self.rpc.request(SERVICE, P.Publish(message=env), timeout=self.timeout)
-            assert isinstance(reply, P.Published)
-            return reply.seq
+            return await self._publish_acked(env)
         payload = P.encode(env, self.encoding)
         if len(payload) > P.MAX_FRAME_BYTES:
             raise RpcError("oversized", f"message of {len(payload)} bytes > {P.MAX_FRAME_BYTES}")
@@ -146,6 +149,35 @@ class BusClient(BusClientBase):
         assert self._pub is not None
         await self._pub.send_multipart([env.topic.encode(), self.encoding, payload])
         return None
+
+    async def _publish_acked(self, env: P.Envelope) -> int:
+        """Send `env` to the broker's `publish` RPC until it is acknowledged: a reply lost with
+        a killed broker is sent again (same envelope id, so the broker logs it once) as soon as
+        a broker answers, for up to `ack_deadline` seconds; each retry is logged. A refusal
+        (`invalid`, `oversized`) is final."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_deadline
+        delay = 0.05
+        while True:
+            left = deadline - loop.time()
+            try:
+                reply = await self.rpc.request(SERVICE, P.Publish(message=env),
+                                               timeout=max(min(self.ack_timeout, left), 0.01))
+            except (TimeoutError, RpcError) as exc:
+                if isinstance(exc, RpcError) and exc.code != UNAVAILABLE:
+                    raise
+                if loop.time() >= deadline:
+                    logger.error("acked publish not acknowledged; giving up", topic=env.topic,
+                                 id=env.id, seconds=self.ack_deadline)
+                    raise
+                self.ack_retries += 1
+                logger.warning("acked publish not acknowledged; sending it again", topic=env.topic,
+                               id=env.id, error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+                delay = min(delay * 2, 1.0)
+                continue
+            assert isinstance(reply, P.Published)
+            return reply.seq
 
     async def wait_broker(self, timeout: float | None = None) -> None:
         """Wait until the broker is connected and listening to this client's publications."""
@@ -189,6 +221,7 @@ class BusClient(BusClientBase):
         return out
 
     async def status(self, timeout: float = 10.0) -> P.BusStatus:
+        """The broker's counters (epoch, head seq, published, dropped, endpoints)."""
         reply = await self.request(SERVICE, P.StatusRequest(), timeout=timeout)
         assert isinstance(reply, P.BusStatus)
         return reply

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from mlgym.files import atomic_write
 
 DESCRIPTOR = "bus.json"
 IPC_PATH_MAX = 100  # ZeroMQ ipc paths are capped near 107 bytes (sun_path)
@@ -88,11 +89,7 @@ def check_bind_host(host: str, bind_all: bool) -> str:
 
 def write_descriptor(run_dir: str | Path, info: dict[str, Any]) -> Path:
     """Atomically (re)write <run_dir>/bus.json."""
-    path = Path(run_dir) / DESCRIPTOR
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(run_dir) / DESCRIPTOR, json.dumps(info, indent=2, sort_keys=True))
 
 
 def read_descriptor(run_dir: str | Path) -> dict[str, Any]:

@@ -123,9 +123,11 @@ class HistoryChunk(Body, tag="history_chunk"):
 
 class Publish(Body, tag="publish"):
     """Acknowledged publish through the broker's RPC socket: the broker logs `message`, commits
-    the log, publishes it and replies `Published`. Use it for messages that must not be lost."""
+    the log, publishes it and replies `Published`. Use it for messages that must not be lost.
+    Its body may be of any kind: one the broker knows is checked whole, any other (a team's
+    own `x_<team>_...`) only for a non-empty string `kind`, as on pub-in."""
 
-    message: Envelope
+    message: AnyEnvelope
 
 
 class Published(Body, tag="published"):
@@ -145,6 +147,7 @@ class BusStatus(Body, tag="bus_status"):
     history_served: int
     endpoints: dict[str, str] = {}
     rpc_errors: int = 0  # RPC requests answered with a protocol error (malformed, bad_version...)
+    duplicates_acked: int = 0  # acked publishes of an id logged already: answered, not re-logged
 
 
 class StatusRequest(Body, tag="status_request"):
@@ -164,6 +167,7 @@ class Limits(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     max_processes: int = 0
     network: bool = False
     window: int = 0  # ACI file-viewer window, lines
+    disk_mb: int = 0  # the session's disk (workspace + job logs)
 
 
 class SessionOpen(Body, tag="session_open"):
@@ -185,12 +189,16 @@ class SessionInfo(Body, tag="session_info"):
     open_file: str = ""
     best_scores: dict[str, float] = {}
     created: float = 0.0
+    warning: str = ""  # the sandbox isolates less than it should (e.g. no bubblewrap): what
+    workspace: str = ""  # the workspace as commands see it (/home/agent/workspace, or its host
+    # folder where the local sandbox has no namespaces; "" from servers before this field)
 
 
 class SessionOpened(Body, tag="session_opened"):
     info: SessionInfo
     observation: str
     tools_help: str = ""
+    token: str = ""  # the session's secret: every later request for it must carry it
 
 
 class Act(Body, tag="act"):
@@ -202,6 +210,7 @@ class Act(Body, tag="act"):
     timeout_s: float = 0.0
     background: bool = False  # run detached (training runs); output streams as OutputChunk
     agent: str = ""  # who acts, for events and per-agent accounting
+    token: str = ""  # the token SessionOpened gave
 
 
 class ToolCall(Body, tag="tool_call"):
@@ -211,6 +220,7 @@ class ToolCall(Body, tag="tool_call"):
     tool: str
     args: dict[str, Any] = {}
     timeout_s: float = 0.0
+    token: str = ""  # the token SessionOpened gave
 
 
 class Observation(Body, tag="observation"):
@@ -230,9 +240,14 @@ class Observation(Body, tag="observation"):
 
 
 class ReadFile(Body, tag="read_file"):
+    """Reply: FileContent with at most `max_bytes` (0: as much as the server gives, at most
+    8 MiB) from byte `offset`; `size` is the whole file's, `truncated` says more follows."""
+
     session: str
     path: str
     max_bytes: int = 0
+    offset: int = 0
+    token: str = ""  # the token SessionOpened gave
 
 
 class FileContent(Body, tag="file_content"):
@@ -250,12 +265,14 @@ class ReadArtefact(Body, tag="read_artefact"):
 
     session: str
     step: int
+    token: str = ""  # the token SessionOpened gave
 
 
 class WriteFile(Body, tag="write_file"):
     session: str
     path: str
     data: bytes
+    token: str = ""  # the token SessionOpened gave
 
 
 class FileWritten(Body, tag="file_written"):
@@ -266,6 +283,7 @@ class FileWritten(Body, tag="file_written"):
 
 class SessionClose(Body, tag="session_close"):
     session: str
+    token: str = ""  # the token SessionOpened gave
 
 
 class SessionClosed(Body, tag="session_closed"):
@@ -274,7 +292,9 @@ class SessionClosed(Body, tag="session_closed"):
 
 
 class SessionList(Body, tag="session_list"):
-    pass
+    """Lists the session `token` belongs to; the server's admin token lists them all."""
+
+    token: str = ""
 
 
 class Sessions(Body, tag="sessions"):
@@ -283,6 +303,7 @@ class Sessions(Body, tag="sessions"):
 
 class SessionStatus(Body, tag="session_status"):
     session: str
+    token: str = ""  # the token SessionOpened gave
 
 
 # events the environment server publishes on topic env/<session>/...
@@ -315,10 +336,11 @@ class OutputChunk(Body, tag="output_chunk"):
 class ScoreEvent(Body, tag="score_event"):
     session: str
     step: int
-    action: str  # "validate" | "submit"
+    action: str  # "validate" | "submit" | "autosubmit"
     scores: dict[str, float]
     baseline: dict[str, float] = {}
     error: str = ""
+    seed: int = 0  # the evaluation's seed: the task's for validate, a held-out one at the end
 
 
 # --------------------------------------------------------------------------- agent team
@@ -362,21 +384,42 @@ class PlanUpdate(Body, tag="plan_update"):
 
 
 class AgentStatus(Body, tag="agent_status"):
+    """Agent -> topic `status/<name>`: what the agent is doing, with its running usage (the
+    supervisor enforces token and dollar budgets on these totals), and what it is. `state`:
+    "working", "idle" (waiting for a message), "calling" (waiting for the model since `since`),
+    "retrying" (the model call failed with `error` and is tried again: retry `retry` of
+    `max_retries`), "stopped" (for good: `exit` is the typed exit, `detail` says why),
+    "crashed". `model`: the model it runs (a model spec such as `openai:gpt-4o`, or what
+    stands in for one); `implementation`: language/program (e.g. `python/mlgym-bus 0.1.0`,
+    `c/myagent 1.2`); the run's results credit both."""
+
     agent: str
     role: str
-    state: str  # "starting" | "working" | "idle" | "stopped" | "crashed"
+    state: str
     step: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
     detail: str = ""
+    since: float = 0.0  # unix time the state began (calling, retrying)
+    retry: int = 0
+    max_retries: int = 0
+    error: str = ""  # retrying: the failed try's error code (timeout, rate_limited, ...)
+    exit: str = ""  # stopped: submitted, model_unreachable, context_overflow, ...
+    cached_tokens: int = 0  # of the prompt tokens in `tokens`, those read from a prompt cache
+    model: str = ""
+    implementation: str = ""
 
 
 class Control(Body, tag="control"):
-    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume"."""
+    """Supervisor -> agents: "stop", "submit" (budget exhausted), "pause", "resume", "warn".
+    `generation` is the run's generation (its latest `RunInfo`) when the order was given: an
+    agent obeys only orders of the generation it joined in or later, so one started by a
+    resume (a new generation) ignores the old `stop` it reads back from the log."""
 
     action: str
     reason: str = ""
     target: str = ""  # agent name, or "" for everyone
+    generation: int = 0
 
 
 class RunInfo(Body, tag="run_info"):
@@ -388,6 +431,7 @@ class RunInfo(Body, tag="run_info"):
     task: str
     session: str
     env: str  # endpoint of the environment service (RPC "env")
+    session_token: str = ""  # the session's token: env requests for `session` carry it
     memory: str = ""  # endpoint of the memory service (RPC "memory")
     observation: str = ""  # the task as the session presented it
     tools_help: str = ""
@@ -422,6 +466,7 @@ class AgentStep(Body, tag="agent_step"):
     model_latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, those the provider read from its prompt cache
     cost_usd: float = 0.0
     exit_code: int = 0
     env_step: int = 0
@@ -449,7 +494,11 @@ class MemoryWrite(Body, tag="memory_write"):
 
 
 class MemoryWritten(Body, tag="memory_written"):
+    """`count` > 1: the note was already stored (the same words, or nearly) and was merged
+    into entry `memory_id`, which has now been written `count` times."""
+
     memory_id: int
+    count: int = 1
 
 
 class MemorySearch(Body, tag="memory_search"):
@@ -459,12 +508,20 @@ class MemorySearch(Body, tag="memory_search"):
 
 
 class MemoryHit(msgspec.Struct, gc=False):
+    """`score`: relevance in [0, 1], the share of the query's words (stop words aside) the
+    entry holds times its bm25 relative to the best hit of this search (1 = the best hit, with
+    every word); `bm25`: FTS5's raw value (negative, lower is better). `count`: how many times
+    the note was written (merged duplicates); `sources`: the distinct authors who wrote it."""
+
     memory_id: int
     text: str
     tags: list[str]
     author: str
     score: float
     created: float
+    count: int = 1
+    sources: list[str] = []
+    bm25: float = 0.0
 
 
 class MemoryHits(Body, tag="memory_hits"):
@@ -567,6 +624,18 @@ the largest single cost of the broker's check (docs/performance.md). Receivers d
 and count what they cannot read."""
 
 
+AnyEnvelope = msgspec.defstruct(
+    "AnyEnvelope",
+    [("body", dict[str, Any])]
+    + [(f.name, f.type, f.default) for f in msgspec.structs.fields(Envelope) if f.name != "body"],
+    omit_defaults=True, gc=False, module=__name__,
+)
+AnyEnvelope.__doc__ = """An envelope whose body is any map with a `kind`, known here or not: the
+message of an acknowledged `publish` (see `publishable`)."""
+
+KINDS = frozenset(t.__struct_config__.tag for t in AnyBody.__args__)  # type: ignore[attr-defined]
+
+
 class ProtocolError(Exception):
     """A frame that cannot be decoded, or carries the wrong protocol version."""
 
@@ -637,7 +706,7 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
     except msgspec.ValidationError as exc:
         try:
             v = ver.decode(payload).v
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except Exception:  # any failure here only means "version unknown"
             v = PROTOCOL_VERSION
         if v != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -646,12 +715,32 @@ def _decode(payload: bytes | memoryview, encoding: bytes, mp: Any, js: Any) -> A
         raise ProtocolError("invalid", f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("malformed", f"malformed frame: {exc}") from None
+    except Exception as exc:  # hostile bytes, e.g. RecursionError on deep nesting
+        raise ProtocolError("malformed",
+                            f"undecodable frame ({type(exc).__name__}: {exc})") from None
 
 
 def raw_head_decoder(encoding: bytes) -> Callable[[bytes], EnvelopeHead]:
     """The bare `check` decode for an encoding: msgspec's own errors, no size, version or
     error mapping (the broker's hot path; everything else uses `check`)."""
     return {MSGPACK: _mp_head_decoder, JSON: _js_head_decoder}[encoding].decode
+
+
+def publishable(message: Any) -> Any:
+    """The message of an acknowledged publish, ready to log: an `Envelope` when its kind is
+    one of ours (checked whole, as a typed decode would), else the `AnyEnvelope` as given once
+    its `kind` is a non-empty string. Raises ProtocolError("invalid") otherwise."""
+    if isinstance(message, Envelope):
+        return message
+    kind = message.body.get("kind") if isinstance(message.body, dict) else None
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("invalid", "the message's body needs a non-empty string `kind`")
+    if kind not in KINDS:
+        return message
+    try:
+        return msgspec.convert(msgspec.structs.asdict(message), Envelope)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid", f"invalid message: {exc}") from None
 
 
 def check_version(env: Envelope | EnvelopeHead) -> None:

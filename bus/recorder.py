@@ -40,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mlgym import log
+from mlgym.files import atomic_write_json
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.broker import LOG_FILE
@@ -152,7 +153,7 @@ class Recorder:
         info = {"transport": "mqtt", "url": self.settings.safe_url(), "prefix": self.prefix,
                 "epoch": self.epoch, "head_seq": self.head, "pid": os.getpid(),
                 "log": str(self.log_path)}
-        (self.run_dir / INFO_NAME).write_text(json.dumps(info, indent=2))
+        atomic_write_json(self.run_dir / INFO_NAME, info)
         logger.info("recorder started", url=self.settings.safe_url(), epoch=self.epoch,
                     head_seq=self.head, log=str(self.log_path))
 
@@ -390,8 +391,9 @@ class Recorder:
             rpc_errors=c.rpc_errors + (self._responder.errors if self._responder else 0),
         )
 
-    async def _publish_acked(self, message: p.Envelope) -> p.Published:
+    async def _publish_acked(self, message: Any) -> p.Published:
         try:
+            message = p.publishable(message)  # any kind, as on the raw topics
             check_name(message.topic)
             p.check_version(message)
         except (ValueError, p.ProtocolError) as exc:
@@ -470,8 +472,10 @@ def record(url: str, run_dir: str, prefix: str | None, username: str | None, pas
         recorder = Recorder(url, run_dir, prefix=prefix, username=username, password=password,
                             ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         asyncio.run(_run_until_signalled(recorder))
-    except (MqttBusError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (MqttBusError, ValueError, OSError) as exc:
+        from mlgym.bus.cli import one_line
+
+        raise click.ClickException(one_line(exc)) from None
 
 
 __all__ = ["Recorder", "record"]

@@ -57,14 +57,15 @@ class _IdOnly(msgspec.Struct):
 _id_decoders = {P.MSGPACK: msgspec.msgpack.Decoder(_IdOnly), P.JSON: msgspec.json.Decoder(_IdOnly)}
 
 
-def _request_id(encoding: bytes, payload: bytes) -> str:
-    """Best-effort id of an undecodable request, so its Error reply can still be matched."""
+def envelope_id(encoding: bytes, payload: bytes) -> str:
+    """Best-effort id of an envelope, read without decoding the rest of it (an undecodable
+    request's id, so its Error reply can still be matched; a logged message's id)."""
     dec = _id_decoders.get(encoding)
     if dec is None or len(payload) > P.MAX_FRAME_BYTES:
         return ""
     try:
         return dec.decode(payload).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # any decode failure (RecursionError on deep nesting too): no id
         return ""
 
 
@@ -163,7 +164,8 @@ class RpcServer:
             env = P.decode(payload, encoding)
             P.check_version(env)
         except P.ProtocolError as exc:
-            self._protocol_error(route, encoding, _request_id(encoding, payload), exc.code, exc.message)
+            self._protocol_error(route, encoding, envelope_id(encoding, payload), exc.code,
+                                 exc.message)
             return
         if env.topic != self.service:
             self._protocol_error(route, encoding, env.id, UNKNOWN_SERVICE,
@@ -225,8 +227,16 @@ class RpcServer:
             return
         env = P.Envelope(body=body, id=P.new_id(), topic=self.service, sender=self.sender,
                          epoch=self.epoch, reply_to=req_id, more=more)
+        payload = P.encode(env, encoding)
+        if len(payload) > P.MAX_FRAME_BYTES:  # the peer would drop it (or its connection)
+            logger.warning("rpc reply too large", service=self.service, size=len(payload))
+            env = P.Envelope(body=P.Error(code=OVERSIZED, message=(
+                f"the reply ({len(payload)} bytes) is larger than the protocol's "
+                f"{P.MAX_FRAME_BYTES}-byte frame limit")), id=P.new_id(), topic=self.service,
+                sender=self.sender, epoch=self.epoch, reply_to=req_id, more=False)
+            payload = P.encode(env, encoding)
         try:
-            self._sock.send_multipart([*route, encoding, P.encode(env, encoding)], zmq.NOBLOCK)
+            self._sock.send_multipart([*route, encoding, payload], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone: nothing to tell anyone
             logger.debug("rpc reply not sent", service=self.service, error=str(exc))
         if self._drain is not None:
@@ -296,6 +306,8 @@ class RpcClient:
         run: str = "",
         sender: str = "",
     ):
+        """A client of the RPC socket at `endpoint` (`ipc://...`, `tcp://...`); `curve` for
+        CurveZMQ on tcp; `run` and `sender` fill the envelopes it sends."""
         self.endpoint = endpoint
         self.curve = curve
         self.ctx = ctx or zmq.asyncio.Context.instance()
@@ -331,6 +343,7 @@ class RpcClient:
         self._drain = Drain(sock, self._on_reply)
 
     async def close(self) -> None:
+        """Close the socket; requests still waiting fail."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -22,6 +22,9 @@ T = TypeVar("T")
 
 
 class SyncSubscription:
+    """A subscription of a SyncBusClient: blocking `get`, or iterate (`iter(timeout)` ends
+    when nothing arrives for that long); a context manager that closes it."""
+
     def __init__(self, owner: SyncBusClient, sub: Subscription):
         self._owner = owner
         self.sub = sub
@@ -35,6 +38,7 @@ class SyncSubscription:
             raise StopIteration from None
 
     def ready(self, timeout: float | None = None) -> None:
+        """Wait until the subscription is effective at the broker (see Subscription.ready)."""
         self._owner._call(self.sub.ready(timeout))
 
     def iter(self, timeout: float | None = None) -> Iterator[P.Envelope]:
@@ -49,6 +53,7 @@ class SyncSubscription:
         return self.iter(None)
 
     def close(self) -> None:
+        """Stop receiving."""
         self._owner._call(self.sub.close())
 
     def __enter__(self) -> SyncSubscription:
@@ -62,6 +67,7 @@ class SyncBusClient:
     """Same methods as the async client, blocking. Arguments as for `mlgym.bus.connect`."""
 
     def __init__(self, url: str | Path, *, run: str = "", sender: str = "", curve: Any = None, **kw: Any):
+        """Connect to the bus at `url` (blocks until connected), as `mlgym.bus.connect`."""
         from mlgym.bus import connect
 
         self._loop = asyncio.new_event_loop()
@@ -87,21 +93,27 @@ class SyncBusClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def publish(self, topic: str, body: P.Body, *, acked: bool = False) -> int | None:
+        """As BusClientBase.publish: the seq when acked, else None."""
         return self._call(self.client.publish(topic, body, acked=acked))
 
     def subscribe(self, *prefixes: str, from_seq: int | None = None) -> SyncSubscription:
+        """As BusClientBase.subscribe, blocking."""
+
         async def make() -> Subscription:
             return self.client.subscribe(*prefixes, from_seq=from_seq)
 
         return SyncSubscription(self, self._call(make()))
 
     def request(self, service: str, body: P.Body, *, timeout: float = 10.0) -> P.Body:
+        """As BusClientBase.request: the reply body; RpcError or TimeoutError."""
         return self._call(self.client.request(service, body, timeout=timeout))
 
     def history(self, from_seq: int = 1, prefix: str = "", to_seq: int = 0) -> list[P.Envelope]:
+        """As BusClientBase.history."""
         return self._call(self.client.history(from_seq, prefix, to_seq))
 
     def close(self) -> None:
+        """Close the client and stop its thread; idempotent."""
         if self._closed:
             return
         try:

@@ -61,11 +61,44 @@ async def embedded_server(root: Path, backend: str = "local", bus_url: str | Non
 @click.option("--pool", "pool_size", type=int, default=0, show_default=True,
               help="Keep this many started sandboxes per (task, backend) ready, so opening a session does not wait.")
 @click.option("--warm", multiple=True, metavar="TASK", help="Fill the pool for TASK at start (repeatable).")
+@click.option("--adopt", is_flag=True,
+              help="Take over the open sessions a server that died left under --root, "
+                   "workspaces as they are (how `mlgym run` restarts its server).")
+@click.option("--max-memory-mb", type=click.IntRange(1), default=None,
+              help="Most memory a client may ask for a session  [default: this machine's RAM].")
+@click.option("--max-processes", type=click.IntRange(1), default=4096, show_default=True,
+              help="Most processes a client may ask for a session.")
+@click.option("--max-cpu-seconds", type=click.IntRange(0), default=0, show_default=True,
+              help="Most CPU seconds per process a client may ask for (0: no maximum).")
+@click.option("--max-disk-mb", type=click.IntRange(1), default=262_144, show_default=True,
+              help="Largest session disk (workspace + job logs) a client may ask for.")
+@click.option("--allow-network", is_flag=True,
+              help="Let clients ask for sandboxes with network (refused otherwise).")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="A file (mode 600) whose token opens and lists every session.")
+@click.option("--discard-workspaces", is_flag=True,
+              help="Delete a session's disk when it closes (kept by default).")
 def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str | None, backend: str,
-          keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...]) -> None:
-    """Serve sessions (open, act, read files, close) over ZeroMQ until interrupted."""
+          keys: Path | None, run_id: str, pool_size: int, warm: tuple[str, ...], adopt: bool,
+          max_memory_mb: int | None, max_processes: int, max_cpu_seconds: int, max_disk_mb: int,
+          allow_network: bool, admin_token_file: Path | None, discard_workspaces: bool) -> None:
+    """Serve sessions (open, act, read files, close) over ZeroMQ until interrupted.
+
+    Clients' limits are requests: above the --max-* values (or network without
+    --allow-network) a session is refused with `limit_refused`."""
     from mlgym import paths
+    from mlgym.env_server.policy import LimitRefused, ServerPolicy, read_admin_token
     from mlgym.env_server.server import run_server
+
+    policy = ServerPolicy(max_processes=max_processes, max_cpu_seconds=max_cpu_seconds,
+                          max_disk_mb=max_disk_mb, allow_network=allow_network)
+    if max_memory_mb is not None:
+        policy.max_memory_mb = max_memory_mb
+    if admin_token_file is not None:
+        try:
+            policy.admin_token = read_admin_token(admin_token_file)
+        except LimitRefused as exc:
+            raise click.ClickException(exc.message) from None
 
     root = root or paths.home() / "env"
     root.mkdir(parents=True, exist_ok=True)
@@ -80,8 +113,9 @@ def serve(endpoint: str | None, tcp: str | None, root: Path | None, bus_url: str
     click.echo(f"environment server on {endpoint} (backend {backend}, sessions under {root})", err=True)
     try:
         asyncio.run(run_server(endpoint, root / "sessions", bus_url, run=run_id, backend=backend, curve=curve,
-                               bus_curve=keys,
-                               pool_size=pool_size, warm=warm, freeze_gc=True))
+                               bus_curve=keys, pool_size=pool_size, warm=warm, freeze_gc=True,
+                               adopt=adopt, policy=policy,
+                               keep_workspaces=not discard_workspaces))
     except KeyboardInterrupt:
         pass
 
@@ -120,7 +154,7 @@ def shell(task: str, endpoint: str | None, backend: str, max_steps: int) -> None
     async def main() -> None:
         async def session(client: Any) -> None:
             opened = await client.request("env", p.SessionOpen(task=task, backend=backend, limits=p.Limits(max_steps=max_steps)), timeout=600)
-            sid = opened.info.session
+            sid, token = opened.info.session, opened.token
             click.echo(opened.observation)
             click.echo("\nType ACI commands (`help` lists them, `exit` quits).")
             try:
@@ -134,7 +168,7 @@ def shell(task: str, endpoint: str | None, backend: str, max_steps: int) -> None
                     if not action.strip():
                         continue
                     try:
-                        obs = await client.request("env", p.Act(session=sid, command=action, agent="human"), timeout=7200)
+                        obs = await client.request("env", p.Act(session=sid, command=action, agent="human", token=token), timeout=7200)
                     except RpcError as exc:
                         click.echo(f"error: {exc.message}")
                         if exc.code == "episode_over":
@@ -146,7 +180,7 @@ def shell(task: str, endpoint: str | None, backend: str, max_steps: int) -> None
                         break
             finally:
                 try:
-                    await client.request("env", p.SessionClose(session=sid), timeout=30)
+                    await client.request("env", p.SessionClose(session=sid, token=token), timeout=30)
                 except (RpcError, asyncio.TimeoutError):
                     pass
 
@@ -178,15 +212,15 @@ async def run_baseline(task_id: str, backend: str = "local", root: Path | None =
     with tempfile.TemporaryDirectory(prefix="mlgym-baseline-", dir=root) as tmp:
         async with embedded_server(Path(tmp), backend) as client:
             opened = await client.request("env", p.SessionOpen(task=task_id, backend=backend), timeout=1800)
-            sid = opened.info.session
+            sid, token = opened.info.session, opened.token
             outputs = []
             for command in spec.baseline.commands:
-                obs = await client.request("env", p.Act(session=sid, command=command, agent="baseline"), timeout=7200)
+                obs = await client.request("env", p.Act(session=sid, command=command, agent="baseline", token=token), timeout=7200)
                 outputs.append(obs.output)
                 if obs.exit_code != 0:
                     raise click.ClickException(f"baseline command `{command}` failed ({obs.exit_code}):\n{obs.output[-3000:]}")
-            obs = await client.request("env", p.Act(session=sid, command="validate", agent="baseline"), timeout=7200)
-            await client.request("env", p.SessionClose(session=sid), timeout=60)
+            obs = await client.request("env", p.Act(session=sid, command="validate", agent="baseline", token=token), timeout=7200)
+            await client.request("env", p.SessionClose(session=sid, token=token), timeout=60)
     if not obs.scores:
         raise click.ClickException(f"baseline evaluation failed:\n{obs.output}")
     return {"task": task_id, "scores": obs.scores, "published": dict(spec.baseline.scores),

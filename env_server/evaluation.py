@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log
-from mlgym.env_server.sandbox import Mount, Sandbox, SandboxPathError
+from mlgym.env_server.sandbox import WORKSPACE, Mount, Sandbox, SandboxPathError
 from mlgym.env_server.sandbox.base import host_path
 from mlgym.tasks import registry
+from mlgym.tools import safefs
 
 logger = log.get(__name__)
 
@@ -52,42 +52,52 @@ class EvalOutcome:
 
 
 def copy_artefact(workspace: Path, rel: str, dest: Path, kind: str = "file") -> Path:
-    """Copy the submission artefact `rel` out of the workspace into `dest`, never following a
-    symlink and never reading outside the workspace. Returns the copied path."""
+    """Copy the submission artefact `rel` out of the workspace into `dest`. Every file is
+    opened from the workspace folder down without following a symlink and only when it is a
+    regular file (tools/safefs.py), so a link or FIFO swapped in while the copy runs is refused,
+    never followed; links inside a folder artefact are left out. Returns the copied path."""
     src = host_path(workspace, rel)  # refuses `..`, absolute paths and symlink escapes
-    st = os.lstat(src)
-    target = dest / Path(rel).name
-    if kind == "file":
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(f"{rel} is not a regular file")
-        if st.st_size > MAX_ARTEFACT_BYTES:
-            raise ValueError(f"{rel} is {st.st_size} bytes, over the {MAX_ARTEFACT_BYTES} byte limit")
-        shutil.copyfile(src, target, follow_symlinks=False)
-        return target
-    if not stat.S_ISDIR(st.st_mode):
-        raise FileNotFoundError(f"{rel} is not a folder")
-    total = 0
     root = Path(os.path.realpath(workspace))
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(src)
-        (target / rel_dir).mkdir(parents=True, exist_ok=True)
-        for name in filenames:
-            path = Path(dirpath) / name
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                real = Path(os.path.realpath(path))
-                if root not in real.parents:
-                    raise SandboxPathError(f"{rel}/{rel_dir / name}: symlink leads out of the workspace")
-                info = os.stat(real)
-                path = real
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            total += info.st_size
+    inner = src.relative_to(root)
+    target = dest / Path(rel).name
+    try:
+        if kind == "file":
+            fd = safefs.open_file(root, inner, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as f:
+                _copy_bounded(f, target, 0, rel)
+            return target
+        try:
+            top = safefs.open_dir(root, inner)
+        except NotADirectoryError:
+            raise FileNotFoundError(f"{rel} is not a folder") from None
+        try:
+            target.mkdir()
+            total = 0
+            for path, dirfd, name in safefs.walk_files(top):
+                try:
+                    fd = safefs.open_file(dirfd, name, os.O_RDONLY)
+                except safefs.UnsafePath:
+                    continue  # a link, FIFO or device inside the folder: not part of it
+                out = target / path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with os.fdopen(fd, "rb") as f:
+                    total = _copy_bounded(f, out, total, rel)
+        finally:
+            os.close(top)
+        return target
+    except safefs.UnsafePath as exc:
+        raise SandboxPathError(f"{rel}: {exc.why}") from None
+
+
+def _copy_bounded(src: Any, out: Path, total: int, rel: str) -> int:
+    """Copy an open file to `out`, refusing artefacts over MAX_ARTEFACT_BYTES in all."""
+    with open(out, "wb") as f:
+        while chunk := src.read(1 << 20):
+            total += len(chunk)
             if total > MAX_ARTEFACT_BYTES:
                 raise ValueError(f"{rel} holds more than {MAX_ARTEFACT_BYTES} bytes")
-            shutil.copyfile(path, target / rel_dir / name)
-        dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
-    return target
+            f.write(chunk)
+    return total
 
 
 async def evaluate(
@@ -129,8 +139,13 @@ async def evaluate(
                 secret_dir=inside(layout.secret_dir), entry=inside(layout.entry)),
             "python", Path(EVAL_ROOT) / "submission" / name, Path(EVAL_ROOT) / "out" / "scores.json", seed,
         )
+        mounts = [Mount(base, EVAL_ROOT, writable=True)]
+        if task.spec.evaluation.workspace_mount:  # an imported MLGym task: its scripts use it
+            (base / "workspace").mkdir(mode=0o777)
+            os.chmod(base / "workspace", 0o777)
+            mounts.append(Mount(base / "workspace", WORKSPACE, writable=True))
         result = await sandbox.run_isolated(
-            argv, timeout=timeout_s, mounts=[Mount(base, EVAL_ROOT, writable=True)], cwd=str(inside(layout.task_dir))
+            argv, timeout=timeout_s, mounts=mounts, cwd=str(inside(layout.task_dir))
         )
         seconds = time.monotonic() - started
         tail = result.output[-2000:]

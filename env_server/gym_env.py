@@ -7,7 +7,12 @@
 
 Observations and actions are text: an action is one ACI command in MLGym syntax; an observation
 is its output followed by MLGym's state lines. With no `endpoint`, an embedded server is started
-in a background thread (and stopped with the env).
+in a background thread (and stopped with the env); it logs warnings and errors only, unless
+`log_level` (or $MLGYM_LOG_LEVEL) asks for more.
+
+Outside the gymnasium API, and never counted as steps: `read_file(path)` and
+`write_file(path, data)` on the session's workspace (set-up, inspection), and `session_info()`
+(step, budget, state, best scores, the workspace path, any sandbox warning).
 
 Reward: the change of the task's baseline-normalised priority score, paid at `validate` and
 `submit` (0 for every other action). The normalised score is score/baseline for metrics where
@@ -20,6 +25,8 @@ When the step budget is exhausted the episode is truncated and the artefact auto
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import string
 import tempfile
 import threading
@@ -28,6 +35,8 @@ from typing import Any
 
 import gymnasium
 from gymnasium import spaces
+
+import msgspec
 
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
@@ -95,6 +104,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         request_timeout_s: float = 3600.0,
         keys: str | None = None,
         key_name: str = "client",
+        log_level: str | None = None,
     ):
         self.task = task
         self.backend = backend
@@ -107,7 +117,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         self._server_task: asyncio.Future | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         if endpoint is None:
-            endpoint = self._start_embedded()
+            endpoint = self._start_embedded(log_level)
         self.endpoint = endpoint
         curve = None
         if keys is not None:  # CURVE for a remote server on tcp:// (`mlgym keys init DIR`)
@@ -116,6 +126,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
             curve = client_curve(keys, key_name)
         self._client = RpcClient(endpoint, curve=curve)
         self.session: str | None = None
+        self._token = ""  # the session's token (SessionOpened): every request carries it
         self._closed = False
         self._last_norm = 1.0
         self._last_obs = ""
@@ -124,8 +135,13 @@ class MLGymEnv(gymnasium.Env[str, str]):
 
     # -------------------------------------------------------------- embedded server
 
-    def _start_embedded(self) -> str:
+    def _start_embedded(self, log_level: str | None) -> str:
+        from mlgym import log
         from mlgym.env_server.server import run_server
+
+        log.get(__name__)  # configured first, so the level set here stays
+        level = (log_level or os.environ.get("MLGYM_LOG_LEVEL") or "warning").upper()
+        logging.getLogger("mlgym").setLevel(level)  # the server shares this process
 
         self._tmp = tempfile.TemporaryDirectory(prefix="mlgym-gym-")
         root = Path(self._tmp.name)
@@ -139,6 +155,40 @@ class MLGymEnv(gymnasium.Env[str, str]):
         self._loop.run(start(), timeout=60)
         return endpoint
 
+    # -------------------------------------------------------------- workspace and session
+
+    def read_file(self, path: str, max_bytes: int = 0) -> bytes:
+        """A file of the workspace (relative to it, or under /home/agent/workspace); at most
+        `max_bytes` of it when that is not 0. Not a step. Raises RpcError (`not_found`, `path`
+        for paths outside the workspace)."""
+        fc = self._request(p.ReadFile(session=self._need_session(), path=path, max_bytes=max_bytes))
+        assert isinstance(fc, p.FileContent)
+        return fc.data
+
+    def write_file(self, path: str, data: bytes | str) -> int:
+        """Create or replace a workspace file (folders are made); returns its size. Not a
+        step: for setting up an episode; the agent's own edits go through `step`."""
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        done = self._request(p.WriteFile(session=self._need_session(), path=path, data=raw))
+        assert isinstance(done, p.FileWritten)
+        return done.size
+
+    def session_info(self) -> dict[str, Any]:
+        """The session as the server sees it: `session`, `task`, `backend`, `step`,
+        `max_steps`, `state` (open, submitted, truncated, closed), `open_file`, `best_scores`,
+        `workspace` (the path commands see), `workdir` (its host folder), `warning` (set when
+        the sandbox isolates less than it should) and `created`."""
+        info = self._request(p.SessionStatus(session=self._need_session()))
+        assert isinstance(info, p.SessionInfo)
+        out = msgspec.to_builtins(info)
+        out.pop("kind", None)
+        return out
+
+    def _need_session(self) -> str:
+        if self.session is None:
+            raise RuntimeError("call reset() first: there is no session yet")
+        return self.session
+
     # -------------------------------------------------------------- gymnasium API
 
     def _request(self, body: p.Body) -> p.Body:
@@ -149,7 +199,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         self._close_session()
         reply = self._request(p.SessionOpen(task=self.task, backend=self.backend, limits=self.limits, seed=seed or 0))
         assert isinstance(reply, p.SessionOpened)
-        self.session = reply.info.session
+        self.session, self._token = reply.info.session, reply.token
         self._last_norm = 1.0
         self._priority = None
         self._last_obs = reply.observation
@@ -161,7 +211,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
         if self.session is None:
             raise RuntimeError("call reset() before step()")
         try:
-            obs = self._request(p.Act(session=self.session, command=action))
+            obs = self._request(p.Act(session=self.session, command=action, token=self._token))
         except RpcError as exc:
             if exc.code == "episode_over":
                 raise RuntimeError("the episode is over: call reset()") from None
@@ -202,7 +252,7 @@ class MLGymEnv(gymnasium.Env[str, str]):
     def _close_session(self) -> None:
         if self.session is not None:
             try:
-                self._request(p.SessionClose(session=self.session))
+                self._request(p.SessionClose(session=self.session, token=self._token))
             except (RpcError, TimeoutError):
                 pass
             self.session = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log
+from mlgym.env_server.disk import SessionDisk
 from mlgym.env_server.sandbox.base import Sandbox, SandboxConfig, SandboxError, create
 
 logger = log.get(__name__)
@@ -36,7 +37,10 @@ class SandboxPool:
     """
 
     def __init__(self, backend: str, template: SandboxConfig, root: Path, size: int = 2,
-                 **backend_kwargs: Any) -> None:
+                 disk_mb: int = 0, **backend_kwargs: Any) -> None:
+        """`disk_mb`: each slot's workspace and job logs live on a disk of this size
+        (env_server/disk.py; 0: a plain folder, no quota)."""
+        self.disk_mb = disk_mb
         if size < 0:
             raise ValueError("pool size must be >= 0")
         self.backend = backend
@@ -142,25 +146,28 @@ class SandboxPool:
 
     async def _make(self) -> Sandbox:
         slot = self.root / f"slot-{self._tag}-{next(self._ids)}"
-        workspace = slot / "workspace"
-        workspace.mkdir(parents=True)
-        state = None
-        if self.template.state_dir is not None:
-            state = slot / "state"
-            state.mkdir()
-        config = dataclasses.replace(self.template, workspace=workspace, state_dir=state)
+        slot.mkdir(parents=True)
+        disk = SessionDisk(slot, self.disk_mb)
+        state = slot / "state" if self.template.state_dir is not None else None
+        config = dataclasses.replace(self.template, workspace=disk.workspace,
+                                     jobs_dir=disk.jobs, state_dir=state)
         sandbox = create(self.backend, config, **self.backend_kwargs)
+        disk.owner = sandbox.file_owner
+        sandbox.disk = disk
         try:
+            await disk.create()
             await sandbox.start()
         except BaseException:
-            await asyncio.shield(_stop_quietly(sandbox))
-            shutil.rmtree(slot, ignore_errors=True)
+            await asyncio.shield(self._discard(sandbox))
             raise
         return sandbox
 
     async def _discard(self, sandbox: Sandbox) -> None:
         await _stop_quietly(sandbox)
-        shutil.rmtree(sandbox.config.workspace.parent, ignore_errors=True)
+        disk = getattr(sandbox, "disk", None)
+        if disk is not None:
+            await disk.release(keep=False)
+            shutil.rmtree(disk.root, ignore_errors=True)
 
 
 async def _alive(sandbox: Sandbox) -> bool:

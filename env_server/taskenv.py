@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import paths
+from mlgym.files import atomic_write
 
 STAMP = ".mlgym-requirements.sha256"
 
@@ -139,7 +140,7 @@ def _ensure(venv: Path, requirements: Path | None, say: Progress, force: bool,
     if n:
         _run([str(python()), "-m", "pip", "install", "--progress-bar", "off", "-r",
               str(req_path)], say)
-    stamp.write_text(wanted + "\n")
+    atomic_write(stamp, wanted + "\n")
     say(f"task environment ready: {python()}")
     return venv
 

@@ -51,17 +51,33 @@ class TaskHandle:
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, copy)
             os.chmod(copy, 0o444)
+            os.chmod(path, 0o444)  # the workspace copy too: no writer may change it
         done.write_text("")
 
     @staticmethod
     def copy_template(template: Path, dest: Path) -> None:
-        """Fill a session workspace from the task template (writable by the sandbox user)."""
+        """Fill a session workspace from the task template (writable by the sandbox user, but
+        the task's read-only files, which keep no write permission)."""
         shutil.copytree(template, dest, dirs_exist_ok=True)
         for path in [dest, *dest.rglob("*")]:
             try:
-                os.chmod(path, 0o777 if path.is_dir() else 0o666 | (path.stat().st_mode & 0o111))
+                mode = path.stat().st_mode
+                write = 0o222 if mode & 0o200 else 0
+                os.chmod(path, 0o777 if path.is_dir() else 0o444 | write | (mode & 0o111))
             except OSError:
                 pass
+
+
+def tree_mb(root: Path) -> int:
+    """Disk used by the files under `root` (a server-made template), in MB, rounded up."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return -(-total // 2**20)
 
 
 def load(task_id: str) -> TaskHandle:

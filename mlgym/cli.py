@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "keys": "mlgym.bus.cli:keys",
     "bench": "mlgym.bench_cli:bench",
     "env": "mlgym.env_server.cli:env",
+    "audit": "mlgym.env_server.audit.cli:audit",
     "image": "mlgym.env_server.image_cli:image",
     "baseline": "mlgym.env_server.commands:baseline",
     "evaluate": "mlgym.env_server.commands:evaluate",

@@ -77,7 +77,10 @@ def show(task_id: str, as_json: bool) -> None:
                + (f"   via: {' && '.join(s.baseline.commands)}" if s.baseline.commands else ""))
     click.echo(f"submission:  {s.files.submission} ({s.files.submission_kind})")
     click.echo(f"read-only:   {', '.join(s.files.read_only) or '-'}")
-    click.echo(f"secret:      {', '.join(s.files.secret) or '-'}")
+    secret = list(s.files.secret)
+    if s.prepare is not None:  # its --secret folder: held-out answers, opponents, ...
+        secret.append(f"whatever {s.prepare.entry} writes to its secret folder")
+    click.echo(f"secret:      {'; '.join(secret) or '-'}  (only the evaluator sees these)")
     click.echo(f"evaluation:  {s.evaluation.entry} (timeout {s.evaluation.timeout_s:g} s, seed {s.evaluation.seed})")
     for d in s.data:
         click.echo(f"data:        {d.file} sha256 {d.sha256[:16]}... from {d.source or d.url}")
@@ -101,6 +104,42 @@ def validate(task_id: str | None) -> None:
             bad += 1
             click.echo(f"INVALID  {exc}", err=True)
     if bad:
+        sys.exit(1)
+
+
+@tasks.command("import-mlgym")
+@click.argument("checkout", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("task_ids", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the task folders go (default: your task folder, $MLGYM_TASKS or "
+                   "~/.mlgym/tasks, which list, run and baseline search).")
+@click.option("--metric", default=None, metavar="NAME[:max|min]",
+              help="The priority metric (default: a task of ours with the id, else the first).")
+@click.option("--secret", multiple=True, metavar="GLOB",
+              help="More workspace files to keep from the agent (restored for evaluation).")
+@click.option("--prefix", default="", help="Prepended to the task ids (to keep built-in ones).")
+@click.option("--force", is_flag=True, help="Replace task folders that exist.")
+def import_mlgym(checkout: Path, task_ids: tuple[str, ...], out_dir: Path | None,
+                 metric: str | None, secret: tuple[str, ...], prefix: str, force: bool) -> None:
+    """Turn an MLGym checkout's task configs (configs/tasks/*.yaml, configs/datasets/*.yaml,
+    data/<task>/) into task folders: all of them, or the TASK_IDS given (docs/tasks.md)."""
+    from mlgym.tasks import mlgym_import
+
+    out = out_dir or registry.user_tasks_root()
+    try:
+        done, failed = mlgym_import.import_tasks(checkout, list(task_ids), out, metric=metric,
+                                                 secret=secret, prefix=prefix, force=force)
+    except mlgym_import.MlgymImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in done:
+        spec = registry.load_task(item.task_id, out).spec
+        click.echo(f"imported {item.task_id} -> {item.path}  ({spec.priority_metric}, "
+                   f"{spec.priority.direction}; baseline {spec.baseline_score:.6g})")
+        for note in item.notes:
+            click.echo(f"note: {note}", err=True)
+    for task_id, why in failed.items():
+        click.echo(f"NOT IMPORTED {task_id}: {why}", err=True)
+    if any(t != "(built-in ids)" for t in failed):
         sys.exit(1)
 
 
@@ -138,28 +177,74 @@ def prepare_cmd(task_id: str, force: bool) -> None:
 
 
 @click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write CSV, Markdown tables and profile plots (PNG, SVG) here.")
-@click.option("--json", "as_json", is_flag=True, help="Print all numbers as one JSON object on the last line.")
-@click.option("--epsilon", type=float, default=0.05, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print all numbers as one JSON object on stdout (instead of the Markdown).")
+@click.option("--with-paper", is_flag=True,
+              help="Add the MLGym-Bench paper's 12 models (bundled scores); score its 13 tasks.")
+@click.option("--epsilon", type=float, default=0.05, show_default=True,
+              help="Infeasible ratio = (1 + eps) x worst feasible ratio; also sets the tau bound.")
 @click.option("--points", type=int, default=500, show_default=True)
-@click.option("--baseline", "baseline_source", type=click.Choice(["spec", "measured"]), default="spec",
-              show_default=True, help="Baseline score: the spec's published one, or the median measured in the runs.")
-def score(results: tuple[Path, ...], out_dir: Path | None, as_json: bool, epsilon: float, points: int,
-          baseline_source: str) -> None:
+@click.option("--baseline", "baseline_source", type=click.Choice(["spec", "measured"]),
+              default="spec", show_default=True,
+              help="Baseline score: the spec's published one, or the median measured in the runs.")
+def score(results: tuple[Path, ...], out_dir: Path | None, as_json: bool, with_paper: bool,
+          epsilon: float, points: int, baseline_source: str) -> None:
     """Best Attempt / Best Submission per task and method, performance profiles and AUP from
-    run results files or folders (docs/results-format.md, docs/scoring.md)."""
-    from mlgym.tasks import scoring
+    run results files or folders, MLGym run folders included (docs/results-format.md,
+    docs/scoring.md)."""
+    from mlgym.tasks import score_report, scoring
 
+    if not results and not with_paper:
+        raise click.UsageError("give run results (files or folders), or --with-paper")
+    if epsilon < 0 or points < 2:
+        raise click.UsageError("need --epsilon >= 0 and --points >= 2")
+    notes: list[str] = []
     try:
-        runs = scoring.load_results(list(results))
-        report = scoring.score_runs(runs, epsilon=epsilon, points=points, baseline_source=baseline_source)
+        runs = scoring.load_results(list(results), notes) if results else []
+        fixed, tasks_ = [], None
+        if with_paper:
+            runs, fixed, tasks_ = _with_paper(runs, notes)
+        report = scoring.score_runs(runs, epsilon=epsilon, points=points,
+                                    baseline_source=baseline_source, fixed=fixed, tasks=tasks_,
+                                    notes=notes)
     except scoring.ResultsError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(scoring.markdown_report(report))
-    if out_dir is not None:
-        for p in scoring.write_outputs(report, out_dir):
-            click.echo(f"wrote {p}", err=True)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
-        click.echo(json.dumps(scoring.report_json(report), allow_nan=False))
+        click.echo(json.dumps(score_report.report_json(report), allow_nan=False))
+    else:
+        click.echo(score_report.markdown_report(report))
+    if out_dir is not None:
+        for p in score_report.write_outputs(report, out_dir):
+            click.echo(f"wrote {p}", err=True)
+
+
+def _with_paper(runs: list, notes: list[str]) -> tuple[list, list, list[str]]:
+    """The runs on the paper's tasks (others are left out, with a note), the paper's models
+    as fixed scores, and the paper's task list. A user method named like a paper model is
+    renamed `<name> (yours)`."""
+    from mlgym.tasks import paper
+
+    names, tasks_ = set(paper.models()), paper.tasks()
+    outside = sorted({r.task for r in runs} - set(tasks_))
+    if outside:
+        notes.append(f"--with-paper scores the paper's {len(tasks_)} tasks; runs on "
+                     f"{', '.join(outside)} are left out")
+    runs = [r for r in runs if r.task in tasks_]
+    for r in runs:
+        if r.method in names:
+            r.method = f"{r.method} (yours)"
+    for m in sorted({r.method for r in runs}):
+        if m.endswith(" (yours)") and m.removesuffix(" (yours)") in names:
+            notes.append(f"your method {m.removesuffix(' (yours)')} is named like a paper model; "
+                         f"shown as {m}")
+        missing = [t for t in tasks_ if not any(r.method == m and r.task == t for r in runs)]
+        if missing:
+            notes.append(f"{m} has no runs on {len(missing)} of the paper's {len(tasks_)} tasks "
+                         f"({', '.join(missing)}): they count as infeasible, as a model without "
+                         "a result did in the paper")
+    return runs, paper.fixed_scores(), tasks_

@@ -1,11 +1,12 @@
 """Task data: find input files on the data search path, import local copies, and prepare
 (split into public workspace files and secret labels) once, cached.
 
-Data is never committed. A data source `{file, dir, sha256}` is looked for as
-`<root>/<dir>/<file>`, then `<root>/<task id>/<file>`, in each root of the search path:
+A data source `{file, dir, sha256}` is looked for first in the task's own folder,
+`tasks/<id>/data/<file>` (small public data sets ship with the package there, with their source
+and licence in `data/README.md`), then as `<root>/<dir>/<file>` and `<root>/<task id>/<file>`
+in each root of the user's search path:
   1. `$MLGYM_DATA` (several roots separated by `:`),
-  2. `<repo>/../shared/data/mlgym`,
-  3. `~/.mlgym/data` (`$MLGYM_HOME/data`; where `mlgym data import` copies files).
+  2. `~/.mlgym/data` (`$MLGYM_HOME/data`; where `mlgym data import` copies files).
 A file whose sha256 differs is skipped with a warning, so a stale copy never feeds a task.
 
 Preparation runs the task's prepare entry with this (the framework's) python and caches the
@@ -47,12 +48,16 @@ class PreparedTask:
     key: str
 
 
+SHIPPED_DIR = "data"  # tasks/<id>/data/: input files that ship with the task
+
+
 def data_roots() -> list[Path]:
+    """The user's data roots ($MLGYM_DATA, then ~/.mlgym/data); a task's shipped files come
+    before them (see `candidates`)."""
     roots: list[Path] = []
     env = os.environ.get("MLGYM_DATA")
     if env:
         roots += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    roots.append(paths.REPO_ROOT.parent / "shared" / "data" / "mlgym")
     roots.append(paths.home() / "data")
     return roots
 
@@ -65,19 +70,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def candidates(spec: TaskSpec, source: DataSource) -> list[Path]:
-    """Every place the file may be, in search order."""
-    out: list[Path] = []
+def candidates(spec: TaskSpec, source: DataSource, task_dir: Path | None = None) -> list[Path]:
+    """Every place the file may be, in search order: the task's shipped copy, then the roots."""
+    out: list[Path] = [task_dir / SHIPPED_DIR / source.file] if task_dir is not None else []
     for root in data_roots():
         for sub in dict.fromkeys([source.dir or spec.id, spec.id]):
             out.append(root / sub / source.file)
     return out
 
 
-def find_data_file(spec: TaskSpec, source: DataSource) -> Path:
+def find_data_file(spec: TaskSpec, source: DataSource, task_dir: Path | None = None) -> Path:
     """The first copy of `source` on the search path whose sha256 matches."""
     looked: list[str] = []
-    for path in candidates(spec, source):
+    for path in candidates(spec, source, task_dir):
         if not path.is_file():
             looked.append(f"{path} (absent)")
             continue
@@ -158,7 +163,7 @@ def _copy_static_secrets(spec: TaskSpec, task_dir: Path, secret: Path) -> None:
 
 def _run_prepare(spec: TaskSpec, task_dir: Path, public: Path, secret: Path) -> None:
     assert spec.prepare is not None
-    files = [find_data_file(spec, d) for d in spec.data]
+    files = [find_data_file(spec, d, task_dir) for d in spec.data]
     cmd = [sys.executable, str(task_dir / spec.prepare.entry), "--task-dir", str(task_dir),
            "--public", str(public), "--secret", str(secret)]
     for d, f in zip(spec.data, files, strict=True):

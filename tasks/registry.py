@@ -15,11 +15,12 @@ prepared public files.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlgym import log
+from mlgym import log, paths
 from mlgym.tasks import data
 from mlgym.tasks.data import PreparedTask
 from mlgym.tasks.spec import TaskSpec, TaskSpecError, load_spec
@@ -30,7 +31,8 @@ logger = log.get(__name__)
 
 __all__ = ["Task", "TaskSpecError", "UnknownTask", "PreparedTask", "EvaluationLayout", "load_task",
            "list_tasks", "task_ids", "prepare", "populate_workspace", "read_only_paths",
-           "evaluation_layout", "evaluation_command", "evaluate_unsandboxed", "TASKS_ROOT", "COMMON_DIR"]
+           "evaluation_layout", "evaluation_command", "evaluate_unsandboxed", "TASKS_ROOT", "COMMON_DIR",
+           "user_tasks_root", "task_roots"]
 
 
 class UnknownTask(KeyError):
@@ -57,20 +59,39 @@ class EvaluationLayout:
     entry: Path  # the evaluator script inside task_dir
 
 
-def task_ids(root: Path = TASKS_ROOT) -> list[str]:
+def user_tasks_root() -> Path:
+    """The user's own task folder (`mlgym tasks import-mlgym` writes there): $MLGYM_TASKS, else
+    <MLGYM_HOME>/tasks. Searched after the built-in tasks, which win on a clash of ids."""
+    return Path(os.environ.get("MLGYM_TASKS") or paths.home() / "tasks")
+
+
+def task_roots() -> list[Path]:
+    return [TASKS_ROOT, user_tasks_root()]
+
+
+def _ids(root: Path) -> list[str]:
     """Folders holding a task.toml; `_common` and hidden folders are not tasks."""
+    if not root.is_dir():
+        return []
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and not p.name.startswith(("_", ".")) and (p / "task.toml").is_file())
 
 
-def load_task(task_id: str, root: Path = TASKS_ROOT) -> Task:
-    task_dir = root / task_id
-    if task_id not in task_ids(root):
-        raise UnknownTask(task_id)
-    return Task(load_spec(task_dir), task_dir)
+def task_ids(root: Path | None = None) -> list[str]:
+    """Task ids under `root`, or under every task root (built-in first, then the user's)."""
+    if root is not None:
+        return _ids(root)
+    return sorted({tid for r in task_roots() for tid in _ids(r)})
 
 
-def list_tasks(suite: str | None = None, root: Path = TASKS_ROOT, strict: bool = False) -> list[Task]:
+def load_task(task_id: str, root: Path | None = None) -> Task:
+    for r in [root] if root is not None else task_roots():
+        if task_id in _ids(r):
+            return Task(load_spec(r / task_id), r / task_id)
+    raise UnknownTask(task_id)
+
+
+def list_tasks(suite: str | None = None, root: Path | None = None, strict: bool = False) -> list[Task]:
     """All valid tasks (in a suite when given). An invalid spec is logged and left out, so one
     broken task never hides the others (`strict=True` raises instead; `mlgym tasks validate`
     shows every error)."""
@@ -116,9 +137,15 @@ def evaluation_layout(task: Task, prepared: PreparedTask, dest: Path) -> Evaluat
     """Build `<dest>/tasks/<id>/`, `<dest>/tasks/_common/` and `<dest>/secret/` from pristine
     copies (never from the agent's workspace)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+    def ignore_task(folder: str, names: list[str]) -> set[str]:
+        """The shipped raw inputs (data/) are prepare's, not the evaluator's: left out."""
+        skip = set(ignore(folder, names))
+        return skip | ({data.SHIPPED_DIR} & set(names) if Path(folder) == task.dir else set())
+
     task_copy = dest / "tasks" / task.id
     common_copy = dest / "tasks" / "_common"
-    shutil.copytree(task.dir, task_copy, dirs_exist_ok=True, ignore=ignore)
+    shutil.copytree(task.dir, task_copy, dirs_exist_ok=True, ignore=ignore_task)
     shutil.copytree(COMMON_DIR, common_copy, dirs_exist_ok=True, ignore=ignore)
     secret = dest / "secret"
     shutil.copytree(prepared.secret_dir, secret, dirs_exist_ok=True)

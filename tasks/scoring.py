@@ -1,23 +1,27 @@
-"""Scores across runs: Best Attempt / Best Submission, performance profiles and AUP.
+"""Scores across runs: Best Attempt / Best Submission, performance profiles and AUP, computed
+the way MLGym-Bench's published table was (docs/scoring.md has the derivation).
 
-Definitions (MLGym-Bench; docs/scoring.md):
 - Best Attempt of a run = its best priority-metric score over all validate/submit results;
   Best Submission = the score of its final submission. For a method and a task, each is the
   best over that method's runs. The baseline is one more method ("Baseline").
 - Infeasible: missing, negative, or worse than the task's baseline score.
 - best_t = best feasible score on task t; r = best_t / s (higher is better) or s / best_t
   (lower is better); an infeasible method gets r = (1 + eps) * worst feasible r on t.
-- rho_m(tau) = share of tasks with log10(r) <= tau, tau on `points` evenly spaced values in
-  [0, tau_max]; tau_max = log10(max over tasks of ceil(1.05 * worst r of the task)),
-  rounded up to one decimal. AUP_m = sum_i (tau_{i+1} - tau_i) * rho_m(tau_i).
+- Each task bounds the ratios it can produce: ceil((1 + eps) * worst feasible r on t). ONE
+  tau range serves every profile scored together: tau_max = log10 of the largest bound over
+  the tasks of all profiles, rounded up to one decimal; tau has `points` evenly spaced values
+  in [0, tau_max]. rho_m(tau) = share of tasks with log10(r) <= tau;
+  AUP_m = sum_i (tau_{i+1} - tau_i) * rho_m(tau_i), summed in order.
 A task without any feasible score has no best_t; it is left out of the profiles and listed
-under `excluded`.
+under `excluded`. A ratio that would divide by a zero score is infinite: it is given the
+infeasible ratio, and a note says so.
+
+Report rendering (Markdown, CSV, JSON, plots) lives in mlgym.tasks.score_report.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import gzip
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ import numpy as np
 
 BASELINE = "Baseline"
 MEASURES = ("best_attempt", "best_submission")
+RESULT_SUFFIXES = (".result.json", ".jsonl", ".jsonl.gz", ".json.gz")
 
 
 class ResultsError(ValueError):
@@ -67,6 +72,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     baseline: dict[str, float] | None = None  # baseline scores measured in this run's set-up
     metric: MetricRef | None = None  # the priority metric; from the task spec when absent
     format: str = "mlgym-run-result/1"
+    partial: bool = False  # a stopped run's result so far (`mlgym resume` finishes it): not scored
 
 
 @dataclass
@@ -77,12 +83,23 @@ class TaskInfo:
 
 
 @dataclass
+class FixedScores:
+    """A method's per-task scores given as numbers rather than runs (the paper's models)."""
+
+    method: str
+    best_attempt: dict[str, float | None]  # task -> score
+    best_submission: dict[str, float | None]
+    runs: dict[str, int]
+
+
+@dataclass
 class Profile:
     measure: str
     tasks: list[str]
     methods: list[str]
     ratios: dict[str, dict[str, float]]  # task -> method -> r
     feasible: dict[str, dict[str, bool]]
+    bounds: dict[str, int]  # task -> ceil((1 + eps) * worst feasible ratio)
     tau: np.ndarray
     rho: dict[str, np.ndarray]
     tau_max: float
@@ -99,6 +116,8 @@ class Report:
     profiles: dict[str, Profile] = field(default_factory=dict)
     epsilon: float = 0.05
     points: int = 500
+    tau_max: float = 0.0
+    notes: list[str] = field(default_factory=list)  # warnings for the reader (stderr, JSON)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -120,33 +139,69 @@ def _decode(raw: bytes, where: str) -> list[RunResult]:
     return out
 
 
+def _is_result_file(p: Path) -> bool:
+    return p.name in ("result.json", "results.json") or p.name.endswith(RESULT_SUFFIXES)
+
+
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    found = [p for p in sorted(path.rglob("*")) if p.is_file()
-             and (p.name == "result.json" or p.name.endswith(".result.json") or p.name.endswith(".jsonl"))]
+    found = [p for p in sorted(path.rglob("*")) if p.is_file() and _is_result_file(p)]
     if not found:
-        raise ResultsError(f"{path}: no result.json, *.result.json or *.jsonl files inside")
+        raise ResultsError(f"{path}: no result.json, *.result.json, *.jsonl or MLGym "
+                           "results.json files inside")
     return found
 
 
-def load_results(paths: list[Path]) -> list[RunResult]:
-    """Run results from files (JSON object, JSON array, or JSON lines) and folders."""
+def _read_file(f: Path) -> list[tuple[RunResult, str]]:
+    """Runs in one file, each with where it came from (file, or file:line)."""
+    from mlgym.tasks import mlgym_results
+
+    if f.name == "results.json":
+        return [(mlgym_results.read_run(f), str(f))]
+    data = f.read_bytes()
+    if f.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ResultsError(f"{f}: not gzip: {exc}") from None
+    if f.name.endswith((".jsonl", ".jsonl.gz")):
+        return [(r, f"{f}:{n}") for n, line in enumerate(data.splitlines(), 1) if line.strip()
+                for r in _decode(line, f"{f}:{n}")]
+    return [(r, str(f)) for r in _decode(data, str(f))]
+
+
+def load_results(paths: list[Path], notes: list[str] | None = None) -> list[RunResult]:
+    """Run results from files (JSON object, JSON array, JSON lines, gzipped or not), folders,
+    and MLGym trajectory folders (`results.json`). A run id seen twice with the same content
+    counts once (a note names both places); with different content it is an error."""
+    notes = notes if notes is not None else []
     runs: list[RunResult] = []
+    seen: dict[str, tuple[bytes, str]] = {}
     for path in paths:
         for f in _files(Path(path)):
-            data = f.read_bytes()
-            if f.suffix == ".jsonl":
-                for n, line in enumerate(data.splitlines(), 1):
-                    if line.strip():
-                        runs += _decode(line, f"{f}:{n}")
-            else:
-                runs += _decode(data, str(f))
+            for r, where in _read_file(f):
+                body = msgspec.json.encode(r)
+                if r.run_id in seen:
+                    first_body, first_where = seen[r.run_id]
+                    if body != first_body:
+                        raise ResultsError(f"run id {r.run_id!r} appears twice with different "
+                                           f"contents: {first_where} and {where}")
+                    notes.append(f"run {r.run_id} appears twice ({first_where} and {where}); "
+                                 "counted once")
+                    continue
+                seen[r.run_id] = (body, where)
+                runs.append(r)
+    stopped = [r.run_id for r in runs if r.partial]
+    runs = [r for r in runs if not r.partial]
     if not runs:
-        raise ResultsError("no runs found")
+        more = (f" (only stopped runs, not scored until resumed to their end: "
+                f"{', '.join(stopped)})" if stopped else "")
+        raise ResultsError(f"no runs found{more}")
     for r in runs:
         if r.method == BASELINE:
-            raise ResultsError(f"run {r.run_id}: the method name {BASELINE!r} is reserved for the baseline")
+            raise ResultsError(f"run {r.run_id}: the method name {BASELINE!r} is reserved "
+                               "for the baseline")
     return runs
 
 
@@ -157,37 +212,54 @@ def _better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "max" else a < b
 
 
-def _best(values: list[float], direction: str) -> float | None:
+def _best(values: list[float | None], direction: str) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return None
     return max(vals) if direction == "max" else min(vals)
 
 
-def task_info(runs: list[RunResult], task: str, baseline_source: str = "spec") -> TaskInfo:
+def _spec_metric(task: str) -> tuple[str, str, float] | None:
+    from mlgym.tasks.registry import UnknownTask, load_task
+    from mlgym.tasks.spec import TaskSpecError
+
+    try:
+        spec = load_task(task).spec
+    except (UnknownTask, TaskSpecError):
+        return None
+    return spec.priority_metric, spec.priority.direction, spec.baseline_score
+
+
+def task_info(runs: list[RunResult], task: str, baseline_source: str = "spec",
+              notes: list[str] | None = None) -> TaskInfo:
     """Priority metric, direction and baseline score of a task: from the spec when the task is
-    registered, else from the runs' `metric` and `baseline`. `baseline_source="measured"` uses
-    the median of the runs' measured baselines when they have one."""
+    registered, else from the runs' `metric` and `baseline`. A run whose `metric` disagrees
+    gets a note naming it. `baseline_source="measured"` uses the median of the runs' measured
+    baselines when they have one."""
+    notes = notes if notes is not None else []
     mine = [r for r in runs if r.task == task]
     metric = direction = None
     baseline: float | None = None
-    try:
-        from mlgym.tasks.registry import load_task
-
-        spec = load_task(task).spec
-        metric, direction, baseline = spec.priority_metric, spec.priority.direction, spec.baseline_score
-    except KeyError:
-        pass
+    source = "the task spec"
+    spec = _spec_metric(task)
+    if spec is not None:
+        metric, direction, baseline = spec
     for r in mine:
-        if r.metric is not None and metric is None:
-            metric, direction = r.metric.name, r.metric.direction
+        if r.metric is None:
+            continue
+        if metric is None:
+            metric, direction, source = r.metric.name, r.metric.direction, f"run {r.run_id}"
+        elif (r.metric.name, r.metric.direction) != (metric, direction):
+            notes.append(f"run {r.run_id} ({task}) names the metric {r.metric.name} "
+                         f"({r.metric.direction}); {metric} ({direction}) from {source} is used")
     if metric is None or direction is None:
         raise ResultsError(f"task {task!r} is not registered and its runs do not name their metric")
     measured = [r.baseline[metric] for r in mine if r.baseline and metric in r.baseline]
     if measured and (baseline_source == "measured" or baseline is None):
         baseline = float(np.median(measured))
     if baseline is None:
-        raise ResultsError(f"task {task!r}: no baseline score (not registered, no measured baseline in its runs)")
+        raise ResultsError(f"task {task!r}: no baseline score (not registered, no measured "
+                           "baseline in its runs)")
     return TaskInfo(metric, direction, float(baseline))
 
 
@@ -201,10 +273,17 @@ def run_scores(run: RunResult, info: TaskInfo) -> tuple[float | None, float | No
     return _best(attempt_vals, info.direction), _best([final], info.direction)
 
 
-def collect(runs: list[RunResult], baseline_source: str = "spec") -> Report:
-    tasks = sorted({r.task for r in runs})
-    infos = {t: task_info(runs, t, baseline_source) for t in tasks}
-    methods = sorted({r.method for r in runs}) + [BASELINE]
+def collect(runs: list[RunResult], baseline_source: str = "spec",
+            fixed: list[FixedScores] = (), tasks: list[str] | None = None,
+            notes: list[str] | None = None) -> Report:
+    """Per-task, per-method scores. `fixed` adds methods known by their scores only; `tasks`
+    (default: every task with a run or a fixed score) limits the table."""
+    notes = notes if notes is not None else []
+    if tasks is None:
+        tasks = sorted({r.task for r in runs} | {t for f in fixed for t in f.best_attempt})
+    infos = {t: task_info(runs, t, baseline_source, notes) for t in tasks}
+    run_methods = sorted({r.method for r in runs if r.task in infos})
+    methods = [*run_methods, *(f.method for f in fixed), BASELINE]
     scores: dict[str, dict[str, dict[str, float | None]]] = {m: {} for m in MEASURES}
     counts: dict[str, dict[str, int]] = {}
     for t in tasks:
@@ -212,15 +291,19 @@ def collect(runs: list[RunResult], baseline_source: str = "spec") -> Report:
         counts[t] = {}
         for measure in MEASURES:
             scores[measure][t] = {}
-        for m in methods[:-1]:
+        for m in run_methods:
             mine = [run_scores(r, info) for r in runs if r.task == t and r.method == m]
             counts[t][m] = len(mine)
             scores["best_attempt"][t][m] = _best([a for a, _ in mine], info.direction)
             scores["best_submission"][t][m] = _best([b for _, b in mine], info.direction)
+        for f in fixed:
+            counts[t][f.method] = f.runs.get(t, 0)
+            scores["best_attempt"][t][f.method] = f.best_attempt.get(t)
+            scores["best_submission"][t][f.method] = f.best_submission.get(t)
         for measure in MEASURES:
             scores[measure][t][BASELINE] = info.baseline
         counts[t][BASELINE] = 0
-    return Report(infos, methods, scores, counts)
+    return Report(infos, methods, scores, counts, notes=notes)
 
 
 # ---------------------------------------------------------------------------------- profiles
@@ -237,153 +320,89 @@ def ceil1(x: float) -> float:
     return math.ceil(round(x * 10, 9)) / 10
 
 
-def profile(measure: str, table: dict[str, dict[str, float | None]], infos: dict[str, TaskInfo],
-            methods: list[str], epsilon: float = 0.05, points: int = 500) -> Profile:
-    ratios: dict[str, dict[str, float]] = {}
-    feas: dict[str, dict[str, bool]] = {}
-    excluded: list[str] = []
-    for t, row in table.items():
-        info = infos[t]
-        ok = {m: feasible(row.get(m), info) for m in methods}
-        good = [row[m] for m in methods if ok[m]]
-        if not good:
-            excluded.append(t)
-            continue
-        best = _best(good, info.direction)
-        r = {m: (best / row[m] if info.direction == "max" else row[m] / best) for m in methods if ok[m]}
-        worst = max(r.values())
-        for m in methods:
-            if not ok[m]:
-                r[m] = (1 + epsilon) * worst
-        ratios[t], feas[t] = r, ok
-    tasks = sorted(ratios)
-    if not tasks:
-        return Profile(measure, [], methods, {}, {}, np.zeros(0), {}, 0.0, {m: 0.0 for m in methods}, excluded)
-    worst_overall = max(math.ceil(1.05 * max(ratios[t].values())) for t in tasks)
-    tau_max = ceil1(math.log10(worst_overall))
+def _ratio(best: float, s: float, direction: str) -> float:
+    if s == best:
+        return 1.0
+    num, den = (best, s) if direction == "max" else (s, best)
+    return num / den if den != 0 else math.inf
+
+
+@dataclass
+class TaskRatios:
+    ratios: dict[str, float]
+    feasible: dict[str, bool]
+    bound: int  # the largest ratio this task lets a profile need
+    infinite: list[str]  # methods whose ratio divided by a zero score
+
+
+def task_ratios(row: dict[str, float | None], info: TaskInfo, methods: list[str],
+                epsilon: float) -> TaskRatios | None:
+    """Ratios of one task (None when no method, baseline included, is feasible)."""
+    ok = {m: feasible(row.get(m), info) for m in methods}
+    good = [row[m] for m in methods if ok[m]]
+    if not good:
+        return None
+    best = _best(good, info.direction)
+    assert best is not None
+    r = {m: _ratio(best, row[m], info.direction)  # type: ignore[arg-type]
+         for m in methods if ok[m]}
+    infinite = [m for m, v in r.items() if not math.isfinite(v)]
+    worst = max(v for v in r.values() if math.isfinite(v))
+    for m in methods:
+        if not ok[m] or m in infinite:
+            r[m] = (1 + epsilon) * worst
+    return TaskRatios(r, ok, math.ceil((1 + epsilon) * worst), infinite)
+
+
+def _aup(tau: np.ndarray, rho: np.ndarray) -> float:
+    """Left Riemann sum, added up step by step in order (as the published figures were)."""
+    total = 0.0
+    for i in range(len(tau) - 1):
+        total += (tau[i + 1] - tau[i]) * rho[i]
+    return float(total)
+
+
+def profiles(report: Report, epsilon: float = 0.05, points: int = 500) -> dict[str, Profile]:
+    """Both measures' profiles over one shared tau range (see the module docstring)."""
+    per: dict[str, dict[str, TaskRatios]] = {}
+    excluded: dict[str, list[str]] = {}
+    for measure in MEASURES:
+        per[measure], excluded[measure] = {}, []
+        for t, row in report.scores[measure].items():
+            tr = task_ratios(row, report.tasks[t], report.methods, epsilon)
+            if tr is None:
+                excluded[measure].append(t)
+                continue
+            per[measure][t] = tr
+            for m in tr.infinite:
+                report.notes.append(f"{measure} {t}: {m} scored {row[m]:g}, a ratio against the "
+                                    "best divides by zero; it gets the infeasible ratio")
+    bounds = [tr.bound for by_task in per.values() for tr in by_task.values()]
+    tau_max = ceil1(math.log10(max(bounds))) if bounds else 0.0
+    report.tau_max = tau_max
     tau = np.linspace(0.0, tau_max, points)
-    logs = {m: np.array([math.log10(ratios[t][m]) for t in tasks]) for m in methods}
-    rho = {m: (logs[m][None, :] <= tau[:, None] + 1e-12).sum(axis=1) / len(tasks) for m in methods}
-    aup = {m: float(np.sum(np.diff(tau) * rho[m][:-1])) for m in methods}
-    return Profile(measure, tasks, methods, ratios, feas, tau, rho, tau_max, aup, excluded)
+    out: dict[str, Profile] = {}
+    for measure in MEASURES:
+        tasks = sorted(per[measure])
+        ratios = {t: per[measure][t].ratios for t in tasks}
+        rho: dict[str, np.ndarray] = {}
+        aup: dict[str, float] = {}
+        for m in report.methods:
+            logs = np.log10(np.array([ratios[t][m] for t in tasks], dtype=float))
+            counts = (logs[None, :] <= tau[:, None]).sum(axis=1) if tasks else np.zeros(points)
+            rho[m] = counts / len(tasks) if tasks else np.zeros(points)
+            aup[m] = _aup(tau, rho[m]) if tasks else 0.0
+        out[measure] = Profile(measure, tasks, report.methods, ratios,
+                               {t: per[measure][t].feasible for t in tasks},
+                               {t: per[measure][t].bound for t in tasks}, tau, rho, tau_max, aup,
+                               excluded[measure])
+    return out
 
 
 def score_runs(runs: list[RunResult], epsilon: float = 0.05, points: int = 500,
-               baseline_source: str = "spec") -> Report:
-    report = collect(runs, baseline_source)
+               baseline_source: str = "spec", fixed: list[FixedScores] = (),
+               tasks: list[str] | None = None, notes: list[str] | None = None) -> Report:
+    report = collect(runs, baseline_source, fixed, tasks, notes)
     report.epsilon, report.points = epsilon, points
-    for measure in MEASURES:
-        report.profiles[measure] = profile(measure, report.scores[measure], report.tasks, report.methods,
-                                           epsilon, points)
+    report.profiles = profiles(report, epsilon, points)
     return report
-
-
-# ---------------------------------------------------------------------------------- output
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}g}" if abs(x) >= 1e4 else f"{x:.{digits}f}"
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    return {
-        "tasks": {t: {"metric": i.metric, "direction": i.direction, "baseline": i.baseline} for t, i in report.tasks.items()},
-        "methods": report.methods,
-        "runs": report.runs,
-        "scores": report.scores,
-        "epsilon": report.epsilon,
-        "points": report.points,
-        "profiles": {
-            m: {"tau_max": p.tau_max, "aup": {k: round(v, 3) for k, v in p.aup.items()},
-                "aup_exact": p.aup, "ratios": p.ratios, "feasible": p.feasible, "excluded": p.excluded}
-            for m, p in report.profiles.items()
-        },
-    }
-
-
-def markdown_report(report: Report) -> str:
-    lines = ["## Scores (priority metric; best over runs)", "",
-             "| task | metric | method | runs | best attempt | best submission |", "|---|---|---|---|---|---|"]
-    for t, info in report.tasks.items():
-        for m in report.methods:
-            ba = report.scores["best_attempt"][t].get(m)
-            bs = report.scores["best_submission"][t].get(m)
-            lines.append(f"| {t} | {info.metric} ({info.direction}) | {m} | {report.runs[t].get(m, 0)} | "
-                         f"{_fmt(ba)} | {_fmt(bs)} |")
-    lines += ["", "## AUP (performance profiles)", "", "| method | AUP best attempt | AUP best submission |",
-              "|---|---|---|"]
-    for m in report.methods:
-        lines.append(f"| {m} | {report.profiles['best_attempt'].aup[m]:.3f} | "
-                     f"{report.profiles['best_submission'].aup[m]:.3f} |")
-    for measure, p in report.profiles.items():
-        lines.append("")
-        lines.append(f"{measure}: tau_max = {p.tau_max:g}, tasks = {len(p.tasks)}"
-                     + (f", excluded (no feasible score): {', '.join(p.excluded)}" if p.excluded else ""))
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(report: Report, out_dir: Path) -> list[Path]:
-    """scores.csv, ratios.csv, aup.csv, report.md, report.json, profile_<measure>.{png,svg}."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    path = out_dir / "scores.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["task", "metric", "direction", "method", "runs", "best_attempt", "best_submission"])
-        for t, info in report.tasks.items():
-            for m in report.methods:
-                w.writerow([t, info.metric, info.direction, m, report.runs[t].get(m, 0),
-                            report.scores["best_attempt"][t].get(m), report.scores["best_submission"][t].get(m)])
-    written.append(path)
-    path = out_dir / "ratios.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["measure", "task", "method", "ratio", "feasible"])
-        for measure, p in report.profiles.items():
-            for t in p.tasks:
-                for m in p.methods:
-                    w.writerow([measure, t, m, p.ratios[t][m], p.feasible[t][m]])
-    written.append(path)
-    path = out_dir / "aup.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["method", "aup_best_attempt", "aup_best_submission"])
-        for m in report.methods:
-            w.writerow([m, f"{report.profiles['best_attempt'].aup[m]:.3f}",
-                        f"{report.profiles['best_submission'].aup[m]:.3f}"])
-    written.append(path)
-    (out_dir / "report.md").write_text(markdown_report(report))
-    (out_dir / "report.json").write_text(json.dumps(report_json(report), indent=2) + "\n")
-    written += [out_dir / "report.md", out_dir / "report.json"]
-    written += plot_profiles(report, out_dir)
-    return written
-
-
-def plot_profiles(report: Report, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for measure, p in report.profiles.items():
-        if not p.tasks:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for m in p.methods:
-            ax.step(p.tau, p.rho[m], where="post", label=f"{m} (AUP {p.aup[m]:.3f})",
-                    linestyle="--" if m == BASELINE else "-")
-        ax.set_xlabel(r"$\tau$ (log$_{10}$ of the ratio to the best score)")
-        ax.set_ylabel(r"$\rho(\tau)$: share of tasks")
-        ax.set_title(f"Performance profile: {measure.replace('_', ' ')}")
-        ax.set_xlim(0, p.tau_max)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        for ext in ("png", "svg"):
-            path = out_dir / f"profile_{measure}.{ext}"
-            fig.savefig(path, dpi=150 if ext == "png" else None)
-            written.append(path)
-        plt.close(fig)
-    return written

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-SUITES = ("full", "lite")
+SUITES = ("full", "lite", "imported")  # imported: made by `mlgym tasks import-mlgym`
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -41,6 +41,9 @@ class Metric(_Base, kw_only=True):
     description: str = ""
 
 
+REPRODUCE_TOLERANCE = 1e-4  # relative: the float noise of another thread count in evaluation
+
+
 class Baseline(_Base, kw_only=True):
     """The published baseline (the reference for scoring) and how to reproduce it.
 
@@ -50,6 +53,18 @@ class Baseline(_Base, kw_only=True):
     scores: dict[str, float]
     commands: list[str] = []
     source: str = ""
+    # How far a re-run of `commands` may land from `scores` and still reproduce them, per
+    # metric, relative (0.01 = within 1%); a metric not named here: REPRODUCE_TOLERANCE.
+    tolerance: dict[str, float] = {}
+
+    def reproduces(self, measured: dict[str, float]) -> dict[str, bool]:
+        """Per published metric: does `measured` reproduce it (`mlgym bench tasks`)?"""
+        out = {}
+        for name, published in self.scores.items():
+            got = measured.get(name)
+            tol = self.tolerance.get(name, REPRODUCE_TOLERANCE)
+            out[name] = got is not None and abs(got - published) <= tol * max(abs(published), 1e-12)
+        return out
 
 
 class Files(_Base, kw_only=True):
@@ -72,6 +87,9 @@ class Evaluation(_Base, kw_only=True):
     timeout_s: float = 600.0
     seed: int = 0
     memory_mb: int = 4096
+    # the evaluation sandbox also gets an empty, writable /home/agent/workspace (MLGym's
+    # evaluation scripts, run by imported tasks, name files by that absolute path)
+    workspace_mount: bool = False
 
 
 class Prepare(_Base, kw_only=True):
@@ -186,6 +204,11 @@ def _check(spec: TaskSpec, path: Path, task_dir: Path) -> None:
             fail(f"baseline.scores.{name}", f"{name!r} is not a declared metric")
     if spec.priority_metric not in spec.baseline.scores:
         fail("baseline.scores", f"missing the priority metric {spec.priority_metric!r}")
+    for name, tol in spec.baseline.tolerance.items():
+        if name not in spec.baseline.scores:
+            fail(f"baseline.tolerance.{name}", f"{name!r} has no baseline score")
+        elif not 0 <= tol < float("inf"):
+            fail(f"baseline.tolerance.{name}", f"must be a finite number >= 0, got {tol}")
     f = spec.files
     if not _inside(task_dir, f.workspace) or not (task_dir / f.workspace).is_dir():
         fail("files.workspace", f"{f.workspace!r} is not a folder inside {task_dir}")

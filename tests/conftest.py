@@ -29,6 +29,20 @@ def require(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_local_sandbox() -> None:
+    """The `local` sandbox as agents know it (/home/agent/workspace, isolated): bubblewrap, or
+    where it is missing its stand-in, which needs namespaces (sandbox/nobwrap.py)."""
+    from mlgym.env_server.sandbox import nobwrap
+    from mlgym.env_server.sandbox.local import find_bwrap
+
+    if find_bwrap() is not None:
+        return
+    chosen = nobwrap.stand_in(nobwrap.not_found(os.environ.get("MLGYM_BWRAP", "bwrap")))
+    require(chosen.mode == "namespaces",
+            "bubblewrap (bwrap) is not installed and this machine allows no namespaces for its "
+            "stand-in")
+
+
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
     pass
 
@@ -59,3 +73,51 @@ def external_agent_run(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[su
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+class SessionClient:
+    """An env-service RPC client that keeps each session's token (from SessionOpened) and
+    sends it with every later request naming that session, as real clients do (the agents
+    from RunInfo.session_token, the Gymnasium client from its own SessionOpened)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.tokens: dict[str, str] = {}
+
+    async def request(self, service: str, body, *args, **kwargs):
+        from mlgym.bus import protocol as p
+
+        sid = getattr(body, "session", None)
+        if sid in self.tokens and hasattr(body, "token") and not body.token:
+            body.token = self.tokens[sid]
+        reply = await self.client.request(service, body, *args, **kwargs)
+        if isinstance(reply, p.SessionOpened):
+            self.tokens[reply.info.session] = reply.token
+        return reply
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def assert_beats_baseline(result: dict, baseline: float, metric: str = "Score") -> None:
+    """The run's best validated score (the task's public seed, as the baseline was measured)
+    beats the baseline, and its final submission, scored with the held-out seed, is that
+    artefact's score give or take the seed's noise (games vary by about 0.01 across seeds)."""
+    best = max(a["scores"][metric] for a in result["attempts"]
+               if a["action"] == "validate" and a.get("scores"))
+    assert best > baseline, f"best validated {best} does not beat the baseline {baseline}"
+    final = result["final_submission"]["scores"][metric]
+    assert abs(final - best) <= 0.05 + 0.02 * abs(best), (final, best)
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    """Unmount the session disks (env_server/disk.py) that servers killed on purpose left
+    mounted under this run's temporary folders, so pytest can remove them."""
+    base = str(session.config._tmp_path_factory.getbasetemp().parent)
+    try:
+        mounts = [line.split()[1] for line in open("/proc/self/mounts")]
+    except OSError:
+        return
+    for mount in sorted(mounts, reverse=True):
+        if mount.startswith(base + "/") and mount.endswith("/disk"):
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)

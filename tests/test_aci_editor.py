@@ -58,8 +58,8 @@ async def test_open_at_line_brings_it_into_view(tmp_path):
     write(aci, "f.txt", numbered(100))
     out = (await aci.run("open f.txt 50")).output
     assert "50:line 50" in out
-    assert "(47 more lines above)" in out  # the line sits W/6 = 2 lines below the top
-    assert "(41 more lines below)" in out
+    assert "(48 more lines above)" in out  # the line sits W/6 = 2 lines below the top: 49
+    assert "(40 more lines below)" in out
 
 
 async def test_open_line_past_end_warns_and_clamps(tmp_path):
@@ -78,16 +78,21 @@ async def test_open_errors(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("open nope.py")
     assert (r.exit_code, r.data["error"]) == (1, "not_found")
-    assert r.output == "Error: File nope.py not found"
+    assert r.output == "File nope.py not found"
     (tmp_path / "ws" / "d").mkdir()
     r = await aci.run("open d")
     assert "is a directory" in r.output and r.exit_code == 1
     (tmp_path / "ws" / "b.bin").write_bytes(b"\x00\x01\x02abc")
     r = await aci.run("open b.bin")
     assert r.data["error"] == "binary"
+    (tmp_path / "ws" / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    r = await aci.run("open pic.png")
+    assert r.output == ("Error: pic.png is an image file. Current environment does not support "
+                        "image viewing.")
     r = await aci.run("open f.txt abc")
-    assert r.output.startswith('Usage: open "<path>" [<line_number>]\n')
-    assert "<line_number> must be an integer" in r.output
+    assert r.output == 'Usage: open "<path>" [<line_number>]\nError: <line_number> must be a number'
+    r = await aci.run("open f.txt -3")
+    assert r.output.endswith("Error: <line_number> must be a number")
     r = await aci.run("open")
     assert "missing <path>" in r.output
 
@@ -95,15 +100,15 @@ async def test_open_errors(tmp_path):
 async def test_goto_and_its_errors(tmp_path):
     aci = make(tmp_path, window=10)
     r = await aci.run("goto 3")
-    assert r.output == "No file open. Use the `open` command first."
+    assert r.output == "No file open. Use the open command first."
     write(aci, "f.txt", numbered(30))
     await aci.run("open f.txt")
     out = (await aci.run("goto 25")).output
     assert "25:line 25" in out and "(20 more lines above)" in out
     r = await aci.run("goto 31")
-    assert r.exit_code == 1 and r.output == "Error: <line_number> must be less than or equal to 30"
-    r = await aci.run("goto 0")
-    assert r.exit_code == 1 and "at least 1" in r.output
+    assert r.exit_code == 1 and r.output == "Error: <line> must be less than or equal to 30"
+    r = await aci.run("goto 0")  # as MLGym: the top of the file
+    assert r.exit_code == 0 and "1:line 1" in r.output
 
 
 async def test_scroll_moves_by_window_minus_overlap_and_stops_at_ends(tmp_path):
@@ -111,19 +116,19 @@ async def test_scroll_moves_by_window_minus_overlap_and_stops_at_ends(tmp_path):
     write(aci, "f.txt", numbered(25))
     r = await aci.run("scroll_down")
     assert r.output.startswith("No file open")
-    await aci.run("open f.txt")
-    up = await aci.run("scroll_up")
-    assert (
-        up.exit_code == 0
-        and up.output == f"Already at the top of {WS}/f.txt: nothing above line 1."
-    )
+    first = (await aci.run("open f.txt")).output
+    up = await aci.run("scroll_up")  # at the top: the same window again, as MLGym shows it
+    assert up.exit_code == 0 and up.output == first
     out = (await aci.run("scroll_down")).output.split("\n")
     assert out[1] == "(8 more lines above)" and out[2] == "9:line 9"
     out = (await aci.run("scroll_down")).output  # would start at 17; kept inside the file
     assert "(15 more lines above)" in out and "25:line 25" in out and "more lines below" not in out
-    assert "WARNING: Scrolling many times" in out  # third scroll in a row
+    assert out.endswith("\nWARNING: Scrolling many times in a row is very inefficient.\n"
+                        "If you know what you are looking for, use `search_file <pattern>` "
+                        "instead.")  # third scroll in a row
     r = await aci.run("scroll_down")
-    assert r.output == f"Already at the bottom of {WS}/f.txt: nothing below line 25."
+    assert r.output.split("\n")[:2] == [f"[File: {WS}/f.txt (25 lines total)]",
+                                         "(15 more lines above)"]
     back = (await aci.run("scroll_up")).output
     assert "(7 more lines above)" in back and "8:line 8" in back
 
@@ -132,15 +137,15 @@ async def test_create_makes_empty_file_and_refuses_existing(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("create src/new.py")
     assert r.exit_code == 0
-    assert r.output == f"[File: {WS}/src/new.py (0 lines total)]"
-    assert (tmp_path / "ws" / "src" / "new.py").read_bytes() == b""
+    assert r.output == f"[File: {WS}/src/new.py (1 lines total)]\n1:"  # one empty line
+    assert (tmp_path / "ws" / "src" / "new.py").read_bytes() == b"\n"
     assert aci.state().open_file == f"{WS}/src/new.py"
     r = await aci.run("edit 1:1\nprint('hi')\nend_of_edit")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ws" / "src" / "new.py").read_text() == "print('hi')\n"
     r = await aci.run("create src/new.py")
     assert r.exit_code == 1 and r.data["error"] == "exists"
-    assert r.output.startswith(f"Error: File '{WS}/src/new.py' already exists.")
+    assert r.output.startswith("Error: File 'src/new.py' already exists.\n[File: ")
     assert (tmp_path / "ws" / "src" / "new.py").read_text() == "print('hi')\n"
 
 
@@ -164,17 +169,22 @@ async def test_edit_replaces_deletes_and_inserts(tmp_path):
     assert read(p) == "line 1\ninserted\nline 4\nline 5\n"
     await aci.run("edit 5:4\nappended\nend_of_edit")  # start = N + 1 appends
     assert read(p) == "line 1\ninserted\nline 4\nline 5\nappended\n"
+    # past the end, as MLGym: the range is cut at the last line; a start past it appends
+    r = await aci.run("edit 5:9\nlast\nend_of_edit")
+    assert r.exit_code == 0 and read(p) == "line 1\ninserted\nline 4\nline 5\nlast\n"
+    await aci.run("edit 9:12\nmore\nend_of_edit")
+    assert read(p) == "line 1\ninserted\nline 4\nline 5\nlast\nmore\n"
+    await aci.run("edit 1:6\nend_of_edit")  # every line deleted: one empty line is left
+    assert read(p) == "\n"
 
 
 @pytest.mark.parametrize(
     "cmd, message",
     [
         ("edit 0:1", "start_line must be at least 1"),
-        ("edit 2:9", "end_line (9) is greater than the number of lines in the file (5)"),
         ("edit 4:2", "end_line (2) is before start_line (4)"),
-        ("edit 8:8", "start_line (8) is past the end of the file (5 lines)"),
-        ("edit 1", "does not match <start_line>:<end_line>"),
-        ("edit a:b", "<start_line> must be an integer"),
+        ("edit 1", "Usage: edit <start_line>:<end_line>"),  # alone, as MLGym
+        ("edit a:b", "<start_line> must be a number"),
     ],
 )
 async def test_edit_range_errors_leave_file_unchanged(tmp_path, cmd, message):
@@ -195,11 +205,11 @@ async def test_insert_after_line_top_and_end(tmp_path):
     await aci.run("insert 0\ntop\nend_of_insert")
     await aci.run("insert 4\nend\nend_of_insert")
     assert read(p) == "top\na\nx\nb\nend\n"
-    r = await aci.run("insert 9\nz\nend_of_insert")
-    assert r.exit_code == 1 and "between 0 and 5" in r.output
     r = await aci.run("insert -1\nz\nend_of_insert")
     assert r.exit_code == 1
     assert read(p) == "top\na\nx\nb\nend\n"
+    r = await aci.run("insert 9\nz\nend_of_insert")  # past the end appends, as MLGym
+    assert r.exit_code == 0 and read(p) == "top\na\nx\nb\nend\nz\n"
 
 
 GOOD = "import os\n\n\ndef f(x):\n    return x + 1\n\n\nprint(f(2), os.sep)\n"
@@ -212,7 +222,7 @@ async def test_lint_rejects_new_undefined_name_showing_errors_would_be_and_origi
     r = await aci.run("edit 5:5\n    return y + 1\nend_of_edit")
     assert r.exit_code == 1 and r.data["error"] == "lint"
     out = r.output
-    assert "ERRORS:\n- line 5 col 12: F821 undefined name 'y'" in out
+    assert "ERRORS:\n- F821 undefined name 'y'\nThis is how" in out
     would, original = out.split("This is how your edit would have looked if applied")[1].split(
         "This is the original code before your edit"
     )
@@ -241,15 +251,38 @@ async def test_lint_counts_only_new_errors_in_a_file_with_old_ones(tmp_path):
     await aci.run("open m.py")
     r = await aci.run("insert 1\nimport sys\nimport json\nend_of_insert")  # shifts the old error
     assert r.exit_code == 0, r.output
-    r = await aci.run(
-        "edit 7:7\n    return undefined_a + x  # kept\nend_of_edit"
-    )  # old error, edited
+    r = await aci.run("edit 1:1\nimport os  # first\nend_of_edit")  # an old error elsewhere
     assert r.exit_code == 0, r.output
+    # MLGym's rule: an old error inside the lines you replace counts as yours
+    r = await aci.run("edit 7:7\n    return undefined_a + x  # kept\nend_of_edit")
+    assert r.exit_code == 1 and "- F821 undefined name 'undefined_a'" in r.output
     r = await aci.run("insert 10\nprint(undefined_b)\nend_of_insert")
     assert r.exit_code == 1
-    errors = r.output.split("ERRORS:\n")[1].split("\n\n")[0]
-    assert errors == "- line 11 col 7: F821 undefined name 'undefined_b'"
+    errors = r.output.split("ERRORS:\n")[1].split("\nThis is how")[0]
+    assert errors == "- F821 undefined name 'undefined_b'"
     assert "undefined_a" in read(p) and "undefined_b" not in read(p)
+
+
+async def test_lint_selects_mlgyms_codes(tmp_path):
+    """E111 (indentation not a multiple of four) refuses an edit; F841 (unused variable),
+    E501 (long line) and F706 (return outside a function) do not: flake8 with MLGym's
+    selection F821,F822,F831,E111,E112,E113,E999,E902."""
+    aci = make(tmp_path)
+    p = write(aci, "m.py", GOOD)
+    await aci.run("open m.py")
+    r = await aci.run("edit 5:5\n  return x + 1\nend_of_edit")
+    assert r.exit_code == 1 and "- E111 indentation is not a multiple of 4" in r.output
+    r = await aci.run("edit 5:5\n    unused = 1\n    return x + 1  " + "#" * 120 + "\nend_of_edit")
+    assert r.exit_code == 0, r.output
+    r = await aci.run("insert 9\nreturn 3\nend_of_insert")
+    assert r.exit_code == 0, r.output
+    r = await aci.run("insert 10\ndef g(a, a):\n    return a\nend_of_insert")
+    assert r.exit_code == 1 and "- F831 duplicate argument 'a' in function definition" in r.output
+    r = await aci.run("insert 10\n__all__ = ['nothing_here']\nend_of_insert")
+    assert r.exit_code == 1 and "- F822 undefined name 'nothing_here' in __all__" in r.output
+    r = await aci.run("insert 10\nprint(nothing_here)  # noqa\nend_of_insert")
+    assert r.exit_code == 0, r.output
+    assert "return 3" in read(p)
 
 
 async def test_lint_with_an_old_syntax_error(tmp_path):
@@ -270,6 +303,23 @@ async def test_non_python_files_are_not_linted(tmp_path):
     r = await aci.run("edit 1:1\n    def broken(:\n  undefined_name\nend_of_edit")
     assert r.exit_code == 0
     assert read(p) == "    def broken(:\n  undefined_name\n"
+
+
+async def test_a_file_name_after_the_range(tmp_path):
+    """MLGym's edit ignores words after the range and edits the open file; models write the
+    open file's name there, which is dropped. Another file's name is refused (MLGym would have
+    changed the open file instead)."""
+    aci = make(tmp_path)
+    p = write(aci, "f.txt", "a\nb\n")
+    q = write(aci, "g.txt", "c\n")
+    await aci.run("open f.txt")
+    r = await aci.run("edit 1:1 f.txt\nA\nend_of_edit")
+    assert r.exit_code == 0 and read(p) == "A\nb\n"
+    r = await aci.run(f"insert 2 {WS}/f.txt\nC\nend_of_insert")
+    assert r.exit_code == 0 and read(p) == "A\nb\nC\n"
+    r = await aci.run("edit 1:1 g.txt\nX\nend_of_edit")
+    assert r.exit_code == 1 and "works on the open file; to change another file, `open` it" in r.output
+    assert read(p) == "A\nb\nC\n" and read(q) == "c\n"
 
 
 async def test_structured_edit_matches_text_form(tmp_path):
@@ -298,7 +348,13 @@ async def test_missing_terminator_is_an_error_and_changes_nothing(tmp_path):
     await aci.run("open f.txt")
     r = await aci.run("edit 1:1\nb\n")
     assert r.exit_code == 1 and r.data["error"] == "format"
-    assert "end_of_edit" in r.output and r.output.startswith("Usage: edit <start_line>:<end_line>")
+    assert r.output == ("Malformed edit command. Please ensure you use the `end_of_edit` keyword "
+                        "to mark the end of your edit.")
+    r = await aci.run("edit 1:1\nb\n  end_of_edit")  # a terminator starts its line
+    assert r.exit_code == 1 and r.output.startswith("Malformed edit command.")
+    r = await aci.run("insert 1\nb\n")
+    assert r.output == ("Malformed insert command. Please ensure you use the `end_of_insert` "
+                        "keyword to mark the end of your insert.")
     assert read(p) == "a\n"
 
 

@@ -26,14 +26,15 @@ def make(tmp_path, **kw) -> ACI:
 async def test_shell_commands_run_and_track_the_directory(tmp_path):
     aci = make(tmp_path)
     r = await aci.run("echo hello && exit 3")
-    assert (r.output, r.exit_code, r.action) == ("hello\n", 3, None)
+    # delivered as MLGym's shell reader does: no empty lines (so no final newline either)
+    assert (r.output, r.exit_code, r.action) == ("hello", 3, None)
     r = await aci.run("mkdir -p src/pkg && cd src/pkg && echo 'x = 1' > m.py")
     assert r.exit_code == 0
     assert aci.state().cwd == f"{WS}/src/pkg"
     r = await aci.run("open m.py")
     assert r.output.startswith(f"[File: {WS}/src/pkg/m.py (1 lines total)]")
     r = await aci.run("for i in 1 2; do\n  echo $i\ndone")  # multi-line shell is passed as is
-    assert r.output == "1\n2\n"
+    assert r.output == "1\n2"
 
 
 async def test_shell_timeout_is_passed_to_the_shell(tmp_path):
@@ -139,7 +140,7 @@ async def test_refusal_happens_before_anything_runs(tmp_path):
     assert "open" in r.output and "edit" in r.output  # says what to use instead
     assert not (tmp_path / "ws" / "marker").exists()
     r = await aci.run("python -c 'print(6*7)'")
-    assert (r.exit_code, r.output) == (0, "42\n")
+    assert (r.exit_code, r.output) == (0, "42")
 
 
 async def test_aci_commands_inside_shell_lines_are_refused(tmp_path):
@@ -229,13 +230,13 @@ async def test_structured_calls(tmp_path):
     r = await aci.call("teleport", {})
     assert r.data["error"] == "unknown_tool" and "search_dir" in r.output
     r = await aci.call("bash", {"command": "echo $((40 + 2))"})
-    assert r.output == "42\n"
+    assert r.output == "42"
     r = await aci.call("bash", {"command": "goto 1"})  # text-form ACI commands work too
     assert r.output.startswith(f"[File: {WS}/a.txt")
     r = await aci.call("bash", {"command": "less a.txt"})
     assert r.data["error"] == "interactive"
     r = await aci.run("bash -c 'echo via-shell'")  # in text, `bash ...` is the real bash
-    assert r.output == "via-shell\n"
+    assert r.output == "via-shell"
 
 
 async def test_empty_action(tmp_path):

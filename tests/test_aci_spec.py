@@ -169,17 +169,20 @@ def test_body_parsing_edge_cases():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("edit 1:2\nx = 1\n", "must end with a line holding only end_of_edit"),
+        ("edit 1:2\nx = 1\n", "Malformed edit command. Please ensure you use the `end_of_edit`"),
         ("edit 1:2\nx\nend_of_insert", "end_of_edit"),
+        ("insert 1\nx\n  end_of_insert", "Malformed insert command."),
         ("edit 1:2\nx\nend_of_edit\nls", "more text after end_of_edit"),
         ("open a.py\ngoto 3", "one-line command"),
-        ("goto five", "<line_number> must be an integer, got 'five'"),
+        ("goto five", "<line_number> must be a number"),
+        ("goto -2", "<line_number> must be a number"),
         ("goto", "missing <line_number>"),
-        ("goto 1 2", "too many arguments"),
+        ("goto 1 2", "goto allows only one line number at a time."),
         ("open 'a.py", "check the quotes"),
         ("open a.py && ls", "cannot be combined with shell operators (&&)"),
         ("open a.py|head", "shell operators (|)"),
-        ("edit 1-2\nx\nend_of_edit", "does not match <start_line>:<end_line>"),
+        ("edit 1-2\nx\nend_of_edit", "Usage: edit <start_line>:<end_line>"),
+        ("edit a:2\nx\nend_of_edit", "<start_line> must be a number"),
     ],
 )
 def test_parse_errors_are_clear(text, message):
@@ -187,7 +190,7 @@ def test_parse_errors_are_clear(text, message):
         parse(text, TOOLS)
     assert message in e.value.message
     assert e.value.kind == "format"
-    if text.split()[0] in TOOLS:
+    if text.split()[0] in TOOLS and not e.value.message.startswith(("Malformed", "goto allows")):
         assert e.value.message.startswith(f"Usage: {text.split()[0]}")
 
 

@@ -33,7 +33,8 @@ async def test_step_budget_auto_submits_the_best_artefact(tmp_path):
     final = result["final_submission"]
     assert final["auto"] is True
     first = [a for a in result["attempts"] if a["action"] == "validate"][0]["scores"]["Score"]
-    assert final["scores"]["Score"] == pytest.approx(first)  # four_fronts, not even_spread
+    # four_fronts, not even_spread (scored again with the held-out final seed: close, not equal)
+    assert final["scores"]["Score"] == pytest.approx(first, abs=0.05)
     assert final["scores"]["Score"] > -0.248
     best = (run_dir / "artefacts" / "best" / "strategy.py").read_text()
     assert best == GAMES["blotto"].candidates[0].code
@@ -74,7 +75,7 @@ async def test_an_agents_own_dollar_budget_stops_only_that_agent(tmp_path):
     assert result["exit_status"] == "submitted"
     lit = result["agents"]["literature"]
     assert lit["cost_usd"] >= 1.0
-    assert lit["exit"].startswith("stop") and "dollars budget" in lit["exit"]
+    assert lit["exit"] == "stopped" and "dollars budget" in lit["exit_detail"]
     controls = [e.body for e in events(run_dir, ["run/control"])]
     assert controls[0].action == "stop" and controls[0].target == "literature"
     assert result["cost_usd"] == pytest.approx(lit["cost_usd"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from mlgym.agents import config as C
 from mlgym.agents.events import events
 from mlgym.agents.supervisor import run_team
 from mlgym.bus import protocol as P
+from mlgym.env_server.sandbox import WORKSPACE
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,12 @@ def actions(run_dir: Path, agent: str = "agent") -> list[str]:
 
 
 def observations(run_dir: Path, agent: str = "agent") -> list[str]:
-    return [e.body.observation for e in events(run_dir, [f"agents/{agent}/"]) if isinstance(e.body, P.AgentStep)]
+    """The agent's observations, its session's workspace named /home/agent/workspace even where
+    the sandbox had no namespaces (then commands see the workspace at its host folder, which
+    differs from run to run: sandbox/nobwrap.py)."""
+    host = re.compile(re.escape(str(run_dir.resolve() / "env" / "sessions")) + r"/[^/\s]+/workspace")
+    return [host.sub(WORKSPACE, e.body.observation) for e in events(run_dir, [f"agents/{agent}/"])
+            if isinstance(e.body, P.AgentStep)]
 
 
 @pytest.mark.timeout(120)

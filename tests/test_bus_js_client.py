@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+import msgspec
+
 from mlgym.bus import connect
 from mlgym.bus import protocol as p
+from mlgym.bus.base import RpcError
+from mlgym.bus.rpc import RpcClient
 from conftest import require
 
 pytestmark = pytest.mark.timeout(600)  # the first run may install the npm packages
@@ -109,3 +113,29 @@ async def test_js_client_round_trip(node, broker):
     # its history request saw exactly what Python saw on js/notes
     assert by_kind["history"][0]["seqs"] == [e.seq for e in got_from_js]
     assert by_kind["done"]
+
+
+async def test_js_client_publishes_a_team_kind_acked(node, broker):
+    """docs/protocol.md: a team may use kinds of its own (`x_<team>_...`) and publish them
+    acknowledged. A kind the broker does not know is logged and served as sent; a body without
+    a string `kind` is still refused."""
+    proc = await asyncio.create_subprocess_exec(
+        node, "demo.mjs", "--url", broker["url"], "--count", "0", "--team-kind", "x_jsteam_vote",
+        "--team-topic", "team/js", "--timeout", "60", cwd=JS_DIR,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    events = {e["event"]: e for e in map(json.loads, out.decode().splitlines())}
+    seq = events["team_acked"]["seq"]
+    rpc = RpcClient(broker["endpoints"]["rpc"])
+    try:
+        chunk = await rpc.request("bus", p.HistoryRequest(from_seq=seq, to_seq=seq), timeout=10)
+        assert isinstance(chunk, p.HistoryChunk) and [r.seq for r in chunk.records] == [seq]
+        logged = msgspec.msgpack.decode(chunk.records[0].payload)
+        assert logged["topic"] == "team/js" and logged["sender"] == "js-client"
+        assert logged["body"] == {"kind": "x_jsteam_vote", "votes": [3, 1, 2], "blob": b"\x00\xff"}
+        bad = p.AnyEnvelope(body={"kinds": "no"}, topic="team/js")
+        with pytest.raises(RpcError, match="kind"):
+            await rpc.request("bus", p.Publish(message=bad), timeout=10)
+    finally:
+        await rpc.close()

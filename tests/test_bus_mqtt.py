@@ -322,6 +322,14 @@ async def test_request_reply_and_acked_publish(broker, recorder):
         with pytest.raises(RpcError) as err:
             await a.request("bus", p.Note(text="not a request"))
         assert err.value.code == "unsupported"
+        # a team's own kind, acked (docs/protocol.md, Versioning); a body without a kind is not
+        team = p.AnyEnvelope(body={"kind": "x_team_vote", "n": 2}, topic="acked/team", id="t1")
+        seq = (await a.request("bus", p.Publish(message=team))).seq
+        (rec,) = await a.records(seq, "acked/team")
+        assert msgspec.msgpack.decode(rec.payload)["body"] == {"kind": "x_team_vote", "n": 2}
+        with pytest.raises(RpcError, match="kind") as err:
+            await a.request("bus", p.Publish(message=p.AnyEnvelope(body={}, topic="acked/team")))
+        assert err.value.code == "invalid"
 
         async def double(env: p.Envelope) -> p.Body:
             if not isinstance(env.body, p.Note):
@@ -396,6 +404,40 @@ def test_wrong_password_is_refused_clearly(tmp_path):
     # mosquitto is stopped now: the CLI must fail with a readable message, not a traceback
     assert bad_proc.returncode != 0 and "Traceback" not in bad_proc.stderr
     assert "cannot connect" in bad_proc.stderr or "refused" in bad_proc.stderr
+
+
+def test_bus_commands_refuse_a_wrong_password_in_one_line(tmp_path):
+    """`mlgym bus tail` and `mlgym bus record` against a password-protected mosquitto with a
+    wrong password (in the URL, or from $MLGYM_MQTT_PASSWORD): exit 1 and one line saying the
+    login was refused, no traceback; the same for a broker that is not there."""
+    require(shutil.which("mosquitto_passwd") is not None, "mosquitto_passwd is not installed")
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pwfile), "alice", "s3cret"], check=True)
+    mq = start_mosquitto(tmp_path / "mq", [f"password_file {pwfile}"], anonymous=False)
+    cli = [sys.executable, "-m", "mlgym.cli", "bus"]
+    in_url = f"mqtt://alice:wrong@127.0.0.1:{mq.port}"
+    from_env = f"mqtt://alice@127.0.0.1:{mq.port}"
+    env = {**os.environ, "MLGYM_MQTT_PASSWORD": "wrong"}
+    runs = {
+        "tail (password in the URL)": cli + ["tail", "--url", in_url, "--count", "1"],
+        "tail (password from the env)": cli + ["tail", "--url", from_env, "--count", "1"],
+        "record": cli + ["record", "--mqtt", in_url, "--run-dir", str(tmp_path / "run")],
+    }
+    try:
+        for what, argv in runs.items():
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            assert proc.returncode == 1, (what, proc.stderr)
+            assert len(lines) == 1 and "Traceback" not in proc.stderr, (what, proc.stderr)
+            assert lines[0].startswith("Error: MQTT broker"), what
+            assert "refused the login" in lines[0], what
+            assert "wrong" not in lines[0]  # the password is never printed
+    finally:
+        mq.stop()
+    gone = subprocess.run(cli + ["tail", "--url", in_url, "--count", "1"], capture_output=True,
+                          text=True, timeout=60)
+    lines = [ln for ln in gone.stderr.splitlines() if ln.strip()]
+    assert gone.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), gone.stderr
 
 
 def _make_certs(d: Path) -> dict[str, Path]:

@@ -4,6 +4,7 @@ resynchronises. Its process settings: malloc keeps freed memory for the next bur
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import sqlite3
 import subprocess
@@ -80,6 +81,35 @@ async def test_sigkill_loses_nothing_acknowledged_and_subscribers_resync(tmp_pat
     with sqlite3.connect(run / "events.sqlite") as db:
         epochs = {e for (e,) in db.execute("SELECT DISTINCT epoch FROM batches")}
         assert epochs == {old_epoch, old_epoch + 1}
+
+
+async def test_an_acked_publish_waits_out_a_killed_broker_and_is_logged_once(
+        tmp_path: Path) -> None:
+    """A broker killed with an acked publish in flight: the client sends it again until a
+    broker answers (issue #16 finding 8: an env server's score event must not be lost), and
+    the same envelope id is logged once, whether the broker saw it before it died or not."""
+    run = tmp_path / "run"
+    broker = spawn(run, heartbeat=0.1)
+    try:
+        async with connect(broker.url, sender="t", ack_timeout=0.5) as bus:
+            env = P.make(P.Note(text="once"), topic="k/once", sender="t")
+            first = await bus.publish_envelope(env, acked=True)
+            assert await bus.publish_envelope(env, acked=True) == first  # a retry of a logged one
+            assert (await bus.status()).duplicates_acked == 1
+            broker.kill()
+            late = P.make(P.Note(text="while down"), topic="k/down", sender="t")
+            pending = asyncio.create_task(bus.publish_envelope(late, acked=True))
+            await asyncio.sleep(1.5)  # several attempts go unanswered
+            assert not pending.done()
+            broker = spawn(run, heartbeat=0.1)
+            seq = await asyncio.wait_for(pending, 30)
+            assert bus.ack_retries >= 2
+            # the restarted broker knows the ids logged before it: the retry is not logged again
+            assert await bus.publish_envelope(env, acked=True) == first
+            texts = [e.body.text for e in await bus.history(1, "k/")]
+            assert texts == ["once", "while down"] and seq > first
+    finally:
+        broker.stop()
 
 
 async def test_restart_without_messages_still_gets_a_new_epoch(tmp_path: Path) -> None:

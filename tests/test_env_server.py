@@ -4,7 +4,6 @@ evaluators. Uses the prisoner's dilemma task (fast evaluator, no data files)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import pytest
 from mlgym.bus import protocol as p
 from mlgym.bus.base import RpcError
 from mlgym.bus.rpc import RpcClient
+from mlgym.env_server.sandbox import WORKSPACE
 from mlgym.env_server.server import EnvServer
-from conftest import require
+from conftest import SessionClient, require_local_sandbox
+from mlgym.tools.aci.core import mlgym_view
 
 TASK = "prisonersDilemma"
 ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
@@ -22,11 +23,11 @@ ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
 
 @pytest.fixture
 async def server(tmp_path):
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     endpoint = f"ipc://{tmp_path}/env.sock"
     srv = EnvServer(endpoint, tmp_path / "sessions")
     await srv.start()
-    client = RpcClient(endpoint)
+    client = SessionClient(RpcClient(endpoint))
     try:
         yield srv, client
     finally:
@@ -65,8 +66,9 @@ async def test_open_act_aci_and_state(server):
     assert obs.exit_code != 0 and "interactive" in obs.output.lower()
     status = await client.request("env", p.SessionStatus(session=sid))
     assert isinstance(status, p.SessionInfo) and status.step == 4 and status.state == "open"
-    listed = await client.request("env", p.SessionList())
+    listed = await client.request("env", p.SessionList(token=opened.token))
     assert [s.session for s in listed.sessions] == [sid]
+    assert (await client.request("env", p.SessionList())).sessions == []  # no token, nothing
 
 
 async def test_validate_submit_scores_structured(server):
@@ -76,10 +78,15 @@ async def test_validate_submit_scores_structured(server):
     assert obs.info["action"] == "validate" and not obs.done
     assert abs(obs.scores["Score"] - 2.3716) < 0.05  # the starter strategy is the baseline
     assert obs.baseline["Score"] == pytest.approx(2.3716301918029785)
+    # MLGym's wording, line by line
+    assert obs.output == ("Your code produced a valid submission artefact at "
+                          "/home/agent/workspace/strategy.py.\n"
+                          f"Baseline Score: {{'Score': {obs.baseline['Score']!r}}}\n"
+                          f"Evaluation Score: {obs.scores!r}")
     await client.request("env", p.WriteFile(session=sid, path="strategy.py", data=ALWAYS_DEFECT.encode()))
     obs = await act(client, sid, "submit", timeout=300)
     assert obs.done and not obs.truncated and obs.info["exit_status"] == "submitted"
-    assert obs.scores["Score"] > 0
+    assert obs.scores["Score"] > 0 and obs.output == "Exited (submit)"
     with pytest.raises(RpcError) as err:
         await act(client, sid, "ls")
     assert err.value.code == "episode_over"
@@ -108,10 +115,16 @@ async def test_bad_submission_is_a_clear_error(server):
     await client.request("env", p.WriteFile(session=sid, path="strategy.py", data=b"def row_strategy(h):\n    return 7\n"))
     obs = await act(client, sid, "validate", timeout=300)
     assert obs.scores == {} and obs.exit_code != 0
-    assert "Evaluation failed" in obs.output and obs.info["error"]["code"]
+    code = obs.info["error"]["code"]
+    assert obs.output.startswith("Failed to decode metrics from evaluation script. Output:\n---\n"
+                                 f"{code}: ")
+    assert obs.output.endswith("\n---\nPlease make sure the evaluation script prints the metrics "
+                               "in json format.")
     await act(client, sid, "rm strategy.py")
     obs = await act(client, sid, "validate", timeout=300)
     assert obs.info["error"]["code"] == "submission_not_found"
+    assert obs.output == ("Submission artefact not found. You have to produce a valid submission "
+                          "artefact as described in the task description to validate your results.")
 
 
 async def test_step_budget_truncates_with_autosubmission(server):
@@ -121,7 +134,9 @@ async def test_step_budget_truncates_with_autosubmission(server):
     assert not obs.done and obs.remaining_steps == 1
     obs = await act(client, sid, "echo last", timeout=300)
     assert obs.done and obs.truncated and obs.info["exit_status"] == "autosubmission"
-    assert "Score" in obs.scores and "automatically" in obs.output
+    # the step's output is its own; the auto-submission is MLGym's next observation
+    assert "Score" in obs.scores and obs.output.strip() == "last"
+    assert obs.info["autosubmission"] == "Exited (max_steps)"
 
 
 async def test_integrity_secret_invisible_readonly_and_paths(server, tmp_path):
@@ -146,6 +161,38 @@ async def test_integrity_secret_invisible_readonly_and_paths(server, tmp_path):
     assert err.value.code == "path_refused"
     content = await client.request("env", p.ReadFile(session=sid, path="strategy.py"))
     assert b"def row_strategy" in content.data
+
+
+async def test_read_only_files_have_one_truth(server):
+    """A read-only task file (mounted pristine over its workspace copy) is refused by the
+    editor and by WriteFile: what `open` shows is what the shell and the evaluator see."""
+    _, client = server
+    sid = (await open_session(client)).info.session
+    before = (await act(client, sid, "cat evaluate.py")).output
+    await act(client, sid, "open evaluate.py")
+    for cmd in ("edit 1:1\n# changed\nend_of_edit", "insert 0\n# changed\nend_of_insert"):
+        obs = await act(client, sid, cmd)
+        assert obs.output == ("Error: You cannot edit read-only file "
+                              "/home/agent/workspace/evaluate.py")
+    obs = await client.request("env", p.ToolCall(session=sid, tool="edit", args={
+        "start_line": 1, "end_line": 1, "replacement_text": "# changed\n"}))
+    assert obs.output.startswith("Error: You cannot edit read-only file")
+    for path in ("evaluate.py", "/home/agent/workspace/evaluate.py", "./evaluate.py"):
+        with pytest.raises(RpcError) as err:
+            await client.request("env", p.WriteFile(session=sid, path=path, data=b"x = 1\n"))
+        assert err.value.code == "read_only" and "read-only" in err.value.message
+    obs = await act(client, sid, "create evaluate.py")
+    assert obs.output.startswith("Error: File 'evaluate.py' already exists.")
+    shown = (await act(client, sid, "search_file changed evaluate.py")).output
+    assert shown.startswith("No matches found")
+    assert (await act(client, sid, "cat evaluate.py")).output == before
+    got = await client.request("env", p.ReadFile(session=sid, path="evaluate.py"))
+    assert mlgym_view(got.data.decode()) == before  # (observations drop empty lines, as MLGym's)
+    # the writable files stay writable, and `ls` is MLGym's `ls -F`
+    await client.request("env", p.WriteFile(session=sid, path="strategy.py",
+                                            data=ALWAYS_DEFECT.encode()))
+    await act(client, sid, "mkdir -p runs")
+    assert "runs/" in (await act(client, sid, "ls")).output.split()
 
 
 async def test_errors_are_typed(server):
@@ -193,7 +240,8 @@ async def test_concurrent_sessions(server):
 async def test_client_disconnect_mid_command(server, tmp_path):
     srv, client = server
     sid = (await open_session(client)).info.session
-    other = RpcClient(srv.rpc.bound[0])
+    other = SessionClient(RpcClient(srv.rpc.bound[0]))
+    other.tokens = client.tokens  # a second connection of the session's owner
     pending = asyncio.create_task(other.request("env", p.Act(session=sid, command="sleep 2; echo done > done.txt"), timeout=30))
     await asyncio.sleep(0.5)
     await other.close()  # the client goes away mid-command
@@ -204,7 +252,7 @@ async def test_client_disconnect_mid_command(server, tmp_path):
 
 
 async def test_events_published_on_bus(tmp_path):
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     from mlgym.bus import connect
     from mlgym.bus.broker import Broker
 
@@ -218,7 +266,7 @@ async def test_events_published_on_bus(tmp_path):
         sub = listener.subscribe("env/")
         srv = EnvServer(f"ipc://{tmp_path}/env.sock", tmp_path / "sessions", bus=bus)
         await srv.start()
-        client = RpcClient(f"ipc://{tmp_path}/env.sock")
+        client = SessionClient(RpcClient(f"ipc://{tmp_path}/env.sock"))
         sid = (await open_session(client)).info.session
         await act(client, sid, "echo hello-bus")
         await act(client, sid, "validate", timeout=300)
@@ -240,7 +288,7 @@ async def test_events_published_on_bus(tmp_path):
 
 async def test_curve_on_tcp_refuses_unknown_keys(tmp_path):
     """The env service over TCP with CURVE: an allowed client works, an unknown key is refused."""
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     import socket
 
     import zmq.auth
@@ -269,3 +317,49 @@ async def test_curve_on_tcp_refuses_unknown_keys(tmp_path):
         await good.close()
         await bad.close()
         await srv.stop()
+
+
+SAME_EPISODE = ["ls", "open strategy.py", "search_file row_strategy", "find_file strategy.py",
+                "create defect.py", f"edit 1:1\n{ALWAYS_DEFECT}end_of_edit", "cat defect.py",
+                "mkdir -p sub && cd sub && pwd", "open ../defect.py",
+                "cd .. && cp defect.py strategy.py", "python -c 'import os; print(os.getcwd())'",
+                "validate", "submit"]
+
+
+async def run_episode(tmp_path: Path, name: str) -> tuple[p.SessionOpened, list[p.Observation]]:
+    endpoint = f"ipc://{tmp_path}/{name}.sock"
+    srv = EnvServer(endpoint, tmp_path / name)
+    await srv.start()
+    client = RpcClient(endpoint)
+    try:
+        opened = await open_session(client)
+        return opened, [await act(client, opened.info.session, c, timeout=300) for c in SAME_EPISODE]
+    finally:
+        await client.close()
+        await srv.stop()
+
+
+async def test_without_namespaces_only_the_workspace_path_differs(tmp_path, monkeypatch):
+    """The plain fallback (no bubblewrap, no namespaces) against the real sandbox: the same
+    episode gives the same observations, states and scores, except that the workspace is named
+    by its host path, consistently."""
+    require_local_sandbox()
+    opened, sandboxed = await run_episode(tmp_path, "sandboxed")
+    assert opened.info.workspace == WORKSPACE
+    monkeypatch.setenv("MLGYM_BWRAP", str(tmp_path / "no-bwrap"))
+    monkeypatch.setenv("MLGYM_NO_BWRAP", "plain")
+    plain_opened, plain = await run_episode(tmp_path, "plain")
+    host = plain_opened.info.workspace
+    assert host == str((tmp_path / "plain" / plain_opened.info.session / "workspace").resolve())
+    assert "WITHOUT ISOLATION" in plain_opened.info.warning
+
+    def same(text: str) -> str:
+        return text.replace(host, WORKSPACE)
+
+    assert host in plain_opened.observation and sum(host in o.output for o in plain) >= 5
+    assert same(plain_opened.observation) == opened.observation
+    assert len(plain) == len(sandboxed) == len(SAME_EPISODE)
+    for cmd, a, b in zip(SAME_EPISODE, sandboxed, plain, strict=True):
+        assert (same(b.output), b.exit_code, b.scores) == (a.output, a.exit_code, a.scores), cmd
+        assert {k: same(str(v)) for k, v in b.info.items()} == {k: str(v) for k, v in a.info.items()}
+    assert plain[-2].scores["Score"] > 2.3716 and plain[-1].done  # defecting beats the baseline

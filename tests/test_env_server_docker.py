@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import require
+from conftest import SessionClient, require
 from mlgym.bus import protocol as p
 from mlgym.bus.rpc import RpcClient
 from mlgym.env_server import image as img
@@ -29,7 +29,7 @@ async def test_docker_sessions_from_warm_pool(task_image, tmp_path):
     endpoint = f"ipc://{tmp_path}/env.sock"
     srv = EnvServer(endpoint, tmp_path / "sessions", default_backend="docker", pool_size=1, docker_image=task_image)
     await srv.start()
-    client = RpcClient(endpoint)
+    client = SessionClient(RpcClient(endpoint))
     try:
         await srv.warm("prisonersDilemma", "docker")
         assert srv._pools[("prisonersDilemma", "docker")].stats()["ready"] == 1

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
+import sys
 
 import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import mlgym.env_server.gym_env  # noqa: F401 - registers mlgym/<taskId>-v0
-from conftest import require
+from mlgym.bus.base import RpcError
+from mlgym.env_server.gym_env import MLGymEnv  # registers mlgym/<taskId>-v0
+from mlgym.env_server.sandbox import WORKSPACE
+from conftest import require_local_sandbox
 
 ALWAYS_DEFECT = "def row_strategy(history):\n    return 1\n"
 
 
 @pytest.fixture(scope="module")
 def env():
-    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    require_local_sandbox()
     e = gymnasium.make("mlgym/prisonersDilemma-v0", max_steps=6)
     yield e
     e.close()
@@ -57,3 +61,45 @@ def test_submit_terminates(env):
     env.reset(seed=1)
     obs, reward, terminated, truncated, info = env.step("submit")
     assert terminated and not truncated and info["exit_status"] == "submitted"
+
+
+def test_files_and_session_info_are_not_steps(env):
+    gym = env.unwrapped
+    unopened = MLGymEnv("prisonersDilemma", endpoint="ipc:///nonexistent/env.sock")
+    with pytest.raises(RuntimeError, match="reset"):
+        unopened.session_info()
+    unopened.close()
+    env.reset(seed=2)
+    info = gym.session_info()
+    assert (info["step"], info["state"], info["task"]) == (0, "open", "prisonersDilemma")
+    assert info["workspace"] in (WORKSPACE, info["workdir"])  # the latter: no namespaces here
+    assert b"def row_strategy" in gym.read_file("strategy.py")
+    assert gym.write_file("sub/strategy.py", ALWAYS_DEFECT) == len(ALWAYS_DEFECT)
+    assert gym.write_file(f"{WORKSPACE}/strategy.py", ALWAYS_DEFECT.encode()) == len(ALWAYS_DEFECT)
+    written = ALWAYS_DEFECT.encode()
+    assert gym.read_file("strategy.py") == gym.read_file("sub/strategy.py") == written
+    assert gym.read_file("strategy.py", max_bytes=3) == b"def"
+    for bad in ("../../../etc/passwd", "/etc/passwd", "missing.py"):
+        with pytest.raises(RpcError):
+            gym.read_file(bad)
+    assert gym.session_info()["step"] == 0  # none of that was a step
+    _, reward, *_ = env.step("validate")
+    info = gym.session_info()
+    assert info["step"] == 1 and info["best_scores"]["Score"] > 2.3716 and reward > 0
+
+
+EMBEDDED = ("import gymnasium, mlgym.env_server.gym_env\n"
+            "e = gymnasium.make('mlgym/prisonersDilemma-v0'{kw})\n"
+            "e.reset(seed=0); e.step('ls'); e.close()\n")
+
+
+@pytest.mark.parametrize(("kw", "quiet"), [("", True), (", log_level='info'", False)])
+def test_embedded_server_logs_warnings_only_unless_asked(kw, quiet):
+    require_local_sandbox()
+    env = {k: v for k, v in os.environ.items() if k != "MLGYM_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", EMBEDDED.format(kw=kw)], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    infos = [ln for ln in r.stderr.splitlines() if "[info" in ln]
+    assert (infos == []) is quiet, r.stderr[-3000:]
+    assert quiet or any("sandbox_started" in ln for ln in infos)

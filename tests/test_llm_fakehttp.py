@@ -2,19 +2,22 @@
 google-genai SDKs in tests (test_llm_openai.py, test_llm_gemini.py import it).
 
 It is a stdlib ThreadingHTTPServer on 127.0.0.1: the SDKs make real TCP connections and parse
-real JSON and server-sent events. Every request is recorded (path, headers, JSON body, time) so
-tests can assert what the clients actually sent.
+real JSON and server-sent events. Every request is recorded (path, headers, JSON body, time, and
+when the client hung up on a reply still being written) so tests can assert what the clients
+actually sent and that a cancelled call reached the server.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import httpx
 
@@ -26,15 +29,19 @@ class Seen:
     headers: dict[str, str]
     body: Any
     at: float
+    hung_up: float | None = None  # when a write failed because the client had closed
 
 
 @dataclass
 class Reply:
     status: int = 200
     json: Any = None  # a JSON body
-    sse: list[str] | None = None  # server-sent events: each item is one `data:` payload
+    # server-sent events: each str is one `data:` payload, each float a pause of that many
+    # seconds (a stall); any iterable, so an endless generator streams forever
+    sse: Iterable[str | float] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # wait before answering (released early when the server stops)
+    interval_s: float = 0.0  # pause between events
 
 
 Responder = Callable[[Seen], Reply]
@@ -63,14 +70,30 @@ class _Handler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
                     time.monotonic())
         reply = fake.next_reply(seen)
-        if reply.delay_s:
-            fake.stopping.wait(reply.delay_s)
         try:
+            if reply.delay_s and not self._pause(reply.delay_s):
+                raise BrokenPipeError
             self._write(reply)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
+            seen.hung_up = time.monotonic()  # the client gave up (timeout, cut, cancel)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait (until the server stops), watching the connection; False when the client hung
+        up meanwhile, as a real server notices (llama.cpp stops generating then)."""
+        fake: FakeServer = self.server.fake  # type: ignore[attr-defined]
+        deadline = time.monotonic() + seconds
+        while not fake.stopping.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.02)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+        return True
 
     def _write(self, reply: Reply) -> None:
+        fake: FakeServer = self.server.fake  # type: ignore[attr-defined]
         self.send_response(reply.status)
         if reply.sse is not None:
             self.send_header("Content-Type", "text/event-stream")
@@ -78,9 +101,18 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in reply.headers.items():
                 self.send_header(k, v)
             self.end_headers()
+            self.wfile.flush()
             for data in reply.sse:
+                if fake.stopping.is_set():
+                    return
+                if isinstance(data, float):
+                    if not self._pause(data):
+                        raise BrokenPipeError
+                    continue
                 self.wfile.write(f"data: {data}\n\n".encode())
                 self.wfile.flush()
+                if reply.interval_s and not self._pause(reply.interval_s):
+                    raise BrokenPipeError
             return
         payload = json.dumps(reply.json if reply.json is not None else {}).encode()
         self.send_header("Content-Type", "application/json")

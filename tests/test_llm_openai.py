@@ -72,6 +72,7 @@ def server():
 def backend(server, model="gpt-4o", **kw):
     kw.setdefault("api_key", "sk-test")
     kw.setdefault("prices", PriceTable())
+    kw.setdefault("backoff_s", 0.01)
     return OpenAIBackend(model, base_url=server.url + "/v1", **kw)
 
 
@@ -232,10 +233,11 @@ async def test_client_errors_are_not_retried(server):
 async def test_error_event_mid_stream_is_a_typed_error(server):
     server.push(Reply(sse=[chunk({"content": "par"}),
                            json.dumps({"error": {"message": "stream broke", "type": "server_error"}})]))
-    async with backend(server) as llm:
+    async with backend(server, max_retries=0) as llm:
         with pytest.raises(ModelError) as info:
             await llm.complete(CONVO, stream=True)
     assert "stream broke" in str(info.value)
+    assert info.value.code == "bad_response" and info.value.retryable  # a broken reply: try again
 
 
 async def test_spec_with_base_url_needs_no_key(server, monkeypatch):
@@ -301,7 +303,8 @@ def closed_port() -> int:
 
 async def test_unreachable_server_is_a_connection_error():
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    async with OpenAIBackend("gpt-4o", base_url=url, api_key="k", max_retries=1) as llm:
+    async with OpenAIBackend("gpt-4o", base_url=url, api_key="k", max_retries=1,
+                             backoff_s=0.01) as llm:
         with pytest.raises(ModelError) as info:
             await llm.complete(CONVO)
     assert info.value.code == "connection" and url in str(info.value)

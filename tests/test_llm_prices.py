@@ -12,9 +12,9 @@ from mlgym.agents.llm.prices import Price, PriceTable
 
 def test_builtin_prices_and_snapshot_names():
     t = PriceTable()
-    assert t.lookup("gpt-4o") == Price(2.5, 10.0)
+    assert t.lookup("gpt-4o") == Price(2.5, 10.0, 1.25)
     assert t.lookup("gpt-4o-2024-08-06") == t.lookup("gpt-4o")
-    assert t.lookup("gpt-4o-mini-2024-07-18") == Price(0.15, 0.6)  # not gpt-4o's price
+    assert t.lookup("gpt-4o-mini-2024-07-18") == Price(0.15, 0.6, 0.075)  # not gpt-4o's price
     assert t.lookup("models/gemini-1.5-pro-002") == t.lookup("gemini-1.5-pro")
     assert t.lookup("o3-pro") is None  # a different product, never priced as "o3"
     assert t.cost("gpt-4o", 1_000_000, 100_000) == pytest.approx(2.5 + 1.0)

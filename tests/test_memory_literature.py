@@ -94,6 +94,111 @@ def test_memory_optional_embedding_reranker(tmp_path):
     assert hits[0].text == "alpha beta gamma alpha"
 
 
+def test_memory_merges_identical_and_near_identical_notes(tmp_path):
+    store = MemoryStore(tmp_path / "mem.sqlite")
+    note = ("Tit-for-tat against the published opponent mix scored 2.31 on validation; "
+            "grim trigger did worse")
+    first = store.write(note, tags=["games"], author="literature", task="pd")
+    assert first[1] == 1
+    # the same words (case, punctuation, spacing aside): merged
+    shouted = note.upper().replace(";", ",") + "  "
+    assert store.write(shouted, author="literature", task="pd") == (first[0], 2)
+    # nearly the same words, same numbers, another author: merged, the author joins the sources
+    near = note.replace("did worse", "did clearly worse")
+    assert store.write(near, tags=["strategy"], author="planner", task="pd") == (first[0], 3)
+    # alike words but another number: a different finding, kept apart
+    other = note.replace("2.31", "2.35")
+    assert store.write(other, author="coder", task="pd")[1] == 1
+    # the same note for another task is that task's own entry
+    assert store.write(note, author="literature", task="blotto")[1] == 1
+    assert store.count("pd") == 2 and store.writes("pd") == 4 and store.count() == 3
+    hits = store.search("tit-for-tat grim trigger", k=5, task="pd")
+    assert [h.text for h in hits].count(note) == 1  # not repeated
+    merged = next(h for h in hits if h.memory_id == first[0])
+    assert merged.count == 3 and merged.sources == ["literature", "planner"]
+    assert merged.tags == ["games", "strategy"] and merged.text == note  # the first wording kept
+    # the merged entry is still found by its words (the FTS index follows the tag update)
+    assert store.search("strategy", k=1, task="pd")[0].memory_id == first[0]
+    # stored once even after a reopen
+    store.close()
+    again = MemoryStore(tmp_path / "mem.sqlite")
+    assert again.write(note, author="coder", task="pd") == (first[0], 4)
+    hits = again.search("tit-for-tat", k=5, task="pd")
+    assert {h.memory_id: h.sources for h in hits}[first[0]] == ["literature", "planner", "coder"]
+
+
+def test_memory_relevance_is_normalised_bm25(tmp_path):
+    """score in [0, 1] = coverage of the query's words x bm25 relative to the best hit; it is
+    not ~0 in a store of one note, where FTS5's bm25 itself is ~0 (its idf is clamped)."""
+    store = MemoryStore(tmp_path / "r.sqlite")
+    store.write("AdamW with learning rate 3e-4 and cosine decay worked best", task="t")
+    (only,) = store.search("learning rate for AdamW", k=5)  # "for": a stop word
+    assert abs(only.bm25) < 1e-4 and only.score == 1.0
+    store.write("Batch size 256 needed a longer warmup of the learning rate", task="t")
+    store.write("Dropout 0.1 helped the small model", task="t")
+    store.write("Weight decay 0.05 was better than 0.01", task="t")
+    store.write("Label smoothing did not help", task="t")
+    hits = store.search("AdamW learning rate cosine", k=5)
+    assert [round(h.score, 2) for h in hits][0] == 1.0 and hits[0].text.startswith("AdamW")
+    assert len(hits) == 2 and 0 < hits[1].score < 0.6  # two of four words, lower bm25
+    assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].bm25 < hits[1].bm25 < 0
+    # stop words are not query words: "the" and "of" alone do not match everything
+    assert [h.text[:7] for h in store.search("the warmup of", k=5)] == ["Batch s"]
+    # a query of stop words only is searched as it is
+    assert store.search("to be or not to be", k=5)[0].text.startswith("Label")
+
+
+def test_memory_search_cli_shows_relevance_count_and_sources(tmp_path):
+    from click.testing import CliRunner
+
+    from mlgym.tools.cli import memory
+
+    db = tmp_path / "m.sqlite"
+    store = MemoryStore(db)
+    for author in ("literature", "planner"):
+        store.write("Tit-for-tat won Axelrod's tournaments", author=author, task="pd")
+    store.write("best candidate tit_for_tat scored 2.41", author="planner", task="pd")
+    store.close()
+    out = CliRunner().invoke(memory, ["search", "tit for tat strategy", "--db", str(db)]).output
+    lines = out.splitlines()
+    assert lines[0].startswith("# [id] relevance xN")
+    assert lines[1] == "[1] 0.67 x2 (literature,planner; ) Tit-for-tat won Axelrod's tournaments"
+    assert lines[2].startswith("[2] 0.") and " x1 (planner; ) best candidate" in lines[2]
+    out = CliRunner().invoke(memory, ["search", "zebra", "--db", str(db)]).output
+    assert out == 'no memory entries match "zebra"\n'
+
+
+def test_memory_store_of_version_1_is_migrated_and_its_duplicates_merged(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE memories(id INTEGER PRIMARY KEY, task TEXT NOT NULL, author TEXT NOT NULL,
+          tags TEXT NOT NULL, text TEXT NOT NULL, created REAL NOT NULL);
+        CREATE VIRTUAL TABLE memories_fts USING fts5(text, tags, content='memories',
+          content_rowid='id', tokenize='porter unicode61');
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+          INSERT INTO memories_fts(rowid, text, tags) VALUES (new.id, new.text, new.tags);
+        END;""")
+    for author in ("literature", "literature", "planner"):  # what every run used to store again
+        db.execute("INSERT INTO memories(task, author, tags, text, created) VALUES (?,?,?,?,?)",
+                   ("pd", author, "literature", "Pavlov corrects mistakes faster under noise.",
+                    1.0))
+    db.execute("INSERT INTO memories(task, author, tags, text, created) VALUES "
+               "('pd', 'coder', 'coder', 'Grim trigger loses to noise.', 2.0)")
+    db.commit()
+    db.close()
+    store = MemoryStore(path)
+    assert store.count("pd") == 2 and store.writes("pd") == 4
+    hits = store.search("noise", k=5)
+    assert len(hits) == 2
+    pavlov = next(h for h in hits if h.text.startswith("Pavlov"))
+    assert pavlov.count == 3 and pavlov.sources == ["literature", "planner"]
+    again = store.write("pavlov corrects mistakes faster under noise", task="pd")
+    assert again == (pavlov.memory_id, 4)
+
+
 # ---------------------------------------------------------------------------- offline literature
 
 
@@ -115,6 +220,102 @@ def test_offline_provider_on_pdfs_and_markdown(tmp_path):
     assert provider.index() == 1
     text = format_results("residual", asyncio.run(provider.search("residual", 5)))
     assert "Deep Residual Learning" in text and "[source: offline]" in text
+
+
+# A small corpus with known answers: the notes shipped for the literature agent, plus papers
+# chosen to trap a ranking without stop words or minimum coverage.
+KNOWN_CORPUS = {
+    "segmentation.md": "# Methods for Medical Image Segmentation\n\nWe review methods for "
+    "segmenting organs, for tumour outlines and for cell counting; for each task we compare "
+    "U-Net variants for accuracy and for speed.\n",
+    "large-batch.md": "# An Empirical Model of Large-Batch Training\n\n## Abstract\n\nThe "
+    "gradient noise scale predicts the largest useful batch size across domains, from image "
+    "classifiers to transformers trained on language.\n\n## 1 Introduction\n\nData "
+    "parallelism splits each batch across workers.\n",
+    "attention.md": "# Attention Is All You Need\n\nThe Transformer, a sequence model based "
+    "only on attention, replaces recurrence and trains faster on translation.\n",
+    "adam.md": "# Adam: A Method for Stochastic Optimization\n\nAdam keeps running averages "
+    "of the gradient and its square; the noise of the gradient estimate is damped.\n",
+    "dropout.md": "# Dropout: A Simple Way to Prevent Neural Networks from Overfitting\n\n"
+    "Randomly dropping units during training adds noise that regularises the network.\n",
+    "survey.md": "# A Survey of Deep Learning Tricks\n\nWe list many tricks.\n\n"
+    + "Batch normalisation, warmup and weight decay are common. " * 20
+    + "\n\nDeeper networks use residual connections, and residual connections help.\n",
+    "resnet.md": "# Deep Residual Learning for Image Recognition\n\nShortcut connections "
+    "ease the training of very deep convolutional networks.\n",
+    "skip.md": "# Notes on Skip Connections\n\nSkip connections in deep networks.\n\nResidual "
+    "blocks, residual networks and residual streams: residual paths everywhere in networks.\n",
+    "tricks.md": "# Training Tricks\n\nWe list tricks.\n\nBatch size matters: batch size 256, "
+    "batch norm, a large batch size with warmup.\n",
+}
+
+
+@pytest.fixture
+def known_corpus(tmp_path):
+    from mlgym.agents.research import NOTES_DIR
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    for note in NOTES_DIR.glob("*.md"):
+        (folder / note.name).write_text(note.read_text())
+    for name, text in KNOWN_CORPUS.items():
+        (folder / name).write_text(text)
+    provider = OfflineProvider(folder, index_path=tmp_path / "idx.sqlite")
+    return lambda query, n=5: [p.title for p in asyncio.run(provider.search(query, n))]
+
+
+def test_offline_search_known_answers(known_corpus):
+    # "for" is a stop word: the segmentation review, full of it, is not a hit for "tit for tat"
+    assert known_corpus("tit for tat") == ["Strategies for the iterated prisoner's dilemma"]
+    # one of three words in common ("noise") is not enough: no prisoner's-dilemma note
+    found = known_corpus("gradient noise transformers")
+    assert found[0] == "An Empirical Model of Large-Batch Training"
+    assert "Strategies for the iterated prisoner's dilemma" not in found
+    assert set(found) <= {"An Empirical Model of Large-Batch Training",
+                          "Adam: A Method for Stochastic Optimization"}
+    # porter stemming: "optimizers" finds "Optimization", "transformers" finds "Transformer"
+    assert known_corpus("stochastic optimizers")[0] == "Adam: A Method for Stochastic Optimization"
+    assert known_corpus("transformers attention")[0] == "Attention Is All You Need"
+    # title and abstract are weighted (with equal weights both of these come out the other
+    # way round): a title word outweighs a short body that repeats it four times ...
+    assert known_corpus("residual networks")[:2] == [
+        "Deep Residual Learning for Image Recognition", "Notes on Skip Connections"]
+    # ... and "batch size" once in the abstract outweighs it three times in a short body
+    assert known_corpus("batch size")[:2] == [
+        "An Empirical Model of Large-Batch Training", "Training Tricks"]
+    # only stop words: searched as they are, rather than nothing
+    assert "Methods for Medical Image Segmentation" in known_corpus("for", 10)
+    # the shipped notes answer the scripted planner's questions
+    assert known_corpus("strategies iterated prisoner dilemma mixture opponents")[0] == (
+        "Strategies for the iterated prisoner's dilemma")
+
+
+def test_offline_index_of_an_older_version_is_rebuilt(tmp_path):
+    import sqlite3
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Colonel Blotto\n\nSpread the soldiers over the fields.\n")
+    index = tmp_path / "idx.sqlite"
+    db = sqlite3.connect(index)  # the version 1 layout: no abstract column, user_version 0
+    db.executescript(
+        "CREATE TABLE docs(path TEXT PRIMARY KEY, mtime REAL, size INTEGER, title TEXT);"
+        "CREATE VIRTUAL TABLE chunks USING fts5(path UNINDEXED, title, body);")
+    db.close()
+    found = asyncio.run(OfflineProvider(folder, index_path=index).search("blotto soldiers", 3))
+    assert [p.title for p in found] == ["Colonel Blotto"]
+    assert found[0].abstract == "Spread the soldiers over the fields."
+
+
+def test_fallback_chain_passes_an_empty_answer_on(scholar, tmp_path):
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Colonel Blotto\n\nSpread the soldiers.\n")
+    offline = OfflineProvider(folder, index_path=tmp_path / "idx.sqlite")
+    chain = FallbackChain([offline, ArxivProvider(scholar.url + "/api", min_interval_s=0.0)])
+    assert asyncio.run(chain.search("colonel blotto", 2))[0].source == "offline"
+    assert asyncio.run(chain.search("policy optimization", 2))[0].source == "arxiv"
+    assert asyncio.run(FallbackChain([offline]).search("policy optimization", 2)) == []
 
 
 def test_parse_pdf_local_and_errors(tmp_path):
@@ -260,6 +461,14 @@ async def test_memory_service_over_rpc(tmp_path):
         hits = await client.request("memory", p.MemorySearch(query="ridge alpha", k=3, task="hp"))
         assert isinstance(hits, p.MemoryHits) and len(hits.hits) == 1
         assert hits.hits[0].author == "coder" and hits.hits[0].tags == ["hp"]
+        same = p.MemoryWrite(text="ridge alpha 10 beat alpha 0.1 on house-prices!", tags=["ridge"],
+                             task="hp")
+        again = await client.request("memory", same)
+        assert isinstance(again, p.MemoryWritten) and (again.memory_id, again.count) == (1, 2)
+        hits = await client.request("memory", p.MemorySearch(query="ridge alpha", k=3, task="hp"))
+        (hit,) = hits.hits
+        assert hit.count == 2 and hit.sources == ["coder"] and hit.tags == ["hp", "ridge"]
+        assert hit.score == 1.0 and hit.bm25 < 0
         with pytest.raises(RpcError) as err:
             await client.request("memory", p.MemoryWrite(text=" "))
         assert err.value.code == "bad_request"

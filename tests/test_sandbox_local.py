@@ -1,5 +1,7 @@
-"""The `local` (bubblewrap) sandbox backend: isolation, limits, jobs, evaluation runs and the
-loud fallback without bubblewrap. Real bwrap, real processes, real sockets."""
+"""The `local` sandbox backend: isolation, limits, jobs, evaluation runs, with bubblewrap and
+with its stand-in (nsbox.py, for machines without bubblewrap: every test runs on both), and the
+loud plain fallback where no namespace can be made. Real bwrap, real namespaces, real
+processes, real sockets."""
 
 from __future__ import annotations
 
@@ -25,9 +27,24 @@ from mlgym.env_server.sandbox import (
     SandboxPathError,
     create,
 )
+from mlgym.env_server.sandbox import nobwrap
 from mlgym.env_server.sandbox.local import python_mounts
 
 BWRAP = shutil.which("bwrap")
+
+
+@pytest.fixture(params=["bwrap", "stand-in"])
+def kind(request, monkeypatch, tmp_path) -> str:
+    """Which program builds the sandbox: bubblewrap, or (bwrap hidden) nobwrap's stand-in."""
+    if request.param == "bwrap":
+        require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
+        return "bwrap"
+    monkeypatch.setenv("MLGYM_BWRAP", str(tmp_path / "no-bwrap"))
+    chosen = nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap")))
+    require(chosen.mode == "namespaces",
+            f"the stand-in needs namespaces, which this machine refuses: {chosen.warning}")
+    monkeypatch.setenv(nobwrap.ENV, "namespaces")
+    return "stand-in"
 
 
 @pytest.fixture(scope="session")
@@ -50,18 +67,17 @@ def config(tmp_path, task_venv) -> SandboxConfig:
 
 
 @pytest.fixture
-async def sandbox(config):
-    require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
+async def sandbox(config, kind):
     sb = create("local", config)
     await sb.start()
     yield sb
     await sb.stop()
 
 
-async def test_shell_basics_inside(sandbox, config, task_venv):
+async def test_shell_basics_inside(sandbox, config, task_venv, kind):
     r = await sandbox.exec(
         "id -un; pwd; echo $HOME; which python; python -c 'import sys; print(sys.prefix)'")
-    assert r.exit_code == 0 and r.warning is None
+    assert r.exit_code == 0 and (r.warning is None) == (kind == "bwrap")
     venv = task_venv.resolve()
     assert r.output.split() == ["agent", WORKSPACE, "/home/agent", f"{venv}/bin/python", str(venv)]
     r = await sandbox.exec("mkdir -p src && cd src && export LR=0.1 && echo hi > note.txt")
@@ -69,7 +85,10 @@ async def test_shell_basics_inside(sandbox, config, task_venv):
     r = await sandbox.exec("echo $LR; cat note.txt; pwd")
     assert r.output == f"0.1\nhi\n{WORKSPACE}/src\n"
     assert (config.workspace / "src" / "note.txt").read_text() == "hi\n"
-    assert sandbox.status()["isolated"] is True
+    assert sandbox.status()["isolated"] is (kind == "bwrap")
+    assert sandbox.status()["stand_in"] == (None if kind == "bwrap" else "namespaces")
+    r = await sandbox.exec("echo $OMP_WAIT_POLICY")  # idle torch threads sleep, not spin
+    assert r.output.strip() == "PASSIVE"
 
 
 async def test_host_secrets_other_workspaces_and_home_are_invisible(sandbox, tmp_path):
@@ -83,7 +102,7 @@ async def test_host_secrets_other_workspaces_and_home_are_invisible(sandbox, tmp
         r = await sandbox.exec(f"cat {path} || ls {path}")
         assert r.exit_code != 0 and "No such file or directory" in r.output, path
     # /root holds at most the path down to the base Python installation; /home only the agent
-    r = await sandbox.exec("ls -A /home; ls -A /root 2>/dev/null; ls /sys /work /opt 2>&1 | wc -l")
+    r = await sandbox.exec("command ls -A /home; command ls -A /root 2>/dev/null; ls /sys /work /opt 2>&1 | wc -l")
     listed = r.output.split()
     assert listed[0] == "agent"
     shown = python_mounts(sandbox.config.python_env)
@@ -103,8 +122,7 @@ async def test_read_only_mounts_and_system_dirs_cannot_be_written(sandbox, confi
     assert not (Path(config.python_env) / "x").exists()
 
 
-async def test_no_network_unless_asked(config):
-    require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
+async def test_no_network_unless_asked(config, kind):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -254,9 +272,8 @@ async def test_run_isolated_sees_only_its_mounts(sandbox, config, tmp_path):
     assert r.timed_out and r.exit_code == 137
 
 
-async def test_sandbox_dies_with_the_server(config, tmp_path):
+async def test_sandbox_dies_with_the_server(config, tmp_path, kind):
     """A server killed with SIGKILL leaves no sandbox process behind."""
-    require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
     marker = f"4242.{os.getpid()}{secrets.randbelow(10**6):06d}"  # unique to this run
     script = textwrap.dedent(f"""
         import asyncio, sys
@@ -308,14 +325,26 @@ async def _check_sandbox_dies_with(proc: asyncio.subprocess.Process, marker: str
     assert sleepers() == 0
 
 
-async def test_without_bubblewrap_it_runs_unisolated_and_says_so_loudly(config, tmp_path):
+async def test_plain_fallback_runs_unisolated_at_host_paths_and_says_so(config, tmp_path,
+                                                                         monkeypatch):
+    """No bubblewrap and no namespaces (forced here with MLGYM_NO_BWRAP=plain): plain
+    processes, host paths used consistently (shell, workspace_inside, the file API, the
+    evaluation run), one warning per process saying what is not isolated."""
+    monkeypatch.setenv(nobwrap.ENV, "plain")
     missing = tmp_path / "no" / "bwrap"
+    host_ws = str(config.workspace.resolve())
     with structlog.testing.capture_logs() as logs:
         sb = create("local", config, bwrap=missing)
+        second = create("local", config, bwrap=missing)
         await sb.start()
+        await second.start()
         try:
-            r = await sb.exec("pwd; echo $HOME")
+            r = await sb.exec("pwd; echo $HOME; echo hi > note.txt")
             status = sb.status()
+            assert await sb.read_file(f"{host_ws}/note.txt") == b"hi\n"  # its inside path
+            assert await sb.read_file(f"{WORKSPACE}/note.txt") == b"hi\n"  # the usual one
+            with pytest.raises(SandboxPathError):
+                await sb.read_file(f"{host_ws}/../x")
             task = tmp_path / "task"
             task.mkdir()
             (task / "run.py").write_text("import os; print(os.getcwd())")
@@ -323,16 +352,47 @@ async def test_without_bubblewrap_it_runs_unisolated_and_says_so_loudly(config, 
                                         mounts=[Mount(task, "/eval")], cwd="/eval")
         finally:
             await sb.stop()
-    assert status["isolated"] is False and "WITHOUT ISOLATION" in status["warning"]
-    assert r.warning == status["warning"]
-    assert r.output.split()[0] == str(config.workspace.resolve())  # host paths: no sandbox
+            await second.stop()
+    assert status["isolated"] is False and status["stand_in"] == "plain"
+    assert "WITHOUT ISOLATION" in status["warning"] and nobwrap.INSTALL in status["warning"]
+    assert r.warning == status["warning"] and sb.workspace_inside == host_ws
+    assert r.output.split() == [host_ws, host_ws] and r.cwd == host_ws
     assert iso.exit_code == 0 and iso.output.strip() == str(task.resolve()) and iso.warning
-    assert any(e["event"] == "sandbox_without_isolation" and e["log_level"] == "warning"
-               for e in logs)
+    said = [e for e in logs if e["event"] == "sandbox_not_isolated"]
+    assert len(said) == 1 and said[0]["log_level"] == "warning"  # once, for two sandboxes
 
 
-async def test_cpu_time_and_file_size_limits(config):
-    require(BWRAP is not None, "bubblewrap (bwrap) is not installed")
+async def test_stand_in_is_chosen_and_named_when_bubblewrap_is_missing(config, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv(nobwrap.ENV, "auto")
+    chosen = nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap")))
+    require(chosen.mode == "namespaces",
+            f"the stand-in needs namespaces, which this machine refuses: {chosen.warning}")
+    assert "stand-in" in chosen.warning and nobwrap.INSTALL in chosen.warning
+    assert "WITHOUT ISOLATION" not in chosen.warning
+    sb = create("local", config, bwrap=tmp_path / "no-bwrap")
+    async with sb:
+        r = await sb.exec("pwd; id -un")
+    assert r.output.split() == [WORKSPACE, "agent"] and r.warning == chosen.warning
+    assert sb.status()["bwrap"] == chosen.launcher
+
+
+def test_stand_in_refuses_what_it_cannot_do(tmp_path):
+    """nsbox.py is given bubblewrap's options; one it does not know is an error that names
+    it, never silently ignored (a dropped --ro-bind would widen the sandbox)."""
+    nsbox = [sys.executable, "-I", "-S", str(nobwrap.NSBOX)]
+    cases = [(["--seccomp", "3", "--", "true"], "unsupported option '--seccomp'"),
+             (["--cap-drop", "CAP_NET_RAW", "--", "true"], "only ALL"),
+             (["--unshare-all"], "no command given")]
+    if nobwrap.stand_in(nobwrap.not_found(str(tmp_path / "no-bwrap"))).mode == "namespaces":  # gets that far
+        cases.append((["--ro-bind", "/nonexistent-src", "/x", "--", "true"],
+                      "cannot open bind source /nonexistent-src"))
+    for args, why in cases:
+        r = subprocess.run([*nsbox, *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and why in r.stderr, (args, r.stderr)
+
+
+async def test_cpu_time_and_file_size_limits(config, kind):
     config.cpu_seconds = 2
     config.file_size_mb = 1
     async with create("local", config) as sb:
@@ -342,3 +402,35 @@ async def test_cpu_time_and_file_size_limits(config):
         assert "rc=153" in r.output  # 128 + SIGXFSZ
         assert r.output.split()[-1] == str(1024 * 1024)
         assert (await sb.exec("echo alive")).output == "alive\n"
+
+
+async def test_a_bubblewrap_that_cannot_work_here_is_replaced(config, tmp_path, monkeypatch):
+    """In a container without privileges bwrap is installed but refused namespaces: the
+    sandbox must notice at start and fall back like when bwrap is missing, saying why. (The
+    refusing bwrap is a script that fails as bwrap fails there: a real one cannot be made to.)"""
+    refused = tmp_path / "bwrap"
+    refused.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\n"
+                       "exit 1\n")
+    refused.chmod(0o755)
+    monkeypatch.setenv(nobwrap.ENV, "plain")  # the fallback itself is tested above
+    sb = create("local", config, bwrap=refused)
+    async with sb:
+        r = await sb.exec("pwd")
+    assert sb.stand_in is not None and sb.stand_in.mode == "plain"
+    assert r.warning.startswith(f"bubblewrap ({refused}) cannot make a sandbox here (bwrap: No "
+                                "permissions to create new namespace)")
+    assert r.output.strip() == str(config.workspace.resolve())
+
+
+def test_the_stand_in_survives_its_home_being_removed(tmp_path, monkeypatch):
+    """The launcher lives under $MLGYM_HOME/bin; a process that changes or loses that folder
+    (tests do) gets a new launcher, not a dead path."""
+    missing = nobwrap.not_found(str(tmp_path / "no-bwrap"))
+    monkeypatch.setenv("MLGYM_HOME", str(tmp_path / "home1"))
+    first = nobwrap.stand_in(missing)
+    require(first.mode == "namespaces",
+            f"the stand-in needs namespaces, which this machine refuses: {first.warning}")
+    shutil.rmtree(tmp_path / "home1")
+    monkeypatch.setenv("MLGYM_HOME", str(tmp_path / "home2"))
+    again = nobwrap.stand_in(missing)
+    assert again.launcher != first.launcher and os.access(again.launcher, os.X_OK)

@@ -97,7 +97,7 @@ def test_files_inside_the_workspace_round_trip(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     write_confined(ws, "/home/agent/workspace/sub/dir/a.bin", b"\x00\x01")
-    assert read_confined(ws, "sub/dir/a.bin") == b"\x00\x01"
+    assert read_confined(ws, "sub/dir/a.bin") == (b"\x00\x01", 2)
     os.symlink("sub/dir/a.bin", ws / "inner_link")  # a link that stays inside is fine
-    assert read_confined(ws, "inner_link") == b"\x00\x01"
+    assert read_confined(ws, "inner_link") == (b"\x00\x01", 2)
     assert host_path(ws, "inner_link") == (ws / "sub/dir/a.bin").resolve()

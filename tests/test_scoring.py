@@ -156,13 +156,96 @@ def test_score_cli_writes_tables_and_plots(tmp_path):
     out = tmp_path / "out"
     res = CliRunner().invoke(score_cli, [str(folder), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    last = json.loads(res.output.strip().splitlines()[-1])
+    last = json.loads(res.stdout)  # --json: the JSON object alone on stdout
     assert last["profiles"]["best_attempt"]["tau_max"] == 0.5
     assert last["profiles"]["best_attempt"]["aup"]["X"] == round(last["profiles"]["best_attempt"]["aup_exact"]["X"], 3)
-    assert "| X |" in res.output
+    assert "wrote" in res.stderr
+    md = CliRunner().invoke(score_cli, [str(folder)])
+    assert "| X |" in md.stdout and md.stdout.startswith("## Scores")
     for name in ["scores.csv", "ratios.csv", "aup.csv", "report.md", "report.json",
                  "profile_best_attempt.png", "profile_best_attempt.svg", "profile_best_submission.png",
                  "profile_best_submission.svg"]:
         assert (out / name).stat().st_size > 0, name
     assert (out / "profile_best_attempt.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (out / "profile_best_attempt.svg").read_text()[:500]
+
+
+def test_one_tau_range_for_both_profiles(tmp_path):
+    """The bound is taken over the Best Attempt and the Best Submission ratios together."""
+    runs = [run("A", "X", "1", [{"acc": 30.0}], {"acc": 2.0}, ("acc", "max"), {"acc": 1.0})]
+    rep = scoring.score_runs(load(tmp_path, runs))
+    ba, bs = rep.profiles["best_attempt"], rep.profiles["best_submission"]
+    # best attempt: baseline ratio 30 -> ceil(1.05 * 30) = 32; best submission: 2 -> ceil(2.1) = 3
+    assert ba.bounds == {"A": 32} and bs.bounds == {"A": 3}
+    assert rep.tau_max == ba.tau_max == bs.tau_max == 1.6  # log10 32 = 1.505
+    # Best Submission: X at 0 from tau 0, the baseline from log10 2 on (d = 1.6 / 499)
+    d = 1.6 / 499
+    assert bs.aup["X"] == pytest.approx(1.6, abs=1e-12)
+    assert bs.aup["Baseline"] == pytest.approx(d * (499 - math.ceil(math.log10(2) / d)), abs=1e-12)
+
+
+def test_epsilon_sets_the_penalty_and_the_bound(tmp_path):
+    rep = scoring.score_runs(load(tmp_path, example_runs()), epsilon=0.5)
+    p = rep.profiles["best_attempt"]
+    assert p.ratios["B"]["Y"] == pytest.approx(1.5 * 2.0)  # infeasible: (1 + eps) * worst
+    # bounds ceil(1.5 * worst feasible): A 2 -> 3, B 2 -> 3, C 1.6 -> 3; tau_max = ceil1(log10 3)
+    assert p.bounds == {"A": 3, "B": 3, "C": 3} and rep.tau_max == 0.5
+    rep = scoring.score_runs(load(tmp_path, example_runs()), epsilon=5.0)
+    assert rep.profiles["best_attempt"].bounds["A"] == 12 and rep.tau_max == 1.1
+
+
+def test_zero_scores_are_scored_not_crashed(tmp_path):
+    """A feasible 0 makes a ratio divide by zero (blotto 0.0 with a negative baseline; a time
+    of 0.0 as the best on a lower-is-better task): that ratio gets the infeasible one."""
+    runs = [run("blotto", "X", "1", [{"Score": 0.0}], {"Score": 0.0}),
+            run("blotto", "Y", "2", [{"Score": 0.5}], {"Score": 0.5}),
+            run("3SATTime", "X", "3", [{"Time": 0.0}], {"Time": 0.0}),
+            run("3SATTime", "Y", "4", [{"Time": 12.0}], {"Time": 12.0})]
+    rep = scoring.score_runs(load(tmp_path, runs))
+    p = rep.profiles["best_attempt"]
+    # blotto: best 0.5; X would be 0.5 / 0 -> 1.05 * worst finite (Y's 1.0); baseline negative
+    assert p.ratios["blotto"] == {"X": pytest.approx(1.05), "Y": 1.0, "Baseline": pytest.approx(1.05)}
+    # 3SAT: best 0.0 (X, ratio 1); Y and the baseline divide by 0 -> 1.05 * 1
+    assert p.ratios["3SATTime"] == {"X": 1.0, "Y": pytest.approx(1.05), "Baseline": pytest.approx(1.05)}
+    assert any("blotto: X scored 0" in n for n in rep.notes)
+    assert any("3SATTime: Y scored 12" in n for n in rep.notes)
+    res = CliRunner().invoke(score_cli, [str(tmp_path / "runs.jsonl")])
+    assert res.exit_code == 0 and "divides by zero" in res.stderr, res.output
+
+
+def test_duplicate_run_ids(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in example_runs()) + "\n")
+    notes: list[str] = []
+    runs = scoring.load_results([path, path], notes)  # the same file passed twice
+    assert len(runs) == len(example_runs())
+    assert len(notes) == len(example_runs()) and f"{path}:1 and {path}:1" in notes[0]
+    other = tmp_path / "other.json"
+    changed = example_runs()[0]
+    changed["attempts"][0]["scores"]["acc"] = 9.0
+    other.write_text(json.dumps(changed))
+    with pytest.raises(scoring.ResultsError, match=f"'a1' appears twice with different contents: {path}:1 and {other}"):
+        scoring.load_results([path, other])
+
+
+def test_metric_conflicts_are_noted(tmp_path):
+    runs = [run("3SATTime", "X", "r1", [{"Time": 12.0}], {"Time": 14.0}, metric=("Time", "max")),
+            run("Z", "X", "r2", [{"a": 1.0}], {"a": 1.0}, ("a", "max"), {"a": 0.5}),
+            run("Z", "Y", "r3", [{"b": 1.0}], {"b": 1.0}, ("b", "min"), {"a": 0.5})]
+    notes: list[str] = []
+    rep = scoring.score_runs(load(tmp_path, runs), notes=notes)
+    assert rep.tasks["3SATTime"].direction == "min"  # the spec wins
+    assert any("run r1 (3SATTime) names the metric Time (max); Time (min) from the task spec" in n for n in notes)
+    assert any("run r3 (Z) names the metric b (min); a (max) from run r2" in n for n in notes)
+
+
+def test_method_styles_stay_distinct():
+    from mlgym.tasks.score_report import method_styles
+
+    methods = [f"m{i}" for i in range(48)] + [scoring.BASELINE]
+    st = method_styles(methods)
+    triples = {(s["color"], str(s["linestyle"]), s["marker"]) for m, s in st.items()}
+    assert len(triples) == 49
+    assert len({(st[m]["color"], str(st[m]["linestyle"])) for m in methods[:48]}) == 48
+    assert len({st[m]["color"] for m in methods[:12]}) == 12  # the paper's 12 models: 12 colours
+    assert st[scoring.BASELINE]["color"] == "black"

@@ -89,10 +89,20 @@ def test_known_strategies_score_what_the_rules_say(home, tmp_path):
     ("prisonersDilemma", "return 0.5", "illegal_move", "expected an integer"),
     ("battleOfSexes", "return '1'", "illegal_move", "expected an integer"),
     ("prisonersDilemma", "return 0 if len(history) != 2 else 1 // 0", "strategy_exception", "round 3"),
-    ("blotto", "return [20, 20, 20, 20, 20, 21]", "illegal_move", "more than 120"),
-    ("blotto", "return [-1, 25, 25, 25, 25, 1]", "illegal_move", "negative"),
+    # Blotto's validation is MLGym's: Python ints only (numpy integers refused), none
+    # negative, at most 120 soldiers
+    ("blotto", "return [20, 20, 20, 20, 20, 21]", "illegal_move",
+     "Total number of soldiers must not exceed 120"),
+    ("blotto", "return [-1, 25, 25, 25, 25, 1]", "illegal_move",
+     "All allocations must be non-negative integers"),
     ("blotto", "return [60, 60]", "illegal_move", "list of 6 integers"),
-    ("blotto", "return [20.0] * 6", "illegal_move", "expected an integer"),
+    ("blotto", "return [20.0] * 6", "illegal_move", "All allocations must be non-negative integers"),
+    ("blotto", "import numpy as np\n    return list(np.full(6, 20))", "illegal_move",
+     "All allocations must be non-negative integers (got [np.int64(20)"),
+    ("blotto", "import numpy as np\n    return np.full(6, 20)", "illegal_move",
+     "of int64; convert with int()"),
+    ("prisonersDilemma", "import numpy as np\n    return np.int64(2)", "illegal_move",
+     "must be 0 or 1"),
     ("prisonersDilemma", "import time\n    time.sleep(5)\n    return 0", "strategy_timeout", "longer than 1 s"),
     ("prisonersDilemma", "while True:\n        pass", "strategy_timeout", "row_strategy took longer"),
 ])

@@ -19,6 +19,8 @@ sys.path.insert(0, str(registry.COMMON_DIR))
 import sat_instances  # noqa: E402
 
 HEURISTIC = registry.TASKS_ROOT / "3SATTime" / "workspace" / "heuristic.py"
+FIRST_FREE = ("def heuristic_fn(c, a, n, h, l):\n"
+              "    return next(abs(x) for cl in c for x in cl if abs(x) not in a), True\n")
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +89,15 @@ def test_lite_baseline_solves_everything(home, tmp_path):
 
 @pytest.mark.parametrize(("code", "error", "needle"), [
     # a "heuristic" that replaces the solver and answers UNSAT everywhere: caught and counted
-    ("import solver\nsolver.solve = lambda clauses, fn: (False, None)\n"
-     "def heuristic_fn(c, a, n, h, l):\n    return abs(c[0][0]), True\n",
+    ("import solver\nsolver.solve = lambda clauses, fn: (False, None)\n" + FIRST_FREE,
      "wrong_answer", "25 of 50 instances answered wrongly"),
-    ("import solver\nsolver.solve = lambda clauses, fn: (True, {1: True})\n"
-     "def heuristic_fn(c, a, n, h, l):\n    return abs(c[0][0]), True\n",
+    ("import solver\nsolver.solve = lambda clauses, fn: (True, {1: True})\n" + FIRST_FREE,
      "wrong_answer", "assignment violates a clause"),
     ("def heuristic_fn(c, a, n, h, l):\n    return 'x'\n", "bad_heuristic_output", "must return (variable, value)"),
     ("def heuristic_fn(c, a, n, h, l):\n    return abs(c[0][0]), 1\n", "bad_heuristic_output", "must be a bool"),
+    ("def heuristic_fn(c, a, n, h, l):\n    done = [abs(x) for cl in c for x in cl if abs(x) in a]\n"
+     "    return (done[0] if done else abs(c[0][0])), True\n", "bad_heuristic_output",
+     "assigned already"),
     ("def heuristic_fn(c, a, n, h, l):\n    return 10_000, True\n", "bad_heuristic_output", "does not occur"),
     ("def heuristic_fn(c, a, n, h, l):\n    raise KeyError('boom')\n", "strategy_exception", "KeyError"),
     ("def other(c, a, n, h, l):\n    return 1, True\n", "strategy_import_error", "heuristic_fn"),
@@ -115,8 +118,7 @@ def test_slow_heuristic_and_label_theft(home, tmp_path):
     res = evaluate(task, "def heuristic_fn(c, a, n, h, l):\n    while True:\n        pass\n", tmp_path, "loop")
     assert res["error"]["code"] == "strategy_timeout" and "instance 0" in res["error"]["message"]
     prepared = registry.prepare(task)
-    theft = f"labels = open({str(prepared.secret_dir / 'instances.json')!r}).read()\n" \
-            "def heuristic_fn(c, a, n, h, l):\n    return abs(c[0][0]), True\n"
+    theft = f"labels = open({str(prepared.secret_dir / 'instances.json')!r}).read()\n" + FIRST_FREE
     res = evaluate(task, theft, tmp_path, "theft")
     assert res["error"]["code"] == "strategy_import_error" and "PermissionError" in res["error"]["message"]
 
@@ -130,3 +132,65 @@ def test_local_evaluate_script(home, tmp_path):
     out = subprocess.run([sys.executable, "evaluate.py", "--limit", "10"], cwd=ws, capture_output=True, text=True,
                          check=True).stdout
     assert "10 instances" in out and "total time" in out
+
+
+# MLGym's 3-SAT heuristics read their arguments as MLGym passes them: this one (in the style of
+# the published trajectories) ranks variables by conflict_count.get(...) and looks at the last
+# assignments and the decision levels; it also checks every argument's type and shape.
+MLGYM_STYLE = """
+import numpy as np
+
+def heuristic_fn(clauses, assignments, conflict_count, assignment_history, level):
+    assert isinstance(conflict_count, dict) and isinstance(level, list)
+    assert all(isinstance(d, list) and d for d in level)
+    assert all(isinstance(v, int) and v > 0 for v in assignment_history)
+    assert all(len(c) == 3 for c in clauses)  # as given: false literals are still there
+    for c in clauses:  # no clause shown is satisfied already
+        assert not any(assignments.get(abs(x)) is (x > 0) for x in c)
+    recent = set(assignment_history[-5:])
+    scores = {}
+    for c in clauses:
+        free = [x for x in c if abs(x) not in assignments]
+        for x in free:
+            scores[abs(x)] = scores.get(abs(x), 0) + 1.0 / len(free) + conflict_count.get(abs(x), 0)
+    var = max(scores, key=lambda v: (scores[v], v not in recent, -v))
+    pos = sum(1 for c in clauses for x in c if x == var)
+    neg = sum(1 for c in clauses for x in c if x == -var)
+    if len(level) % 2:  # numpy ints and a negative literal are accepted, as in MLGym
+        return np.int64(-var), bool(neg < pos)
+    return var, pos >= neg
+"""
+
+
+def test_heuristic_gets_mlgyms_arguments(home, tmp_path):
+    res = evaluate(registry.load_task("3SATTimeLite"), MLGYM_STYLE, tmp_path)
+    assert "scores" in res, res
+    assert res["details"]["correct"] == res["details"]["instances"] == 50
+
+
+def test_heuristic_arguments_by_hand():
+    sys.path.insert(0, str(HEURISTIC.parent))
+    try:
+        import solver
+    finally:
+        sys.path.remove(str(HEURISTIC.parent))
+    calls = []
+
+    def record(clauses, assignments, conflict_count, history, level):
+        calls.append((clauses, dict(assignments), dict(conflict_count), list(history), level))
+        free = sorted({abs(x) for c in clauses for x in c if abs(x) not in assignments})
+        return free[0], False
+
+    # two independent copies of a 3-variable formula that no literal satisfies alone
+    g = [[1, 2, 3], [-1, 2, -3], [1, -2, 3], [-1, -2, -3]]
+    f = g + [[x + (3 if x > 0 else -3) for x in c] for c in g]
+    sat, assignment = solver.solve(f, record)
+    assert sat and all(any(assignment.get(abs(x)) is (x > 0) for x in c) for c in f)
+    clauses, assignments, conflicts, history, level = calls[0]
+    assert clauses == f and assignments == {} and conflicts == {} and history == [] and level == []
+    # x1 = False (decision), then x3 = True (pure): the first copy is satisfied
+    clauses, assignments, conflicts, history, level = calls[1]
+    assert assignments == {1: False, 3: True} and level == [[1, 3]] and history == [1, 3]
+    assert clauses == f[4:]  # the clauses not satisfied yet, as given
+    # giving up a branch (None) makes the formula look unsatisfiable, as in MLGym
+    assert solver.solve(f, lambda *a: (None, True)) == (False, None)

@@ -16,7 +16,6 @@ from mlgym.tasks.spec import TaskSpecError, load_spec
 
 MINE = ["prisonersDilemma", "battleOfSexes", "blotto", "3SATTime", "3SATTimeLite",
         "regressionKaggleHousePrice", "titanicSurvival"]
-SHARED = registry.TASKS_ROOT.parent.parent / "shared" / "data" / "mlgym"
 
 
 @pytest.fixture
@@ -68,6 +67,8 @@ def test_suites():
     ('suites = ["full", "lite"]', 'suites = ["huge"]', "suites[0]"),
     ('scores = { r2 = 0.8799891474739243,', 'scores = { acc = 1.0, r2 = 0.8799891474739243,', "baseline.scores.acc"),
     ('id = "regressionKaggleHousePrice"', 'id = "otherName"', "id"),
+    ("[baseline]\n", "[baseline]\ntolerance = { acc = 0.1 }\n", "baseline.tolerance.acc"),
+    ("[baseline]\n", "[baseline]\ntolerance = { r2 = -0.1 }\n", "baseline.tolerance.r2"),
 ])
 def test_spec_errors_name_file_and_field(tmp_path, old, new, field):
     task_dir = copy_task(tmp_path, "regressionKaggleHousePrice")
@@ -77,6 +78,17 @@ def test_spec_errors_name_file_and_field(tmp_path, old, new, field):
     assert err.value.field == field
     assert str(task_dir / "task.toml") in str(err.value)
     assert f"`{field}`" in str(err.value)
+
+
+def test_baseline_reproduction_tolerance():
+    """`mlgym bench tasks` counts a baseline as reproduced within `[baseline] tolerance`
+    (relative, per metric), else within float noise."""
+    from mlgym.tasks.spec import Baseline
+
+    b = Baseline(scores={"accuracy": 0.66, "Time": 0.9}, tolerance={"Time": 1.0})
+    assert b.reproduces({"accuracy": 0.66000001, "Time": 1.7}) == {"accuracy": True, "Time": True}
+    assert b.reproduces({"accuracy": 0.6405, "Time": 1.9}) == {"accuracy": False, "Time": False}
+    assert b.reproduces({"Time": 0.9}) == {"accuracy": False, "Time": True}  # a metric missing
 
 
 def test_spec_missing_field_and_bad_toml(tmp_path):
@@ -128,36 +140,55 @@ def test_cli_validate_reports_broken_spec(tmp_path, monkeypatch):
 
 
 def test_data_search_path_and_sha_check(home, tmp_path, monkeypatch):
-    spec = registry.load_task("titanicSurvival").spec
-    src = SHARED / "titanic" / "train.csv"
-    if not src.is_file():
-        pytest.skip(f"shared data not present at {src}")
-    # a corrupt copy earlier on the path is skipped; the shared copy is found
+    task = registry.load_task("titanicSurvival")
+    spec, source = task.spec, task.spec.data[0]
+    shipped = task.dir / "data" / "train.csv"
+    assert data.sha256_file(shipped) == source.sha256  # the task carries its own data
+    assert data.find_data_file(spec, source, task.dir) == shipped
+    # without the task folder: a corrupt copy on the user's path is skipped, a good one found
     bad = tmp_path / "data1" / "titanic"
     bad.mkdir(parents=True)
     (bad / "train.csv").write_text("PassengerId\n1\n")
-    monkeypatch.setenv("MLGYM_DATA", str(tmp_path / "data1"))
-    assert data.find_data_file(spec, spec.data[0]) == src
+    good = tmp_path / "data2" / "titanicSurvival"
+    good.mkdir(parents=True)
+    shutil.copy(shipped, good / "train.csv")
+    monkeypatch.setenv("MLGYM_DATA", f"{tmp_path / 'data1'}:{tmp_path / 'data2'}")
+    assert data.find_data_file(spec, source) == good / "train.csv"
     # nothing anywhere: a clear error naming the file and the import command
     monkeypatch.setattr(data, "data_roots", lambda: [tmp_path / "nowhere"])
     with pytest.raises(data.DataError, match=r"mlgym data import titanicSurvival"):
-        data.find_data_file(spec, spec.data[0])
+        data.find_data_file(spec, source)
+
+
+def test_no_product_code_names_a_shared_folder():
+    """Data comes with the tasks or from the user's own roots, never from a folder beside
+    the repository that a fresh clone does not have."""
+    root = registry.TASKS_ROOT.parent
+    offenders = []
+    for pkg in ("bus", "env_server", "agents", "tools", "tasks", "mlgym"):
+        for path in (root / pkg).rglob("*.py"):
+            text = path.read_text()
+            if '"shared" / "data"' in text or "../shared" in text or "shared/data" in text:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
 
 
 def test_data_import_and_prepare_cache(home, tmp_path, monkeypatch):
-    if not (SHARED / "houseprice" / "train.csv").is_file():
-        pytest.skip("shared data not present")
+    shipped = registry.TASKS_ROOT / "regressionKaggleHousePrice" / "data" / "train.csv"
     local = tmp_path / "download"
     local.mkdir()
-    shutil.copy(SHARED / "houseprice" / "train.csv", local / "train.csv")
+    shutil.copy(shipped, local / "train.csv")
     (local / "other.csv").write_text("a,b\n1,2\n")
     res = CliRunner().invoke(data_cli, ["import", "regressionKaggleHousePrice", str(local)])
     assert res.exit_code == 0, res.output
     imported = home / "data" / "regressionKaggleHousePrice" / "train.csv"
-    assert imported.read_bytes() == (SHARED / "houseprice" / "train.csv").read_bytes()
-    # only the import location on the path now: prepare finds the imported copy
+    assert imported.read_bytes() == shipped.read_bytes()
+    # a copy of the task without its shipped data, only the import location on the path:
+    # prepare finds the imported copy
     monkeypatch.setattr(data, "data_roots", lambda: [home / "data"])
-    task = registry.load_task("regressionKaggleHousePrice")
+    shutil.rmtree(copy_task(tmp_path, "regressionKaggleHousePrice") / "data")
+    shutil.copytree(registry.COMMON_DIR, tmp_path / "tasks" / "_common")
+    task = registry.load_task("regressionKaggleHousePrice", tmp_path / "tasks")
     first = registry.prepare(task)
     assert sorted(p.name for p in (first.public_dir / "data").iterdir()) == ["test.csv", "train.csv", "validation.csv"]
     assert (first.secret_dir / "answer.csv").is_file()

@@ -13,7 +13,6 @@ import pytest
 
 from mlgym.tasks import registry
 
-SHARED = registry.TASKS_ROOT.parent.parent / "shared" / "data" / "mlgym"
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +28,7 @@ def home(tmp_path_factory):
 
 def setup_task(task_id: str, tmp: Path):
     task = registry.load_task(task_id)
-    for d in task.spec.data:
-        if not (SHARED / (d.dir or task_id) / d.file).is_file() and not os.environ.get("MLGYM_DATA"):
-            pytest.skip(f"data file {d.file} of {task_id} not present under {SHARED}")
-    prepared = registry.prepare(task)
+    prepared = registry.prepare(task)  # the data ships in the task folder: nothing to skip
     ws = tmp / "ws"
     registry.populate_workspace(task, prepared, ws)
     return task, prepared, ws
@@ -127,9 +123,10 @@ def test_titanic_true_labels_and_gender_baseline(titanic, tmp_path):
     assert report["test_exact_raw_name"] == 317
     assert sum(report["test_matched_by"].values()) == 418
     answer = pd.read_csv(prepared.secret_dir / "answer.csv")
-    fake = pd.read_csv(SHARED / "titanic" / "ground_truth.csv")
+    test = pd.read_csv(task.dir / "data" / "test.csv")
+    fake = (test.Sex == "female").astype(int)  # what MLGym's ground_truth.csv holds
     # the true outcomes are not MLGym's gender-only "ground truth"
-    assert (answer.Survived.values != fake.Survived.values).sum() > 50
+    assert (answer.Survived.values != fake.values).sum() > 50
     res = evaluate(task, prepared, ws / "submission.csv", tmp_path)
     assert res["scores"]["accuracy"] == pytest.approx(0.76555, abs=5e-5)
     assert not (ws / "data" / "ground_truth.csv").exists()
@@ -149,3 +146,20 @@ def test_titanic_bad_submissions(titanic, tmp_path):
     perfect = pd.read_csv(prepared.secret_dir / "answer.csv")
     res = evaluate(task, prepared, write(tmp_path, perfect, "perfect.csv"), tmp_path, "perfect")
     assert res["scores"]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("fixture", ["house", "titanic"])
+def test_answers_stay_secret(fixture, request, tmp_path):
+    """The shipped raw files feed prepare only: the workspace gets public files without the
+    test labels, and the evaluation layout holds the answer key but not the raw data."""
+    task, prepared, ws, _ = request.getfixturevalue(fixture)
+    label = {"house": "SalePrice", "titanic": "Survived"}[fixture]
+    in_ws = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
+    assert not any("answer" in p or p.startswith("secret") for p in in_ws), in_ws
+    assert label not in pd.read_csv(ws / "data" / "test.csv").columns
+    answer = (prepared.secret_dir / "answer.csv").read_bytes()
+    assert all((ws / p).read_bytes() != answer for p in in_ws)
+    layout = registry.evaluation_layout(task, prepared, tmp_path / "eval")
+    assert (layout.secret_dir / "answer.csv").read_bytes() == answer
+    assert (task.dir / "data").is_dir() and not (layout.task_dir / "data").exists()
+    assert (layout.task_dir / task.spec.evaluation.entry).is_file()

@@ -100,7 +100,7 @@ class ViewServer:
 
 
 def chromium_ok() -> tuple[bool, str]:
-    if not Path(CHROMIUM).exists():
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):  # CI's bare phase hides it
         return False, f"{CHROMIUM} is missing (Debian package chromium)"
     import importlib.util
 

@@ -37,9 +37,19 @@ def serve(endpoint: str | None, db: Path | None) -> None:
 @click.option("--task", default="", help="Only this task's memories.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def search(query: str, k: int, task: str, db: Path | None) -> None:
-    """Search the memory file directly (no service needed)."""
+    """Search the memory file directly (no service needed): relevance, times written, sources,
+    tags, text."""
     from mlgym.tools.memory import MemoryStore
 
     store = MemoryStore(db or default_db())
-    for hit in store.search(query, k, task=task):
-        click.echo(f"[{hit.memory_id}] ({hit.score:.2f}, {hit.author or '?'}, {' '.join(hit.tags)}) {hit.text}")
+    hits = store.search(query, k, task=task)
+    if not hits:
+        click.echo(f'no memory entries match "{query}"')
+        return
+    click.echo("# [id] relevance xN (sources; tags) text -- relevance in [0, 1]: share of the "
+               "query's words the entry holds x its bm25 relative to the best hit; xN: written "
+               "N times (merged)")
+    for hit in hits:
+        sources = ",".join(hit.sources) or hit.author or "?"
+        click.echo(f"[{hit.memory_id}] {hit.score:.2f} x{hit.count} ({sources}; "
+                   f"{' '.join(hit.tags)}) {hit.text}")

@@ -29,10 +29,10 @@ class MemoryService:
         body = env.body
         try:
             if isinstance(body, p.MemoryWrite):
-                mid = await asyncio.to_thread(
+                mid, count = await asyncio.to_thread(
                     self.store.write, body.text, tags=body.tags, author=body.author or env.sender, task=body.task
                 )
-                return p.MemoryWritten(memory_id=mid)
+                return p.MemoryWritten(memory_id=mid, count=count)
             if isinstance(body, p.MemorySearch):
                 hits = await asyncio.to_thread(self.store.search, body.query, body.k, task=body.task)
                 return p.MemoryHits(hits=hits)

@@ -7,6 +7,7 @@ from .base import (
     MissingApiKey,
     ModelBackend,
     ModelError,
+    Retry,
     ToolCallOut,
     ToolSpec,
     Usage,
@@ -15,9 +16,12 @@ from .base import (
     parse_spec,
     register_backend,
 )
+from .limits import DEFAULT_MAX_TOKENS, CallLimits, default_max_tokens
 from .prices import Price, PriceTable, default_table
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "CallLimits",
     "Completion",
     "Message",
     "MissingApiKey",
@@ -25,11 +29,13 @@ __all__ = [
     "ModelError",
     "Price",
     "PriceTable",
+    "Retry",
     "ToolCallOut",
     "ToolSpec",
     "Usage",
     "backend_prefixes",
     "create",
+    "default_max_tokens",
     "default_table",
     "parse_spec",
     "register_backend",

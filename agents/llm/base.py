@@ -8,10 +8,12 @@ msgspec Structs so transcripts and replay files serialise without extra code.
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib
 import inspect
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import msgspec
@@ -19,6 +21,7 @@ import msgspec
 from mlgym import log
 
 from . import prices as _prices
+from .limits import CallLimits, is_context_overflow
 
 logger = log.get(__name__)
 
@@ -29,10 +32,12 @@ TokenCallback = Callable[[str], Any | Awaitable[Any]]
 
 
 class ModelError(Exception):
-    """A model call that failed for good (after the SDK's retries), with a stable `code`:
+    """A model call that failed for good (after the retries), with a stable `code`:
 
-    missing_key, config, bad_request, auth, not_found, rate_limited, server_error, timeout,
-    connection, bad_response. `retryable` says whether trying again later may help.
+    missing_key, config, bad_request, context_overflow, auth, not_found, rate_limited,
+    server_error, timeout, connection, bad_response. `retryable` says whether trying again later
+    may help; `retry_after_s` is the wait the server asked for; `exit` is the typed exit an
+    agent ends with when the call cannot be made.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class ModelError(Exception):
         model: str = "",
         status: int | None = None,
         retryable: bool = False,
+        retry_after_s: float | None = None,
     ):
         where = f"{provider}:{model}: " if provider else ""
         super().__init__(f"{where}{message}")
@@ -53,24 +59,46 @@ class ModelError(Exception):
         self.model = model
         self.status = status
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.retries = 0  # how many retries were spent before this error was final
+
+    @property
+    def exit(self) -> str:
+        return EXITS.get(self.code, "bad_request")
 
 
-def http_error(status: int, detail: str, *, provider: str, model: str, tries: str, key_hint: str
-               ) -> ModelError:
-    """The ModelError for an HTTP error status, the same for every provider: 429 rate limited,
-    401/403 auth (naming `key_hint`), 404 not found, 408 timeout, 5xx server error (the
-    retryable ones say `tries`), anything else a bad request."""
+# ModelError.code -> the agent's typed exit (docs/models.md, "Exits").
+EXITS = {
+    "timeout": "model_unreachable", "connection": "model_unreachable",
+    "server_error": "model_unreachable", "bad_response": "model_unreachable",
+    "rate_limited": "rate_limited", "context_overflow": "context_overflow",
+    "auth": "auth_error", "missing_key": "auth_error",
+    "bad_request": "bad_request", "not_found": "bad_request", "config": "bad_request",
+}
+
+
+def http_error(status: int, detail: str, *, provider: str, model: str, key_hint: str,
+               retry_after_s: float | None = None) -> ModelError:
+    """The ModelError for an HTTP error status, the same for every provider: a prompt too long
+    for the context window (by the server's words) context_overflow, 429 rate limited, 401/403
+    auth (naming `key_hint`), 404 not found, 408 timeout, 5xx server error, anything else a bad
+    request."""
     kw: dict[str, Any] = {"provider": provider, "model": model, "status": status}
+    if is_context_overflow(status, detail):
+        return ModelError("context_overflow", detail, **kw)
     if status == 429:
-        return ModelError("rate_limited", f"rate limited{tries}: {detail}", retryable=True, **kw)
+        return ModelError("rate_limited", f"rate limited: {detail}", retryable=True,
+                          retry_after_s=retry_after_s, **kw)
     if status in (401, 403):
         return ModelError("auth", f"{detail} (check {key_hint})", **kw)
     if status == 404:
         return ModelError("not_found", f"{detail} (is the model name right?)", **kw)
-    if status == 408:
-        return ModelError("timeout", f"timed out{tries}: {detail}", retryable=True, **kw)
+    if status in (408, 409):
+        return ModelError("timeout", f"timed out: {detail}", retryable=True,
+                          retry_after_s=retry_after_s, **kw)
     if status >= 500:
-        return ModelError("server_error", f"server error{tries}: {detail}", retryable=True, **kw)
+        return ModelError("server_error", f"server error: {detail}", retryable=True,
+                          retry_after_s=retry_after_s, **kw)
     return ModelError("bad_request", detail, **kw)
 
 
@@ -92,6 +120,7 @@ class MissingApiKey(ModelError):
 class Usage(msgspec.Struct, omit_defaults=True, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0  # includes reasoning/thinking tokens, which are billed as output
+    cached_tokens: int = 0  # of prompt_tokens, those the provider read from its prompt cache
 
     @property
     def total_tokens(self) -> int:
@@ -99,7 +128,9 @@ class Usage(msgspec.Struct, omit_defaults=True, frozen=True):
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
-            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -229,17 +260,36 @@ def check_messages(messages: list[Message], provider: str, model: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Retry:
+    """What `on_retry` is told before each wait: retry `retry` of `max_retries` comes after
+    `wait_s` seconds, because of `error`."""
+
+    retry: int
+    max_retries: int
+    error: ModelError
+    wait_s: float
+
+
+RetryCallback = Callable[[Retry], Any | Awaitable[Any]]
+
+
 class ModelBackend(abc.ABC):
-    """One model behind one client. Subclasses implement `_complete`; `complete` adds what every
-    backend needs the same way: input checks, latency, cost from the price table, running totals.
+    """One model behind one client. Subclasses implement `_complete` (one try); `complete` adds
+    what every backend needs the same way: input checks, the call's limits (a wall clock per
+    try, bounded retries with backoff for transient errors), latency, cost from the price table,
+    running totals.
     """
 
     provider: str = ""
 
-    def __init__(self, model: str, *, prices: _prices.PriceTable | None = None):
+    def __init__(self, model: str, *, prices: _prices.PriceTable | None = None,
+                 limits: CallLimits | None = None):
         self.model = model
         self.prices = prices
+        self.limits = limits or CallLimits()
         self.calls = 0
+        self.retries = 0  # retries spent over this backend's life
         self.usage = Usage()
         self.cost_usd = 0.0
 
@@ -256,25 +306,56 @@ class ModelBackend(abc.ABC):
         max_tokens: int | None = None,
         stream: bool = False,
         on_token: TokenCallback | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> Completion:
         """Send the conversation; return the reply with usage and cost. With tools, the model
         may answer with `tool_calls` (function calling); without, it answers in text (MLGym's
-        classic command-in-text mode). `on_token` gets text deltas when `stream` is true."""
+        classic command-in-text mode). `on_token` gets text deltas when `stream` is true;
+        `on_retry` is told of each retry before its wait. Raises a ModelError when the call
+        cannot be made within `self.limits`."""
         check_messages(messages, self.provider, self.model)
         try:
             specs = [ToolSpec.from_any(t) for t in tools] if tools else []
         except (TypeError, ValueError) as exc:
             raise ModelError("bad_request", str(exc), provider=self.provider, model=self.model) from None
-        started = time.perf_counter()
-        out = await self._complete(
-            messages, specs, temperature=temperature, max_tokens=max_tokens,
-            stream=stream, on_token=on_token,
-        )
+        lim = self.limits
+        retry = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(lim.timeout_s):
+                    out = await self._complete(
+                        messages, specs, temperature=temperature, max_tokens=max_tokens,
+                        stream=stream, on_token=on_token,
+                    )
+                break
+            except TimeoutError:
+                err = ModelError("timeout", f"no complete reply within {lim.timeout_s:g} s",
+                                 provider=self.provider, model=self.model, retryable=True)
+            except ModelError as exc:
+                err = exc
+            if not err.retryable or retry >= lim.max_retries:
+                if retry:
+                    err.retries = retry
+                    err.args = (f"{err.args[0]} (after {retry} retries)",)
+                raise err
+            retry += 1
+            self.retries += 1
+            wait = lim.wait_before(retry, err.retry_after_s)
+            logger.warning("model call failed; retrying", spec=self.spec, code=err.code,
+                           retry=retry, max_retries=lim.max_retries, wait_s=round(wait, 2),
+                           error=err.message[:300])
+            if on_retry is not None:
+                res = on_retry(Retry(retry, lim.max_retries, err, wait))
+                if inspect.isawaitable(res):
+                    await res
+            await asyncio.sleep(wait)
         out.latency_s = time.perf_counter() - started
         if not out.cost_usd:
             table = self.prices or _prices.default_table()
             out.cost_usd = table.cost(
-                self.model, out.usage.prompt_tokens, out.usage.completion_tokens, out.model
+                self.model, out.usage.prompt_tokens, out.usage.completion_tokens, out.model,
+                cached_tokens=out.usage.cached_tokens,
             )
         if not out.model:
             out.model = self.model
@@ -283,9 +364,9 @@ class ModelBackend(abc.ABC):
         self.cost_usd += out.cost_usd
         logger.debug(
             "model call", spec=self.spec, prompt_tokens=out.usage.prompt_tokens,
-            completion_tokens=out.usage.completion_tokens, cost_usd=round(out.cost_usd, 6),
-            latency_s=round(out.latency_s, 3), tool_calls=len(out.tool_calls),
-            finish=out.raw_finish_reason,
+            cached_tokens=out.usage.cached_tokens, completion_tokens=out.usage.completion_tokens,
+            cost_usd=round(out.cost_usd, 6), latency_s=round(out.latency_s, 3),
+            tool_calls=len(out.tool_calls), finish=out.raw_finish_reason, retries=retry,
         )
         return out
 
@@ -300,8 +381,10 @@ class ModelBackend(abc.ABC):
         stream: bool,
         on_token: TokenCallback | None,
     ) -> Completion:
-        """Do the call. Leave latency_s and cost_usd to `complete` (set cost_usd only when the
-        provider reports the real cost)."""
+        """Do one try, streaming when asked (closing the stream when cancelled, so the server
+        stops generating). Raise ModelError (retryable for transient failures); leave
+        latency_s and cost_usd to `complete` (set cost_usd only when the provider reports the
+        real cost)."""
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
@@ -363,7 +446,8 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 
 def create(spec: str, **kw: Any) -> ModelBackend:
     """A backend from a spec string. Keyword arguments go to the backend (base_url, api_key,
-    timeout_s, max_retries, prices, ...); a base URL inside the spec wins over `base_url=`."""
+    timeout_s, stall_s, max_retries, prices, ...); a base URL inside the spec wins over
+    `base_url=`."""
     prefix, model, base_url = parse_spec(spec)
     factory = _REGISTRY.get(prefix)
     if factory is None:

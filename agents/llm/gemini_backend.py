@@ -1,8 +1,9 @@
 """`gemini:<model>`: Google's Gemini API through the official `google-genai` SDK.
 
-Retries are the SDK's own (`HttpRetryOptions`: exponential backoff with jitter on 408, 429 and
-5xx and on transient connection errors); the SDK does not retry unless asked, so we always pass
-them. Function declarations carry the ACI's JSON schemas as they are
+The SDK retries only when asked, and is not: `ModelBackend.complete` retries (agents/llm/limits.py),
+honouring the server's `RetryInfo` delay on 429. The SDK's timeout is the stall bound. A streamed
+reply is read through a `StreamGuard` and its stream closed when it runs past `max_tokens` or
+the call is cancelled. Function declarations carry the ACI's JSON schemas as they are
 (`parameters_json_schema`), and Gemini's thought signatures ride along in `ToolCallOut.meta`
 so multi-turn function calling works with models that require them.
 """
@@ -33,6 +34,7 @@ from .base import (
     emit_token,
     http_error,
 )
+from .limits import CallLimits, StreamGuard, retry_after_s, transport_errors
 from .prices import PriceTable
 
 logger = log.get(__name__)
@@ -40,32 +42,10 @@ logger = log.get(__name__)
 KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"  # the SDK's own variable
 LOCAL_DUMMY_KEY = "not-needed"
-RETRY_STATUS = [408, 429, 500, 502, 503, 504]
 _SYNTH_ID = "gemini-call-"  # ids we made up: never sent back to the API
 
 
-def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(timeouts, connection errors) of whichever HTTP stack the SDK picked."""
-    timeouts: list[type[BaseException]] = [TimeoutError]
-    conns: list[type[BaseException]] = [ConnectionError]
-    for name in ("httpx", "httpx2"):
-        try:
-            mod = __import__(name)
-        except ImportError:
-            continue
-        timeouts.append(mod.TimeoutException)
-        conns.append(mod.TransportError)
-    try:
-        import aiohttp
-
-        timeouts.append(aiohttp.ServerTimeoutError)
-        conns.append(aiohttp.ClientError)
-    except ImportError:
-        pass
-    return tuple(timeouts), tuple(conns)
-
-
-_TIMEOUTS, _CONNECTION = _transport_errors()
+_TIMEOUTS, _CONNECTION = transport_errors()
 
 
 def _api_key(explicit: str | None) -> str | None:
@@ -131,19 +111,23 @@ class _Reply:
         self.model = ""
         self.finish = ""
 
-    async def add(self, resp: types.GenerateContentResponse, on_token: TokenCallback | None) -> None:
+    async def add(self, resp: types.GenerateContentResponse, on_token: TokenCallback | None,
+                  guard: StreamGuard | None = None) -> bool:
+        """Take one response (or streamed chunk) in; True when the guard says to cut."""
+        cut = False
         self.model = resp.model_version or self.model
         um = resp.usage_metadata
         if um is not None:  # cumulative in streams: the last one counts
             self.usage = Usage(
                 (um.prompt_token_count or 0) + (um.tool_use_prompt_token_count or 0),
                 (um.candidates_token_count or 0) + (um.thoughts_token_count or 0),
+                um.cached_content_token_count or 0,
             )
         if not resp.candidates:
             fb = resp.prompt_feedback
             if fb is not None and fb.block_reason is not None:
                 self.finish = f"BLOCKED:{_enum(fb.block_reason)}"
-            return
+            return cut
         cand = resp.candidates[0]
         if cand.finish_reason is not None:
             self.finish = _enum(cand.finish_reason)
@@ -165,9 +149,27 @@ class _Reply:
                         meta=meta,
                     )
                 )
+                cut = cut or (guard is not None and guard.over(self.calls[-1].raw_arguments))
             elif part.text:
                 self.text.append(part.text)
                 await emit_token(on_token, part.text)
+                cut = cut or (guard is not None and guard.over(part.text))
+        return cut
+
+
+def _retry_delay(exc: genai_errors.APIError) -> float | None:
+    """The wait a 429 asks for: google.rpc.RetryInfo's `retryDelay` ("30s") in the error's
+    details, else a Retry-After header."""
+    details = exc.details.get("error", exc.details) if isinstance(exc.details, dict) else {}
+    for d in details.get("details", []) if isinstance(details, dict) else []:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = str(d.get("retryDelay", ""))
+            try:
+                return max(float(delay.removesuffix("s")), 0.0)
+            except ValueError:
+                return None
+    headers = getattr(exc.response, "headers", None)
+    return retry_after_s({k.lower(): v for k, v in headers.items()} if headers else None)
 
 
 def _enum(value: Any) -> str:
@@ -184,13 +186,16 @@ class GeminiBackend(ModelBackend):
         base_url: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 300.0,
-        max_retries: int = 6,
-        retry_initial_delay_s: float = 1.0,
-        retry_max_delay_s: float = 60.0,
+        stall_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
         api_version: str | None = None,
         prices: PriceTable | None = None,
     ):
-        super().__init__(model.removeprefix("models/"), prices=prices)
+        limits = CallLimits(timeout_s=timeout_s, stall_s=stall_s, max_retries=max_retries,
+                            backoff_s=backoff_s, backoff_max_s=backoff_max_s)
+        super().__init__(model.removeprefix("models/"), prices=prices, limits=limits)
         if not self.model:
             raise ModelError("config", "no model name (gemini:<model>)", provider=self.provider)
         self.base_url = base_url or os.environ.get(BASE_URL_ENV) or None
@@ -202,20 +207,13 @@ class GeminiBackend(ModelBackend):
                     hint=" (or give a base URL to a local endpoint: gemini:<model>@http://host:port/)",
                 )
             key = LOCAL_DUMMY_KEY
-        self.max_retries = max_retries
         self.client = genai.Client(
             vertexai=False,
             api_key=key,
             http_options=types.HttpOptions(
                 base_url=self.base_url,
                 api_version=api_version,
-                timeout=int(timeout_s * 1000),  # the SDK wants milliseconds
-                retry_options=types.HttpRetryOptions(
-                    attempts=max_retries + 1,
-                    initial_delay=retry_initial_delay_s,
-                    max_delay=retry_max_delay_s,
-                    http_status_codes=RETRY_STATUS,
-                ),
+                timeout=int(limits.stall * 1000),  # the SDK wants milliseconds
             ),
         )
 
@@ -267,9 +265,19 @@ class GeminiBackend(ModelBackend):
                 chunks = await models.generate_content_stream(
                     model=self.model, contents=contents, config=config
                 )
-                async for chunk in chunks:
-                    await reply.add(chunk, on_token)
+                guard = StreamGuard(max_tokens)
+                try:
+                    async for chunk in chunks:
+                        if await reply.add(chunk, on_token, guard):
+                            reply.finish = "MAX_TOKENS"  # as if the server had stopped there
+                            logger.warning("streamed reply cut at max_tokens; the server ignored "
+                                           "it", spec=self.spec, max_tokens=max_tokens)
+                            break
+                finally:
+                    await chunks.aclose()  # closes the stream's connection (done, cut, cancelled)
             else:
+                # one reply comes when the whole generation is done: only the wall clock bounds it
+                config.http_options = types.HttpOptions(timeout=int(self.limits.timeout_s * 1000))
                 await reply.add(
                     await models.generate_content(model=self.model, contents=contents, config=config),
                     on_token,
@@ -287,22 +295,23 @@ class GeminiBackend(ModelBackend):
         )
 
     def _error(self, exc: Exception) -> ModelError | None:
+        """Name what went wrong in one try; None for an exception that is not the call's."""
         p, m = self.provider, self.model
-        tries = f" (after {self.max_retries} retries)" if self.max_retries else ""
         where = self.base_url or "generativelanguage.googleapis.com"
         if isinstance(exc, genai_errors.APIError):
             code = exc.code or 0
             detail = f"HTTP {code} {exc.status or ''} from {where}: {exc.message or exc.details}"
-            return http_error(code, detail, provider=p, model=m, tries=tries,
-                              key_hint=" / ".join(KEY_ENVS))
+            return http_error(code, detail, provider=p, model=m, key_hint=" / ".join(KEY_ENVS),
+                              retry_after_s=_retry_delay(exc))
         if isinstance(exc, _TIMEOUTS):
-            return ModelError("timeout", f"request to {where} timed out{tries}", provider=p, model=m,
-                              retryable=True)
+            return ModelError("timeout", f"{where} sent nothing for {self.limits.stall:g} s",
+                              provider=p, model=m, retryable=True)
         if isinstance(exc, _CONNECTION):
-            return ModelError("connection", f"cannot reach {where}{tries}: {exc}", provider=p,
+            return ModelError("connection", f"cannot reach {where}: {exc!r}", provider=p,
                               model=m, retryable=True)
         if isinstance(exc, (genai_errors.UnknownApiResponseError, ValueError)):
-            return ModelError("bad_response", f"{type(exc).__name__}: {exc}", provider=p, model=m)
+            return ModelError("bad_response", f"{type(exc).__name__}: {exc}", provider=p, model=m,
+                              retryable=True)
         return None
 
     async def aclose(self) -> None:

@@ -2,14 +2,17 @@
 a cost budget (MLGym's $4 per run).
 
 The built-in table is APPROXIMATE, copied from the providers' public price pages as of
-2025-08 (standard tier, short prompts, no caching or batch discounts). Prices change: users
-override or extend it with a TOML or JSON file, merged over the built-ins:
+2025-08 (standard tier, short prompts, no batch discounts). Prompt tokens the provider read from
+its prompt cache (OpenAI's automatic caching, Gemini's implicit caching) cost the cached rate
+where the model has one. Prices change: users override or extend the table with a TOML or JSON
+file, merged over the built-ins:
 
     MLGYM_PRICES=/path/prices.toml   (else ~/.mlgym/prices.toml or prices.json, if present)
 
     [models."gpt-4o"]          # or in JSON: {"models": {"gpt-4o": {"input": 2.5, "output": 10}}}
     input = 2.5                # USD per 1M prompt tokens
     output = 10.0              # USD per 1M completion tokens (reasoning tokens included)
+    cached_input = 1.25        # optional: USD per 1M cached prompt tokens (default: input)
 
 A model with no entry costs 0 and is warned about once per process.
 """
@@ -36,33 +39,40 @@ PRICES_DATE = "2025-08"
 class Price:
     input: float  # USD per 1M prompt tokens
     output: float  # USD per 1M completion tokens
+    cached_input: float | None = None  # USD per 1M cached prompt tokens; None: the input price
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        rate = self.input if self.cached_input is None else self.cached_input
+        return ((prompt_tokens - cached) * self.input + cached * rate
+                + completion_tokens * self.output) / 1e6
 
 
 BUILTIN: dict[str, Price] = {
-    # OpenAI
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-mini": Price(0.15, 0.60),
+    # OpenAI (cached: automatic prompt caching of prefixes of 1024+ tokens)
+    "gpt-4o": Price(2.50, 10.00, 1.25),
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
     "gpt-4-turbo": Price(10.00, 30.00),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "o1": Price(15.00, 60.00),
-    "o1-preview": Price(15.00, 60.00),
-    "o1-mini": Price(1.10, 4.40),
-    "o3": Price(2.00, 8.00),
-    "o3-mini": Price(1.10, 4.40),
-    "o4-mini": Price(1.10, 4.40),
-    # Google Gemini (API key tier, prompts <= 200k tokens)
-    "gemini-1.5-flash": Price(0.075, 0.30),
-    "gemini-1.5-pro": Price(1.25, 5.00),
-    "gemini-2.0-flash": Price(0.10, 0.40),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "gpt-5": Price(1.25, 10.00, 0.125),
+    "gpt-5-mini": Price(0.25, 2.00, 0.025),
+    "gpt-5-nano": Price(0.05, 0.40, 0.005),
+    "o1": Price(15.00, 60.00, 7.50),
+    "o1-preview": Price(15.00, 60.00, 7.50),
+    "o1-mini": Price(1.10, 4.40, 0.55),
+    "o3": Price(2.00, 8.00, 0.50),
+    "o3-mini": Price(1.10, 4.40, 0.55),
+    "o4-mini": Price(1.10, 4.40, 0.275),
+    # Google Gemini (API key tier, prompts <= 200k tokens; cached: implicit or explicit caching)
+    "gemini-1.5-flash": Price(0.075, 0.30, 0.01875),
+    "gemini-1.5-pro": Price(1.25, 5.00, 0.3125),
+    "gemini-2.0-flash": Price(0.10, 0.40, 0.025),
     "gemini-2.0-flash-lite": Price(0.075, 0.30),
-    "gemini-2.5-flash": Price(0.30, 2.50),
-    "gemini-2.5-flash-lite": Price(0.10, 0.40),
-    "gemini-2.5-pro": Price(1.25, 10.00),
+    "gemini-2.5-flash": Price(0.30, 2.50, 0.075),
+    "gemini-2.5-flash-lite": Price(0.10, 0.40, 0.025),
+    "gemini-2.5-pro": Price(1.25, 10.00, 0.31),
 }
 
 # Dated or numbered snapshots share their family's price: gpt-4o-2024-08-06, gpt-4-0613,
@@ -79,21 +89,24 @@ class PriceTable:
         self.warned: set[str] = set()  # unknown models already warned about
         self._lock = threading.Lock()
 
-    def set(self, model: str, input: float, output: float) -> None:  # noqa: A002
-        self._prices[model] = Price(float(input), float(output))
+    def set(self, model: str, input: float, output: float,  # noqa: A002
+            cached_input: float | None = None) -> None:
+        cached = None if cached_input is None else float(cached_input)
+        self._prices[model] = Price(float(input), float(output), cached)
 
     def update_from(self, data: Mapping[str, Any], source: str = "<dict>") -> None:
-        """Merge `{"models": {name: {"input": x, "output": y}}}` (or the inner mapping)."""
+        """Merge `{"models": {name: {"input": x, "output": y[, "cached_input": z]}}}` (or the
+        inner mapping)."""
         models = data.get("models", data)
         if not isinstance(models, Mapping):
             raise ValueError(f"{source}: expected a [models] table")
         for name, entry in models.items():
             try:
-                self.set(name, entry["input"], entry["output"])
-            except (TypeError, KeyError, ValueError) as exc:
+                self.set(name, entry["input"], entry["output"], entry.get("cached_input"))
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
                 raise ValueError(
                     f"{source}: model {name!r} needs numeric 'input' and 'output' "
-                    f"(USD per 1M tokens): {exc}"
+                    f"(and optionally 'cached_input'; USD per 1M tokens): {exc}"
                 ) from None
 
     def load(self, path: str | Path) -> None:
@@ -116,12 +129,14 @@ class PriceTable:
                 return None
             name = shorter
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *alt_names: str) -> float:
-        """USD for one call; 0.0 (warned once) when no name is in the table."""
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *alt_names: str,
+             cached_tokens: int = 0) -> float:
+        """USD for one call (`cached_tokens` of the prompt at the cached rate); 0.0 (warned
+        once) when no name is in the table."""
         for name in (model, *alt_names):
             price = self.lookup(name) if name else None
             if price is not None:
-                return (prompt_tokens * price.input + completion_tokens * price.output) / 1e6
+                return price.cost(prompt_tokens, completion_tokens, cached_tokens)
         with self._lock:
             if model not in self.warned:
                 self.warned.add(model)

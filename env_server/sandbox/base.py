@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import errno
 import importlib
 import os
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from mlgym.tools import safefs
 
 if TYPE_CHECKING:  # jobs.py builds on this module
     from mlgym.env_server.sandbox.jobs import JobManager
@@ -28,6 +28,15 @@ if TYPE_CHECKING:  # jobs.py builds on this module
 HOME = "/home/agent"
 WORKSPACE = "/home/agent/workspace"  # same inside every backend, as in MLGym
 STATE = "/home/agent/.mlgym"  # inside path of config.state_dir: command and job logs
+JOBS = STATE + "/jobs"  # inside path of config.jobs_dir: background jobs' logs
+# the most one read_file returns, whatever the client asks: a reply stays within the wire
+# protocol's 16 MiB frame even as JSON (bytes in base64)
+MAX_READ_BYTES = 8 * 2**20
+# Defaults for every sandboxed process (config.env overrides them). OpenMP threads (torch's)
+# that wait for work sleep instead of spinning: on a machine shared with other jobs, spinning
+# threads burned 3x the CPU of the work itself (the languageModelingCharLite evaluator: 35.6 s
+# of CPU with spinning, 12.0 s without, same result, half the wall time at load 10).
+DEFAULT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 
@@ -62,7 +71,14 @@ class SandboxConfig:
     env: dict[str, str] = field(default_factory=dict)  # extra environment variables
     output_limit: int = 100_000  # chars of output kept per command (head + tail)
     stream_limit: int = 1_000_000  # chars of live output passed to on_output per command/job
-    state_dir: Path | None = None  # host folder for logs, at STATE inside; None = temporary
+    # host folder of the server's own files for this sandbox (full command outputs, the shell's
+    # control FIFOs), READ-ONLY at STATE inside; None = a temporary one
+    state_dir: Path | None = None
+    # host folder where background jobs write their logs, read-write at STATE/jobs inside
+    # (agent-writable: the server reads it only through tools/safefs.py); None = state_dir/jobs
+    jobs_dir: Path | None = None
+    full_output_limit_mb: int = 16  # the most of one command's output the server keeps on disk
+    tmp_size_mb: int = 1024  # /tmp (memory-backed) holds at most this much
     gpus: bool = True  # show the host's GPUs (if any) inside
     image: str = ""  # docker backend only
 
@@ -149,11 +165,39 @@ class Sandbox(abc.ABC):
         await self._need_jobs().kill(job)
 
     # -- files (inside paths, confined to the workspace) -----------------------------------
-    async def read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(read_confined, self.config.workspace, path)
+    file_owner: tuple[int, int] | None = None  # who files written for the agent belong to
+    disk: Any = None  # the session disk its workspace lives on, when a pool made one for it
+
+    async def read_file(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
+        """At most `limit` bytes of a workspace file."""
+        return (await self.read_file_head(path, limit))[0]
+
+    async def read_file_head(self, path: str, limit: int = MAX_READ_BYTES, offset: int = 0
+                             ) -> tuple[bytes, int]:
+        """(at most `limit` bytes of a workspace file from `offset`, its whole size)."""
+        return await asyncio.to_thread(read_confined, self.config.workspace,
+                                       self._as_inside(path), limit, offset)
 
     async def write_file(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(write_confined, self.config.workspace, path, data)
+        """Write a workspace file; one mounted read-only inside (a pristine task file) is
+        refused, so what the host writes is always what the sandbox sees."""
+        await asyncio.to_thread(self._write_file, self._as_inside(path), data)
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        rel = _relative(self.config.workspace, path)
+        pinned = {str(inside_relative(target)) for _, target in self.config.readonly
+                  if target.startswith(WORKSPACE + "/")}
+        if rel in pinned:
+            raise SandboxPathError(f"{path}: is a read-only task file")
+        write_confined(self.config.workspace, path, data, self.file_owner)
+
+    def _as_inside(self, path: str) -> str:
+        """A path under `workspace_inside` where that is not WORKSPACE (the plain fallback)
+        is taken relative to the workspace, as WORKSPACE/... is everywhere."""
+        root = self.workspace_inside.rstrip("/")
+        if root != WORKSPACE and (path == root or path.startswith(root + "/")):
+            return path[len(root):].lstrip("/") or "."
+        return path
 
     # -- one-off process in a fresh sandbox ------------------------------------------------
     @abc.abstractmethod
@@ -171,11 +215,44 @@ class Sandbox(abc.ABC):
 
     # -- reporting -------------------------------------------------------------------------
     @property
+    def workspace_inside(self) -> str:
+        """The workspace's path as the sandbox's commands see it: WORKSPACE, except in the
+        local backend's plain fallback (no namespaces), where it is the host folder."""
+        return WORKSPACE
+
+    @property
     def isolated(self) -> bool:
         return self.warning is None
 
     def status(self) -> dict[str, Any]:
         return {"backend": self.name, "isolated": self.isolated, "warning": self.warning}
+
+
+def prepare_state(state: Path, jobs_dir: Path | None, owner: tuple[int, int] | None = None
+                  ) -> Path:
+    """Lay out a sandbox's state folder before anything runs in it: `state` (the server's,
+    read-only inside) with `out/` and the `jobs` mount point, and the agent-writable jobs folder
+    (given to `owner` when the sandbox user is not the server's). Returns the jobs folder."""
+    for d in (state, state / "out", state / "jobs"):
+        d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if d.is_symlink() or not d.is_dir():
+            raise SandboxError(f"{d} is not a plain folder")
+        d.chmod(0o755)  # the sandbox user reads it (a temporary folder starts 0700)
+    jobs = jobs_dir or state / "jobs"
+    jobs.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if owner is not None and os.geteuid() == 0:
+        fd = safefs.open_dir(jobs)
+        try:
+            os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+    return jobs
+
+
+def process_limit(config: SandboxConfig) -> int:
+    """The process count at which the shell treats the sandbox as fork-bombed: 90% of the
+    sandbox's limit, so the shell can still act before forks start to fail for good."""
+    return max(int(config.max_processes * 0.9), 8)
 
 
 def create(backend: str, config: SandboxConfig, **kwargs: Any) -> Sandbox:
@@ -221,46 +298,40 @@ def host_path(workspace: Path, path: str) -> Path:
     return real
 
 
-def _open_beneath(workspace: Path, path: str, flags: int, mode: int = 0o644,
-                  make_parents: bool = False) -> int:
-    """Open an inside path by walking from the workspace one component at a time with
-    O_NOFOLLOW, so no symlink (even one created between check and use) can lead out."""
+def _relative(workspace: Path, path: str) -> str:
+    """The workspace-relative path of an inside path, symlinks inside the workspace resolved
+    and refused when they lead out (the open below re-checks every component)."""
     root = Path(os.path.realpath(workspace))
-    real = host_path(workspace, path)
-    rel = real.relative_to(root).parts
-    if not rel:
+    rel = host_path(workspace, path).relative_to(root)
+    if not rel.parts:
         raise SandboxPathError(f"{path}: is the workspace folder itself")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    return str(rel)
+
+
+def _confined(path: str, call):
     try:
-        for part in rel[:-1]:
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not make_parents:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
+        return call()
+    except safefs.UnsafePath as exc:
+        raise SandboxPathError(f"{path}: {exc.why}") from None
+
+
+def read_confined(workspace: Path, path: str, limit: int = MAX_READ_BYTES, offset: int = 0
+                  ) -> tuple[bytes, int]:
+    """(at most `limit` bytes from `offset` of the regular file at inside `path`, its size).
+    Never through a symlink, never a FIFO or device (tools/safefs.py)."""
+    rel = _relative(workspace, path)
+
+    def read() -> tuple[bytes, int]:
+        fd = safefs.open_file(workspace, rel, os.O_RDONLY)
         try:
-            return os.open(rel[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise SandboxPathError(f"{path}: is a symlink that changed while opening") from None
-            raise
-    finally:
-        os.close(fd)
+            return safefs.pread_all(fd, limit, max(offset, 0)), os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    return _confined(path, read)
 
 
-def read_confined(workspace: Path, path: str) -> bytes:
-    fd = _open_beneath(workspace, path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise SandboxError(f"{path}: not a regular file")
-        return f.read()
-
-
-def write_confined(workspace: Path, path: str, data: bytes) -> None:
-    fd = _open_beneath(workspace, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_parents=True)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def write_confined(workspace: Path, path: str, data: bytes, owner: safefs.Owner = None) -> None:
+    """Write the regular file at inside `path` (folders made as needed), given to `owner`."""
+    rel = _relative(workspace, path)
+    _confined(path, lambda: safefs.write(workspace, rel, data, make_parents=True, owner=owner))

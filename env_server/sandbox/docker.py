@@ -10,8 +10,11 @@ socket is handed to asyncio; docker multiplexes stdout/stderr on it with 8-byte 
 which `_DemuxReader` strips before the backend-neutral ShellDriver (shell.py) sees the bytes.
 
 Ownership: the container user is uid 1000 ("agent" in the image). When the server runs as root,
-the workspace and log folders are chowned to 1000 (and files written through `write_file` too);
-a non-root server runs the container as its own uid instead, so host and container agree.
+the workspace the host laid out is handed to 1000 before the container starts, the jobs folder
+is made 1000's, and every file the server writes later (ACI edits, `write_file`) is given to
+1000 on its open descriptor as it is written — never a recursive chown of a tree the agent can
+rearrange. The state folder stays the server's (read-only inside). A non-root server runs the
+container as its own uid instead, so host and container agree.
 
 Every blocking SDK call goes through asyncio.to_thread. Containers carry labels (mlgym.managed,
 mlgym.owner = host:pid:start-time, mlgym.session, mlgym.role) so `cleanup()` can remove the
@@ -21,7 +24,6 @@ leftovers of servers that died without stopping them.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shlex
 import shutil
@@ -31,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -41,7 +43,9 @@ from docker.types import Ulimit
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
+    DEFAULT_ENV,
     HOME,
+    JOBS,
     STATE,
     WORKSPACE,
     ExecResult,
@@ -50,12 +54,14 @@ from mlgym.env_server.sandbox.base import (
     Sandbox,
     SandboxConfig,
     SandboxError,
-    host_path,
-    write_confined,
+    prepare_state,
+    process_limit,
 )
 from mlgym.env_server.sandbox.output import OutputCollector
 from mlgym.env_server.sandbox.jobs import JobManager
+from mlgym.env_server.sandbox.limits import Cgroup, memory_cgroup_of
 from mlgym.env_server.sandbox.shell import LogDir, ShellDriver, ShellLost
+from mlgym.tools import safefs
 
 logger = log.get(__name__)
 
@@ -115,15 +121,8 @@ def _ids() -> tuple[int, int]:
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    if os.geteuid() != 0:
-        return
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in itertools.chain(dirnames, filenames):
-            try:
-                os.lchown(os.path.join(dirpath, name), uid, gid)
-            except FileNotFoundError:
-                pass
+    if os.geteuid() == 0:
+        safefs.chown_tree(root, (uid, gid))
 
 
 class _DemuxReader:
@@ -169,34 +168,6 @@ class _Shell:
                 pass
 
 
-class _OwnedJobShell:
-    """The shell as JobManager sees it, when the server is root: the job's log file, which the
-    host creates, is handed to the container user before the job starts appending to it."""
-
-    def __init__(self, driver: ShellDriver, state: LogDir, uid: int, gid: int) -> None:
-        self.driver = driver
-        self.state = state
-        self.uid, self.gid = uid, gid
-
-    async def start_job(self, prefix_inside: str, command: str) -> int:
-        rel = PurePosixPath(prefix_inside).relative_to(self.state.inside)
-        host = self.state.host / rel
-        await asyncio.to_thread(_chown_existing, [host.parent, host.with_name(host.name + ".log")],
-                                self.uid, self.gid)
-        return await self.driver.start_job(prefix_inside, command)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.driver, name)
-
-
-def _chown_existing(paths: list[Path], uid: int, gid: int) -> None:
-    for p in paths:
-        try:
-            os.lchown(p, uid, gid)
-        except FileNotFoundError:
-            pass
-
-
 class DockerSandbox(Sandbox):
     """A session's container. kwargs: image, cpus (CPU cores), session (label), read_only_root."""
 
@@ -204,21 +175,26 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, config: SandboxConfig, *, image: str | None = None, cpus: float = 2.0,
                  session: str | None = None, read_only_root: bool = True,
-                 tmp_size_mb: int = 1024, home_size_mb: int = 256) -> None:
+                 tmp_size_mb: int | None = None, home_size_mb: int = 256) -> None:
         super().__init__(config)
         self.image = image or config.image or DEFAULT_IMAGE
         self.cpus = cpus
         self.session = session or uuid.uuid4().hex[:12]
         self.read_only_root = read_only_root
-        self.tmp_size_mb = tmp_size_mb
+        self.tmp_size_mb = tmp_size_mb or config.tmp_size_mb
         self.home_size_mb = home_size_mb
         self.uid, self.gid = _ids()
+        # files the server writes for the agent (ACI edits, WriteFile) are made the container
+        # user's as they are written, on the open descriptor: never a chown of the tree later
+        self.file_owner = (self.uid, self.gid) if os.geteuid() == 0 else None
         self.container_id: str | None = None
         self._shell: _Shell | None = None
-        self._state_host: Path | None = None
+        self._state_host: Path | None = None  # the server's files: read-only inside
+        self._jobs_host: Path | None = None  # background jobs' logs: the agent's to write
         self._own_state = False
         self.jobs: JobManager | None = None
         self._stopped = False
+        self._memory_cgroup: Cgroup | None = None  # the container's, for OOM-kill notes
         self._restart_lock = asyncio.Lock()
         if config.python_env is not None:
             logger.info("docker sandbox ignores python_env; the image's /opt/taskenv is used",
@@ -252,7 +228,7 @@ class DockerSandbox(Sandbox):
             image=self.image, command=command, detach=True,
             name=f"mlgym-{role}-{self.session}-{uuid.uuid4().hex[:6]}",
             user=f"{self.uid}:{self.gid}", working_dir=workdir, hostname="sandbox",
-            environment={**self.config.env, **(env or {})},
+            environment={**DEFAULT_ENV, **self.config.env, **(env or {})},
             labels={LABEL: "1", "mlgym.owner": owner_label(), "mlgym.session": self.session,
                     "mlgym.role": role},
             network_mode="bridge" if network else "none",
@@ -261,9 +237,11 @@ class DockerSandbox(Sandbox):
 
     def _agent_mounts(self) -> list[DockerMount]:
         assert self._state_host is not None
+        assert self._jobs_host is not None
         mounts = [
             DockerMount(WORKSPACE, str(self.config.workspace.resolve()), type="bind"),
-            DockerMount(STATE, str(self._state_host.resolve()), type="bind"),
+            DockerMount(STATE, str(self._state_host.resolve()), type="bind", read_only=True),
+            DockerMount(JOBS, str(self._jobs_host.resolve()), type="bind"),
         ]
         for src, target in self.config.readonly:
             mounts.append(DockerMount(target, str(Path(src).resolve()), type="bind",
@@ -285,10 +263,10 @@ class DockerSandbox(Sandbox):
             self._state_host = Path(await asyncio.to_thread(tempfile.mkdtemp,
                                                             prefix="mlgym-state-"))
             self._own_state = True
-        for sub in ("jobs", "out"):
-            await asyncio.to_thread((self._state_host / sub).mkdir, exist_ok=True)
-        await self.fix_ownership()
-        await asyncio.to_thread(_chown_tree, self._state_host, self.uid, self.gid)
+        self._jobs_host = await asyncio.to_thread(prepare_state, self._state_host,
+                                                  self.config.jobs_dir, self.file_owner)
+        # nothing of the agent's runs yet: hand it the workspace the host laid out
+        await asyncio.to_thread(_chown_tree, self.config.workspace, self.uid, self.gid)
         kwargs = self._create_kwargs(self._agent_mounts(), "agent", self.config.network,
                                      KEEPER, WORKSPACE)
         try:
@@ -296,6 +274,7 @@ class DockerSandbox(Sandbox):
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not start the container: {exc}") from None
         self.container_id = container.id
+        self._memory_cgroup = await asyncio.to_thread(_memory_cgroup, container.id)
         logger.info("docker sandbox started", container=container.short_id, image=self.image,
                     session=self.session)
         try:
@@ -303,7 +282,7 @@ class DockerSandbox(Sandbox):
         except BaseException:
             await asyncio.shield(self.stop())
             raise
-        self.jobs = JobManager(self._job_shell(), self._logdir(), self.config.stream_limit)
+        self.jobs = JobManager(self._job_shell(), self._jobs_dir(), self.config.stream_limit)
 
     async def _check_image(self, cli: docker.DockerClient) -> None:
         try:
@@ -331,7 +310,10 @@ class DockerSandbox(Sandbox):
         reader, writer = await asyncio.open_connection(sock=raw)
         driver = ShellDriver(_DemuxReader(reader), writer, logs=self._logdir(),
                              output_limit=self.config.output_limit,
-                             stream_limit=self.config.stream_limit)
+                             stream_limit=self.config.stream_limit,
+                             fifo_owner=self.file_owner,
+                             log_limit=self.config.full_output_limit_mb * 2**20,
+                             jobs_dir=JOBS, process_limit=process_limit(self.config))
         shell = _Shell(driver, writer, exec_id, sock_io)
         try:
             await driver.start(WORKSPACE, timeout=SHELL_START_TIMEOUT)
@@ -344,15 +326,19 @@ class DockerSandbox(Sandbox):
         assert self._state_host is not None
         return LogDir(self._state_host, STATE)
 
-    def _job_shell(self) -> Any:
+    def _job_shell(self) -> ShellDriver:
         assert self._shell is not None
-        if os.geteuid() != 0:
-            return self._shell.driver
-        return _OwnedJobShell(self._shell.driver, self._logdir(), self.uid, self.gid)
+        return self._shell.driver
 
     async def fix_ownership(self) -> None:
-        """Hand the workspace to the container user (after the host put files in it)."""
+        """Hand the workspace the host just laid out to the container user. Only before the
+        agent's first command (the warm pool calls it after filling a pooled workspace);
+        later writes are owned as they are made (see the module docstring)."""
         await asyncio.to_thread(_chown_tree, self.config.workspace, self.uid, self.gid)
+
+    def _jobs_dir(self) -> LogDir:
+        assert self._jobs_host is not None
+        return LogDir(self._jobs_host, JOBS)
 
     async def alive(self) -> bool:
         """Container running and shell usable (the pool checks this before handing out)."""
@@ -392,8 +378,14 @@ class DockerSandbox(Sandbox):
                    on_output: OutputCallback | None = None) -> ExecResult:
         driver = self._driver()
         cwd, started = driver.cwd, time.monotonic()
+        cgroup = self._memory_cgroup
+        oom_before = cgroup.oom_kills() if cgroup is not None else 0
         try:
-            return await driver.run(command, timeout=timeout, on_output=on_output)
+            result = await driver.run(command, timeout=timeout, on_output=on_output)
+            if cgroup is not None and cgroup.oom_kills() > oom_before:
+                result.output += (f"\n[a process was killed for exceeding the sandbox memory "
+                                  f"limit of {self.config.memory_mb} MB]")
+            return result
         except ShellLost as exc:
             partial, reason = exc.partial, str(exc)
         if self._stopped:
@@ -456,21 +448,6 @@ class DockerSandbox(Sandbox):
         self._driver()
         return await super().start_background(command, on_output)
 
-    # -- files -----------------------------------------------------------------------------
-    async def write_file(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write_owned, path, data)
-
-    def _write_owned(self, path: str, data: bytes) -> None:
-        write_confined(self.config.workspace, path, data)
-        if os.geteuid() != 0:
-            return
-        root = Path(os.path.realpath(self.config.workspace))
-        p = host_path(self.config.workspace, path)
-        while p != root and root in p.parents:  # the file and any folders made for it
-            if os.lstat(p).st_uid != self.uid:
-                os.lchown(p, self.uid, self.gid)
-            p = p.parent
-
     # -- evaluation sandbox ------------------------------------------------------------------
     async def run_isolated(self, argv: list[str], timeout: float, mounts: Sequence[Mount] = (),
                            cwd: str = WORKSPACE,
@@ -529,6 +506,15 @@ def _remove(container_id: str) -> None:
         if "already in progress" not in str(exc):
             logger.warning("container remove failed", container=container_id[:12],
                            error=str(exc))
+
+
+def _memory_cgroup(container_id: str) -> Cgroup | None:
+    """The container's memory cgroup on the host (through its first process), or None."""
+    try:
+        pid = int(client().api.inspect_container(container_id)["State"]["Pid"])
+    except (docker.errors.DockerException, KeyError, TypeError, ValueError):
+        return None
+    return memory_cgroup_of(pid) if pid > 0 else None
 
 
 def _kill_quietly(container: Any) -> None:

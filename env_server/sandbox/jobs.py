@@ -1,24 +1,28 @@
 """Background jobs (training runs): started from the persistent shell, detached into their own
 session, output appended to a log in the sandbox's state folder, which the host tails.
 
-Backend-neutral: it needs the shell driver and a host view of the state folder (a bind mount
+Backend-neutral: it needs the shell driver and a host view of the jobs folder (a bind mount
 in every backend). Each job `jN` leaves, under STATE/jobs/: jN.log (output), jN.pid (session
 id inside the sandbox), jN.rc (exit code, written when it ends).
+
+The jobs folder is the agent's to write: any of those files may be a symlink, a FIFO or a
+never-ending file by the time the server looks. The server never creates or writes a file
+there, and reads only regular files, through tools/safefs.py, a bounded number of bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import itertools
+import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import OutputCallback, SandboxError
+from mlgym.tools import safefs
 from mlgym.env_server.sandbox.output import CarriageReturnCollapser, call_back, collapse
 from mlgym.env_server.sandbox.shell import LogDir, ShellDriver
 
@@ -26,14 +30,14 @@ logger = log.get(__name__)
 
 POLL_S = 0.5  # how often a running job's log is tailed
 KILLED = 137  # exit code recorded for a job we killed (128 + SIGKILL)
+MAX_OUTPUT_READ = 1 << 20  # the most one job_output call returns, whatever is asked
 
 
 @dataclass
 class Job:
     id: str
     command: str
-    host: Path  # host path prefix of its files (without suffix)
-    inside: str
+    inside: str  # inside path prefix of its files (without suffix)
     sid: int
     started: float = field(default_factory=time.time)
     ended: float | None = None
@@ -43,19 +47,20 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, shell: ShellDriver, state: LogDir, stream_limit: int = 1_000_000) -> None:
+    def __init__(self, shell: ShellDriver, jobs: LogDir, stream_limit: int = 1_000_000) -> None:
+        """`jobs`: the jobs folder (host path, inside path)."""
         self.shell = shell
-        self.state = state
+        self.dir = jobs
         self.stream_limit = stream_limit
         self.jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
 
     async def start(self, command: str, on_output: OutputCallback | None = None) -> str:
         job_id = f"j{next(self._ids)}"
-        host, inside = self.state.path("jobs", job_id)
-        await asyncio.to_thread(_fresh_files, host)
+        _, inside = self.dir.path(job_id)
+        await asyncio.to_thread(self._clear, job_id)
         sid = await self.shell.start_job(inside, command)
-        job = Job(job_id, command, host, inside, sid)
+        job = Job(job_id, command, inside, sid)
         self.jobs[job_id] = job
         job.tail_task = asyncio.create_task(self._tail(job, on_output))
         logger.info("job_started", job=job_id, sid=sid, command=command[:200])
@@ -67,16 +72,22 @@ class JobManager:
             raise SandboxError(f"no background job {job_id!r}; known: {sorted(self.jobs)}")
         return job
 
-    def _file(self, job: Job, suffix: str) -> Path:
-        return job.host.with_name(job.host.name + suffix)
+    def _clear(self, job_id: str) -> None:
+        """Remove what an earlier sandbox may have left under the same job id (a reused
+        folder): the entries themselves, never what a link points to."""
+        for suffix in (".rc", ".rc.tmp", ".pid", ".log"):
+            safefs.unlink(self.dir.host, job_id + suffix)
+
+    def _read(self, job: Job, suffix: str, limit: int, offset: int = 0) -> bytes:
+        try:
+            return safefs.read(self.dir.host, job.id + suffix, limit, offset)
+        except OSError:  # missing, or not a regular file (the agent's doing): nothing
+            return b""
 
     def _refresh(self, job: Job) -> None:
         if job.exit_code is not None or job.lost:
             return
-        try:
-            text = self._file(job, ".rc").read_text().strip()
-        except OSError:
-            return
+        text = self._read(job, ".rc", 32).decode("ascii", errors="replace").strip()
         if text.lstrip("-").isdigit():
             job.exit_code = int(text)
             job.ended = time.time()
@@ -85,7 +96,8 @@ class JobManager:
         job = self._get(job_id)
         await asyncio.to_thread(self._refresh, job)
         try:
-            size = (await asyncio.to_thread(self._file(job, ".log").stat)).st_size
+            st = await asyncio.to_thread(safefs.lstat, self.dir.host, job.id + ".log")
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
         except OSError:
             size = 0
         return {
@@ -102,7 +114,8 @@ class JobManager:
 
     async def output(self, job_id: str, offset: int = 0, limit: int = 100_000) -> str:
         job = self._get(job_id)
-        data = await asyncio.to_thread(_read_range, self._file(job, ".log"), offset, limit)
+        limit = min(max(limit, 0), MAX_OUTPUT_READ)
+        data = await asyncio.to_thread(self._read, job, ".log", limit, offset)
         return collapse(data.decode("utf-8", errors="replace"))
 
     async def kill(self, job_id: str) -> None:
@@ -112,8 +125,6 @@ class JobManager:
             return
         await self.shell.kill_session(job.sid)
         job.exit_code, job.ended = KILLED, time.time()
-        with contextlib.suppress(OSError):
-            self._file(job, ".rc").write_text(f"{KILLED}\n")
         logger.info("job_killed", job=job.id)
 
     def mark_lost(self) -> None:
@@ -133,14 +144,13 @@ class JobManager:
         """Pass the job's new output to on_output until it ends (progress bars collapsed)."""
         if on_output is None:
             return
-        path = self._file(job, ".log")
         offset, streamed = 0, 0
         cr = CarriageReturnCollapser()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
             await asyncio.to_thread(self._refresh, job)
             finished = job.exit_code is not None or job.lost
-            data = await asyncio.to_thread(_read_range, path, offset, 1 << 20)
+            data = await asyncio.to_thread(self._read, job, ".log", 1 << 20, offset)
             offset += len(data)
             text = cr.feed(decoder.decode(data))
             if finished and len(data) < 1 << 20:
@@ -155,20 +165,3 @@ class JobManager:
                 return
             if len(data) < 1 << 20:
                 await asyncio.sleep(POLL_S)
-
-
-def _fresh_files(prefix: Path) -> None:
-    """Clear what an earlier sandbox may have left under the same job id (a reused state dir)."""
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".rc", ".rc.tmp", ".pid"):
-        prefix.with_name(prefix.name + suffix).unlink(missing_ok=True)
-    prefix.with_name(prefix.name + ".log").write_bytes(b"")
-
-
-def _read_range(path: Path, offset: int, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(offset, 0))
-            return f.read(max(limit, 0))
-    except OSError:
-        return b""

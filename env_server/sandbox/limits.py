@@ -124,6 +124,25 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
+def memory_cgroup_of(pid: int) -> Cgroup | None:
+    """A read-only view of the memory cgroup a (host) process is in, for `oom_kills()` (a
+    container's, found through its first process); None when it cannot be found."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, ctrls, path = line.split(":", 2)
+            for c in ctrls.split(",") if ctrls else [""]:
+                paths[c] = path
+    if (CGROUP_ROOT / "cgroup.controllers").exists() and "" in paths:
+        d = CGROUP_ROOT / paths[""].lstrip("/")
+        return Cgroup([d], 2, {"memory"}) if d.is_dir() else None
+    mount = _v1_mounts().get("memory")
+    if mount is None or "memory" not in paths:
+        return None
+    d = mount / paths["memory"].lstrip("/")
+    return Cgroup([d], 1, {"memory"}) if d.is_dir() else None
+
+
 def _v1_mounts() -> dict[str, Path]:
     mounts: dict[str, Path] = {}
     with contextlib.suppress(OSError):

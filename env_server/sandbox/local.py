@@ -9,8 +9,10 @@ own; no network unless asked; user, pid, ipc, uts, cgroup and net namespaces are
 uid 1000 without capabilities; it dies with the server. Limits: a cgroup when one can be made
 (memory, process count), rlimits otherwise (see limits.py).
 
-Without bubblewrap the backend still works, as a plain subprocess with NO isolation, and says so
-loudly: a warning in the log, in status() and in every ExecResult.
+Without bubblewrap, nobwrap.py picks a stand-in: nsbox.py builds the same sandbox from Linux
+namespaces where the machine allows it (same paths, observations and scores); where it allows
+none, commands run as plain subprocesses with NO isolation, each workspace at its host path.
+Either way a warning says what is missing: once in the log, in status() and in every ExecResult.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from typing import Any
 
 from mlgym import log
 from mlgym.env_server.sandbox.base import (
+    DEFAULT_ENV,
     HOME,
+    JOBS,
     STATE,
     WORKSPACE,
     ExecResult,
@@ -41,7 +45,10 @@ from mlgym.env_server.sandbox.base import (
     Sandbox,
     SandboxConfig,
     SandboxError,
+    prepare_state,
+    process_limit,
 )
+from mlgym.env_server.sandbox import nobwrap
 from mlgym.env_server.sandbox.jobs import JobManager
 from mlgym.env_server.sandbox.limits import Cgroup, Limits, create_cgroup, wrapper
 from mlgym.env_server.sandbox.output import OutputCollector
@@ -56,6 +63,7 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ETC_ALWAYS = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "alternatives",
               "ssl", "ca-certificates", "ca-certificates.conf", "localtime", "timezone",
               "mime.types", "fonts", "hosts", "os-release", "debian_version", "login.defs"]
+BWRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # all that bwrap and its wrapper get
 ETC_NETWORK = ["resolv.conf", "gai.conf", "host.conf", "services", "protocols", "pip.conf"]
 
 
@@ -100,7 +108,7 @@ def python_mounts(venv: Path | None) -> list[Path]:
     return out
 
 
-def _system_args(network: bool, etc_dir: Path) -> list[str]:
+def _system_args(network: bool, etc_dir: Path, tmp_mb: int) -> list[str]:
     """bwrap arguments for the read-only system part of the sandbox."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -115,7 +123,9 @@ def _system_args(network: bool, etc_dir: Path) -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
     for name in ("passwd", "group"):  # only the sandbox user: host accounts stay private
         args += ["--ro-bind", str(etc_dir / name), f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    size = str(tmp_mb * 2**20)  # memory-backed: bounded by size (and the memory limit)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/tmp",
+             "--size", size, "--tmpfs", "/var/tmp",
              "--dir", HOME]
     return args
 
@@ -144,7 +154,8 @@ def sandbox_env(config: SandboxConfig, home: str = HOME, extra: dict[str, str] |
     path = SYSTEM_PATH
     env = {"HOME": home, "USER": "agent", "LOGNAME": "agent", "SHELL": "/bin/bash",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp",
-           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat"}
+           "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PAGER": "cat", "GIT_PAGER": "cat",
+           **DEFAULT_ENV}
     if config.python_env is not None:
         venv = str(config.python_env.resolve())
         env["VIRTUAL_ENV"] = venv
@@ -161,12 +172,14 @@ class LocalSandbox(Sandbox):
     def __init__(self, config: SandboxConfig, bwrap: str | os.PathLike[str] | None = None) -> None:
         super().__init__(config)
         self.bwrap = find_bwrap(bwrap)
+        # without (a working) bubblewrap: why not; start() picks a stand-in (nobwrap.py)
+        self._missing: str | None = None
+        self._checked = False
+        self.stand_in: nobwrap.StandIn | None = None
         if self.bwrap is None:
-            wanted = str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP", "bwrap")
-            self.warning = (
-                f"bubblewrap not found ({wanted}): commands run WITHOUT ISOLATION as a plain "
-                f"subprocess of the server (uid {os.geteuid()}), seeing the whole host, with "
-                "paths on the host instead of /home/agent/workspace. Install bubblewrap.")
+            self._missing = nobwrap.not_found(
+                str(bwrap) if bwrap is not None else os.environ.get("MLGYM_BWRAP", "bwrap"))
+            self.warning = self._missing
         self.limits = Limits(config.memory_mb, config.cpu_seconds, config.max_processes,
                              config.file_size_mb)
         self.enforcement: dict[str, str] = {}
@@ -175,7 +188,8 @@ class LocalSandbox(Sandbox):
         self._proc: asyncio.subprocess.Process | None = None
         self._cgroup: Cgroup | None = None
         self._private: Path | None = None  # our own temp files (synthetic /etc, temp state)
-        self._state: Path | None = None
+        self._state: Path | None = None  # the server's files: read-only inside
+        self._jobs: Path | None = None  # background jobs' logs: the agent's to write
         self._restarts = 0
         self._exec_lock = asyncio.Lock()  # one command at a time, recovery included
         self._stopping = False
@@ -189,26 +203,52 @@ class LocalSandbox(Sandbox):
         assert self._state is not None
         return LogDir(self._state, STATE if self.bwrap else str(self._state))
 
+    def _jobs_dir(self) -> LogDir:
+        assert self._jobs is not None
+        return LogDir(self._jobs, JOBS if self.bwrap else str(self._jobs))
+
+    # -- without bubblewrap (nobwrap.py) ------------------------------------------------------
+    async def _take_stand_in(self) -> None:
+        """No bubblewrap, or one that cannot make a sandbox here (a container): run nobwrap's
+        stand-in in its place (`self.bwrap` = its launcher), or nothing (plain subprocesses)
+        where no namespace can be made."""
+        if self._checked:
+            return
+        if self._missing is None:
+            assert self.bwrap is not None
+            why = await asyncio.to_thread(nobwrap.unusable, self.bwrap)
+            if not why:
+                self._checked = True
+                return
+            self._missing = f"bubblewrap ({self.bwrap}) cannot make a sandbox here ({why})"
+            self.bwrap = None
+        try:
+            self.stand_in = await asyncio.to_thread(nobwrap.stand_in, self._missing)
+        except (RuntimeError, ValueError) as exc:
+            raise SandboxError(str(exc)) from None
+        self.bwrap, self.warning = self.stand_in.launcher, self.stand_in.warning
+        self._checked = True
+        nobwrap.announce(self.warning)
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self._proc is not None:
             return
+        await self._take_stand_in()
         self._stopping = False
         ws = self.config.workspace
         if not ws.is_dir():
             raise SandboxError(f"workspace {ws} is not a folder")
         self._private = Path(tempfile.mkdtemp(prefix="mlgym-sbx-"))
         self._state = self.config.state_dir or self._private / "state"
-        self._state.mkdir(parents=True, exist_ok=True)
+        self._jobs = await asyncio.to_thread(prepare_state, self._state, self.config.jobs_dir)
         _write_etc(self._private / "etc")
-        if self.warning:
-            logger.warning("sandbox_without_isolation", warning=self.warning)
-        elif not await asyncio.to_thread(_userns_works, self.bwrap):
+        if not self.warning and not await asyncio.to_thread(_userns_works, self.bwrap):
             logger.warning("bwrap_no_user_namespace",
                            detail="user namespaces unavailable; the sandbox runs as the "
                                   "server's uid (capabilities still dropped)")
         await self._spawn_shell(self.workspace_inside)
-        self.jobs = JobManager(self.shell, self._state_dir(), self.config.stream_limit)
+        self.jobs = JobManager(self.shell, self._jobs_dir(), self.config.stream_limit)
 
     async def _spawn_shell(self, cwd: str) -> None:
         self._cgroup = await asyncio.to_thread(create_cgroup, self.limits)
@@ -228,7 +268,10 @@ class LocalSandbox(Sandbox):
         assert proc.stdout is not None and proc.stdin is not None
         self.shell = ShellDriver(proc.stdout, proc.stdin, self._state_dir(),
                                  self.config.output_limit, self.config.stream_limit,
-                                 alive=lambda: proc.returncode is None)
+                                 alive=lambda: proc.returncode is None,
+                                 log_limit=self.config.full_output_limit_mb * 2**20,
+                                 jobs_dir=self._jobs_dir().inside,
+                                 process_limit=process_limit(self.config) if self.bwrap else 0)
         try:
             await self.shell.start(cwd)
         except SandboxError:
@@ -238,8 +281,9 @@ class LocalSandbox(Sandbox):
                     workspace=str(self.config.workspace), limits=self.enforcement)
 
     def _shell_mounts(self) -> list[Mount]:
+        assert self._state is not None and self._jobs is not None
         mounts = [Mount(self.config.workspace, WORKSPACE, writable=True),
-                  Mount(self._state, STATE, writable=True)]
+                  Mount(self._state, STATE), Mount(self._jobs, JOBS, writable=True)]
         mounts += [Mount(Path(src), dst) for src, dst in self.config.readonly]
         return mounts
 
@@ -253,7 +297,7 @@ class LocalSandbox(Sandbox):
             args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         if network:
             args += ["--share-net"]
-        args += _system_args(network, self._private / "etc")
+        args += _system_args(network, self._private / "etc", self.config.tmp_size_mb)
         for p in python_mounts(self.config.python_env):
             args += ["--ro-bind", str(p), str(p)]
         if self.config.gpus:
@@ -282,11 +326,13 @@ class LocalSandbox(Sandbox):
             os.write(w, blob)
             os.close(w)
             w = -1
+            # bwrap's own process becomes the sandbox's pid 1, whose /proc/1/environ the
+            # agent can read: it starts with an empty environment, never the server's
             return await asyncio.create_subprocess_exec(
                 *prefix, self.bwrap, "--args", str(r), "--", *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                pass_fds=(r,), start_new_session=True)
+                pass_fds=(r,), start_new_session=True, env=BWRAP_ENV)
         finally:
             os.close(r)
             if w >= 0:
@@ -378,6 +424,7 @@ class LocalSandbox(Sandbox):
                            ) -> ExecResult:
         if not argv:
             raise SandboxError("run_isolated needs a command")
+        await self._take_stand_in()
         private_made = self._private is None
         if private_made:
             self._private = Path(tempfile.mkdtemp(prefix="mlgym-sbx-"))
@@ -431,6 +478,7 @@ class LocalSandbox(Sandbox):
         out = super().status()
         out.update(
             bwrap=self.bwrap,
+            stand_in=self.stand_in.mode if self.stand_in else None,
             limits=dict(self.enforcement),
             running=self._proc is not None and self._proc.returncode is None,
             shell_restarts=self._restarts,

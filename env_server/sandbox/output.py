@@ -77,8 +77,12 @@ class OutputCollector:
         log_file: tuple[Path, str] | None = None,  # (host path, inside path)
         on_output: OutputCallback | None = None,
         stream_limit: int = 1_000_000,
+        log_limit: int = 16 * 2**20,
     ) -> None:
         self.limit = max(limit, 200)
+        self.log_limit = log_limit  # bytes of the full output kept on disk, whatever comes
+        self._logged = 0
+        self._log_capped = False
         self.head_limit = self.limit // 2
         self.tail_limit = self.limit - self.head_limit
         self.log_file = log_file
@@ -108,7 +112,8 @@ class OutputCollector:
         if self._file is not None:
             await asyncio.to_thread(self._file.close)
             self._file = None
-            full_path = self.log_file[1] if self.log_file and not self._file_failed else None
+        if self._logged and self.log_file and not self._file_failed:
+            full_path = self.log_file[1]
         head = "".join(self._head)
         tail = "".join(self._tail)
         if len(tail) > self.tail_limit:
@@ -117,7 +122,9 @@ class OutputCollector:
         if cut <= 0:
             return head + tail, 0, None
         if full_path:
-            where = (f"full output: {full_path}; read it with `sed -n 'START,ENDp' {full_path}`,"
+            which = (f"the first {self.log_limit // 2**20} MiB of the output"
+                     if self._log_capped else "full output")
+            where = (f"{which}: {full_path}; read it with `sed -n 'START,ENDp' {full_path}`,"
                      f" `head` or `tail`")
         else:
             where = "the full output was not kept"
@@ -137,9 +144,11 @@ class OutputCollector:
         if s:
             self._tail.append(s)
             self._tail_len += len(s)
-        if self._file is None and not self._file_failed and self.total > self.limit:
+        if self._file is None and not (self._file_failed or self._log_capped) \
+                and self.total > self.limit:
             await self._open_log()
-        if self._file is not None or self._file_failed or self.log_file is None:
+        if self._file is not None or self._file_failed or self._log_capped \
+                or self.log_file is None:
             # Everything so far is safe in the log (or cannot be): keep only the tail in memory.
             while self._tail and self._tail_len - len(self._tail[0]) >= self.tail_limit:
                 self._tail_len -= len(self._tail.popleft())
@@ -151,7 +160,9 @@ class OutputCollector:
         host = self.log_file[0]
         try:
             host.parent.mkdir(parents=True, exist_ok=True)
-            self._file = await asyncio.to_thread(open, host, "w", encoding="utf-8",
+            # "x": a fresh file with a random name in the server's own folder, never an
+            # existing file or link
+            self._file = await asyncio.to_thread(open, host, "x", encoding="utf-8",
                                                  errors="replace")
         except OSError as exc:
             logger.warning("output_log_unavailable", path=str(host), error=str(exc))
@@ -161,8 +172,21 @@ class OutputCollector:
 
     async def _write(self, s: str) -> None:
         assert self._file is not None
+        room = self.log_limit - self._logged
+        if len(s) > room // 4:  # characters: up to 4 bytes each in UTF-8
+            data = s.encode("utf-8", errors="replace")
+            if len(data) > room:
+                s = data[:max(room, 0)].decode("utf-8", errors="ignore")
+                self._log_capped = True
+        self._logged += len(s) if s.isascii() else len(s.encode("utf-8", errors="replace"))
         try:
             await asyncio.to_thread(self._file.write, s)
+            if self._log_capped:
+                note = (f"\n[output log stopped at {self.log_limit // 2**20} MiB; the rest of "
+                        "the output was not kept]\n")
+                await asyncio.to_thread(self._file.write, note)
+                await asyncio.to_thread(self._file.close)
+                self._file = None
         except OSError as exc:  # disk full: keep going without the full log
             logger.warning("output_log_write_failed", error=str(exc))
             self._file_failed = True

@@ -97,6 +97,8 @@ INIT_SCRIPT = r"""
 set -m
 set +o histexpand 2>/dev/null
 exec 2>&1
+shopt -s expand_aliases  # MLGym's shell aliases: agents trained there read `ls` as `ls -F`
+alias ls='ls -F' ll='ls -alF' la='ls -A' l='ls -CF'
 __mlgym_shell=$$
 __mlgym_w=
 # USR1 (from the watcher): return from the agent's command (or the function of it that runs),
@@ -126,8 +128,9 @@ __mlgym_gone() {  # $1 pid: has it exited (gone or a zombie)?
 __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the command). Kill
   # what the running command started: every process of the shell's session (orphans included)
   # except the shell, its parent, this watcher and the spared process groups
+  # (__mlgym_killed: how many processes it killed)
   local p spg ssid n pass=0
-  local -A spare=()
+  local -A spare=() hit=()
   __mlgym_stat "$__mlgym_shell" || return 0
   spg=$__s_pgid ssid=$__s_sid
   for p in $1; do spare[$p]=1; done
@@ -139,11 +142,12 @@ __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the c
       __mlgym_stat "$p" || continue
       [[ $__s_sid == "$ssid" && -z ${spare[$__s_pgid]} ]] || continue
       __mlgym_gone "$p" && continue
-      n=$((n+1))
+      n=$((n+1)) hit[$p]=1
       if [[ $__s_pgid == "$spg" ]]; then kill -KILL "$p"; else kill -KILL -- "-$__s_pgid"; fi
     done 2>/dev/null
     (( n )) || break
   done
+  __mlgym_killed=${#hit[@]}
 }
 __mlgym_killsid() {  # $1 session id: kill the whole session (a background job)
   local p
@@ -158,9 +162,12 @@ __mlgym_watch() {  # the shell's one watcher: obeys the lines on fd 5, one at a 
   #   i PGID...  kill the running command: all but these process groups (from the host)
   #   s SID      kill a background job's session (from the host)
   #   w TOKEN    answer `ok TOKEN` on fd 6: every earlier line is dealt with (from the shell)
+  #   k, then PGID lines, then r TOKEN: the command has ended; kill what it left in the
+  #              foreground, sparing those process groups (its jobs); answer `ok TOKEN N`,
+  #              N processes killed (from the shell)
   # It ends when the shell is gone.
   trap '' INT TERM HUP QUIT USR1 USR2
-  local line part=
+  local line part= keep= listing=
   while :; do
     if IFS= read -r -t 2 line <&5; then
       line=$part$line part=
@@ -169,6 +176,11 @@ __mlgym_watch() {  # the shell's one watcher: obeys the lines on fd 5, one at a 
                    __mlgym_killfg "${line#i}" ;;
         "s "*) __mlgym_killsid "${line#s }" ;;
         "w "*) printf 'ok %s\n' "${line#w }" >&6 ;;
+        k) listing=1 keep= ;;
+        [0-9]*) [[ -n $listing ]] && keep+=" $line" ;;
+        "r "*) listing=
+               __mlgym_killfg "$keep"
+               printf 'ok %s %d\n' "${line#r }" "$__mlgym_killed" >&6 ;;
       esac
     elif (( $? > 128 )); then
       part+=$line
@@ -182,21 +194,74 @@ __mlgym_spawn() {  # (re)start the watcher. From a command substitution, so that
   # of the shell: `jobs`, `wait` and `$!` in the agent's commands never see it.
   __mlgym_w=$(__mlgym_watch </dev/null >/dev/null 2>&1 & echo $!)
 }
-__mlgym_setup() {  # $1 control FIFO, $2 acknowledgement FIFO
+__mlgym_setup() {  # $1 control FIFO, $2 acknowledgement FIFO, $3 jobs folder, $4 the most
+  # processes the sandbox may count before its commands and jobs are all killed (0: never;
+  # only where the sandbox has its own pid namespace, so /proc lists just its processes)
   exec 5<>"$1" 6<>"$2"
+  __mlgym_jobsdir=$3 __mlgym_limit=$4
   __mlgym_spawn
+}
+__mlgym_nprocs() {  # how many processes /proc lists (a glob: no process is started)
+  local -a p=(/proc/[0-9]*)
+  __mlgym_n=${#p[@]}
+}
+__mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill every process
+  # of the shell's session and of the background jobs' sessions but the shell and its watcher,
+  # and give the jobs that died so an exit code (137). Builtins only: no fork is possible.
+  local p f s pass=0
+  local -A jobsid=()
+  __mlgym_stat "$__mlgym_shell" || return 0
+  local ssid=$__s_sid
+  for f in "$__mlgym_jobsdir"/*.pid; do
+    [[ -f $f ]] || continue
+    { IFS= read -r s < "$f"; } 2>/dev/null && [[ $s =~ ^[0-9]+$ ]] && jobsid[$s]=1
+  done
+  local spg=$__s_pgid
+  local -a hit
+  local -A groups
+  # Each pass stops every process found first (a stopped process cannot fork), then kills
+  # them and their process groups: a bomb cannot outgrow the killing.
+  while (( pass++ < 50 )); do
+    hit=() groups=()
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      [[ $p == "$__mlgym_shell" || $p == "$__mlgym_w" || $p == 1 || $p == "$PPID" ]] && continue
+      __mlgym_stat "$p" || continue
+      [[ $__s_sid == "$ssid" || -n ${jobsid[$__s_sid]} ]] || continue
+      __mlgym_gone "$p" && continue
+      hit+=("$p")
+      [[ $__s_pgid != "$spg" ]] && groups[$__s_pgid]=1
+    done 2>/dev/null
+    (( ${#hit[@]} )) || break
+    kill -STOP "${hit[@]}" 2>/dev/null
+    for p in "${!groups[@]}"; do kill -STOP -- "-$p"; done 2>/dev/null
+    for p in "${!groups[@]}"; do kill -KILL -- "-$p"; done 2>/dev/null
+    kill -KILL "${hit[@]}" 2>/dev/null
+  done
+  for f in "$__mlgym_jobsdir"/*.pid; do
+    [[ -f $f && ! -e ${f%.pid}.rc ]] && { echo 137 > "${f%.pid}.rc"; } 2>/dev/null
+  done
+}
+__mlgym_purge() {  # the sandbox is at its process limit: purge, and say so
+  __mlgym_reap
+  printf '\n[the sandbox reached its limit of %s processes (a fork bomb?): every process started by the commands and by background jobs was killed; the shell itself goes on]\n' "$__mlgym_limit"
 }
 __mlgym_body() {  # an interrupt that came before this point is not lost
   [[ -z $__mlgym_stop ]] || return 130
   eval "$1"
 }
-__mlgym_sync() {  # $1 token: wait until the watcher has dealt with every earlier line
+__mlgym_wait() {  # $1 token: wait for the watcher's `ok TOKEN [REPLY]` (REPLY -> __mlgym_reply)
   local a
-  printf 'w %s\n' "$1" >&5
+  __mlgym_reply=
   while :; do
-    if IFS= read -r -t 5 a <&6; then [[ $a == "ok $1" ]] && break
+    if IFS= read -r -t 5 a <&6; then
+      [[ $a == "ok $1" || $a == "ok $1 "* ]] && { __mlgym_reply=${a#"ok $1"}; break; }
     elif __mlgym_gone "$__mlgym_w"; then break; fi
   done
+}
+__mlgym_sync() {  # $1 token: wait until the watcher has dealt with every earlier line
+  printf 'w %s\n' "$1" >&5
+  __mlgym_wait "$1"
 }
 __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests since the last
   # command (they are dealt with first), else "-"; $3 the command
@@ -206,16 +271,33 @@ __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests s
   [[ -e /proc/$__mlgym_w/cwd ]] || { __mlgym_gone "$__mlgym_w" && __mlgym_spawn; }
   [[ $2 == sync ]] && __mlgym_sync "$1"
   __mlgym_stop=
+  local __mlgym_before
+  __mlgym_nprocs; __mlgym_before=$__mlgym_n
   # The host needs the process groups of the jobs that exist now: a kill request spares them.
   printf '__MLGYM_KEEP_%s__\n' "$1"
   jobs -p
   printf '__MLGYM_START_%s__\n' "$1"
+  if (( __mlgym_limit && __mlgym_before >= __mlgym_limit )); then
+    __mlgym_purge; __mlgym_nprocs; __mlgym_before=$__mlgym_n
+  fi
   trap "$__mlgym_trap" USR1
   # Called as an `if` condition: `set -e` cannot end the persistent shell from in there.
   if __mlgym_body "$__mlgym_c" </dev/null 5>&- 6<&-; then __mlgym_rc=0; else __mlgym_rc=$?; fi
   set +e +u  # an agent's `set -e`/`set -u` must not make the next wrapper line end the shell
   # Interrupted: the watcher's kill is over before the host hears that the command ended.
   [[ -n $__mlgym_stop ]] && __mlgym_sync "$1"
+  # More processes than before the command: the watcher kills what it left in the
+  # foreground, sparing the shell's jobs (`jobs -p` goes straight to the watcher's FIFO: no
+  # fork, which a fork bomb could make fail); at the process limit, everything of the shell's
+  # and the jobs' goes.
+  __mlgym_nprocs
+  if (( __mlgym_n > __mlgym_before )); then
+    printf 'k\n' >&5; jobs -p >&5; printf 'r %s\n' "$1" >&5
+    __mlgym_wait "$1"
+    (( ${__mlgym_reply:-0} > 0 )) && printf '\n[%d process(es) the command left running were stopped when it ended; to keep one running, start it as a job: nohup CMD > out.log 2>&1 &]\n' "$__mlgym_reply"
+    __mlgym_nprocs
+  fi
+  (( __mlgym_limit && __mlgym_n >= __mlgym_limit )) && __mlgym_purge
   jobs -n >/dev/null 2>&1  # swallow job notices ("[1]+ Done ...") rather than leak them later
   printf '\n__MLGYM_END_%s__%d:%s__MLGYM_DONE_%s__\n' "$1" "$__mlgym_rc" "$PWD" "$1"
 }
@@ -233,7 +315,7 @@ __mlgym_job() {  # $1 log/status file prefix; command on stdin. Detached: own se
 }
 readonly -f exit logout __mlgym_stat __mlgym_gone __mlgym_killfg __mlgym_killsid \
   __mlgym_watch __mlgym_spawn __mlgym_setup __mlgym_body __mlgym_sync __mlgym_run \
-  __mlgym_job
+  __mlgym_job __mlgym_nprocs __mlgym_reap __mlgym_purge __mlgym_wait
 """
 
 
@@ -278,9 +360,22 @@ class ShellDriver:
         output_limit: int = 100_000,
         stream_limit: int = 1_000_000,
         alive: Callable[[], bool] | None = None,
+        fifo_owner: tuple[int, int] | None = None,
+        log_limit: int = 16 * 2**20,
+        jobs_dir: str = "",
+        process_limit: int = 0,
     ) -> None:
         """`alive` tells whether the shell process still runs: its death is noticed even when
-        processes it left behind keep its output pipe open."""
+        processes it left behind keep its output pipe open. `fifo_owner`: the sandbox user,
+        when it is not the server's (it must open the control FIFOs). `log_limit`: the most
+        bytes of one command's output kept in its full-output log. `jobs_dir`: the inside
+        path of the background jobs' folder. `process_limit`: at this many processes (in a
+        sandbox with its own pid namespace; 0 = never) the shell kills every process of its
+        commands and jobs (a fork bomb) and says so in the output."""
+        self.jobs_dir = jobs_dir
+        self.process_limit = process_limit
+        self.fifo_owner = fifo_owner
+        self.log_limit = log_limit
         self.reader = reader
         self.alive = alive
         self.writer = writer
@@ -311,10 +406,11 @@ class ShellDriver:
         for the shell to answer."""
         token = secrets.token_hex(8)
         ready = f"__MLGYM_READY_{token}__"
-        fifos, self._ctl = await asyncio.to_thread(_make_fifos, self.logs, token)
+        fifos, self._ctl = await asyncio.to_thread(_make_fifos, self.logs, token, self.fifo_owner)
         self._close_ctl = weakref.finalize(self, os.close, self._ctl)
         ctl, ack = (shlex.quote(inside) for _, inside in fifos)
-        script = (INIT_SCRIPT + f"__mlgym_setup {ctl} {ack}\ncd {shlex.quote(cwd)}\n"
+        script = (INIT_SCRIPT + f"__mlgym_setup {ctl} {ack} {shlex.quote(self.jobs_dir or '/')} "
+                  f"{int(self.process_limit)}\ncd {shlex.quote(cwd)}\n"
                   f"printf '%s\\n' {ready}\n")
         try:
             await self._send(script)
@@ -345,7 +441,8 @@ class ShellDriver:
         log_file = None
         if self.logs is not None:
             log_file = self.logs.path("out", f"{next(self._counter):05d}-{token}.log")
-        collector = OutputCollector(self.output_limit, log_file, on_output, self.stream_limit)
+        collector = OutputCollector(self.output_limit, log_file, on_output, self.stream_limit,
+                                    log_limit=self.log_limit)
         self._current, self._interrupted = token, False
         self._started.clear()
         started = time.monotonic()
@@ -575,22 +672,24 @@ class ShellDriver:
             old.unlink(missing_ok=True)
 
 
-def _make_fifos(logs: LogDir | None, token: str) -> tuple[list[tuple[Path, str]], int]:
-    """The control and acknowledgement FIFOs, in the log folder (mounted inside in every
-    backend; without one, a private temporary folder seen at the same path) and owned like it,
-    so the sandbox user can open them; plus our write end of the control FIFO. Opened
-    read-write, so it never waits for (or loses) a reader."""
+def _make_fifos(logs: LogDir | None, token: str, owner: tuple[int, int] | None
+                ) -> tuple[list[tuple[Path, str]], int]:
+    """The control and acknowledgement FIFOs, in the state folder (the server's own: read-only
+    inside, where a FIFO can still be opened; without one, a private temporary folder seen at
+    the same path), given to the sandbox user `owner` when that is not the server's user; plus
+    our write end of the control FIFO. Opened read-write, so it never waits for (or loses) a
+    reader."""
     if logs is None:
         tmp = tempfile.mkdtemp(prefix="mlgym-shell-")
         logs = LogDir(Path(tmp), tmp)
     logs.host.mkdir(parents=True, exist_ok=True)
-    owner = logs.host.stat()
     fifos = [logs.path(f".shell-{token}.{name}") for name in ("ctl", "ack")]
     for host, _ in fifos:
         os.mkfifo(host, 0o600)
-        if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
-            os.chown(host, owner.st_uid, owner.st_gid)
-    return fifos, os.open(fifos[0][0], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(host, *owner, follow_symlinks=False)
+    fd = os.open(fifos[0][0], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    return fifos, fd
 
 
 def _remove_fifos(fifos: list[tuple[Path, str]], private_dir: bool) -> None:

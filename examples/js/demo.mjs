@@ -4,6 +4,8 @@
 //                 --subscribe py/ --from-seq 1 --expect 5
 // Prints one JSON object per line: pong, ready, published, acked, message (with seq), history,
 // done. Exits 1 with an "error" line if something fails or `--expect` messages do not arrive.
+// `--team-kind x_<team>_<name>` also publishes, acked, a body of that kind (one the broker does
+// not know) on `--team-topic` and prints `team_acked` with its seq.
 import { parseArgs } from "node:util";
 import { BusClient, endpointsOf } from "./bus.mjs";
 
@@ -20,6 +22,8 @@ const { values: args } = parseArgs({
     "from-seq": { type: "string" },
     expect: { type: "string", default: "0" },
     timeout: { type: "string", default: "20" },
+    "team-kind": { type: "string" },
+    "team-topic": { type: "string", default: "team/js" },
   },
 });
 
@@ -72,6 +76,11 @@ async function main() {
   }
   const seq = await bus.publishAcked(args.publish, { kind: "note", text: "acked from node" });
   print({ event: "acked", seq });
+  if (args["team-kind"]) {
+    const body = { kind: args["team-kind"], votes: [3, 1, 2], blob: new Uint8Array([0, 255]) };
+    const teamSeq = await bus.publishAcked(args["team-topic"], body);
+    print({ event: "team_acked", kind: body.kind, topic: args["team-topic"], seq: teamSeq });
+  }
 
   await received;
   const { envelopes, headSeq } = await bus.history({ prefixes: [args.publish], toSeq: seq });

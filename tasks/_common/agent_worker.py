@@ -45,6 +45,8 @@ def read_paths() -> list[str]:
         p = sysconfig.get_paths().get(key)
         if p:
             paths.add(p)
+    # site folders chained in by .pth files (a virtual environment layered on another)
+    paths.update(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
     paths.update(["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache",
                   "/dev/null", "/dev/urandom", "/dev/zero"])
     return sorted(os.path.realpath(p) for p in paths if os.path.exists(p))

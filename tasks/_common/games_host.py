@@ -44,16 +44,21 @@ def check_move(move, where: str):
         if m not in (0, 1):
             raise EvalError("illegal_move", f"{where}: move must be 0 or 1, got {m}")
         return m
+    # Blotto, as MLGym's evaluator validates: every allocation a Python int (numpy integers
+    # and arrays of them are refused, as there), none negative, at most `soldiers` in all
     fields, soldiers = state["fields"], state["soldiers"]
     if isinstance(move, np.ndarray):
-        move = move.tolist()
+        move = list(move)
     if not isinstance(move, (list, tuple)) or len(move) != fields:
         raise EvalError("illegal_move", f"{where}: expected a list of {fields} integers, got {move!r}"[:300])
-    m = [_int(x, where) for x in move]
-    if min(m) < 0:
-        raise EvalError("illegal_move", f"{where}: negative number of soldiers in {m}")
+    if not all(isinstance(x, int) and x >= 0 for x in move):
+        kinds = sorted({type(x).__name__ for x in move})
+        raise EvalError("illegal_move", f"{where}: All allocations must be non-negative integers "
+                        f"(got {move!r}, of {', '.join(kinds)}; convert with int())"[:300])
+    m = [int(x) for x in move]
     if sum(m) > soldiers:
-        raise EvalError("illegal_move", f"{where}: allocation {m} uses {sum(m)} soldiers, more than {soldiers}")
+        raise EvalError("illegal_move", f"{where}: Total number of soldiers must not exceed {soldiers} "
+                        f"(allocation {m} uses {sum(m)})")
     return m
 
 

@@ -3,9 +3,8 @@
 The original tasks read their data with `datasets.load_dataset(<hub id>)`. Here a prepare
 script calls `load_split(task_id, hub_id, split, source)`, which looks, in order, at:
   1. `source` (a `--source PATH` given to prepare.py),
-  2. a local copy `<data root>/<task id>/` on the data search path ($MLGYM_DATA,
-     <repo>/../shared/data/mlgym, $MLGYM_HOME/data = ~/.mlgym/data; `mlgym data import` puts
-     copies in the last),
+  2. a local copy `<data root>/<task id>/` on the data search path ($MLGYM_DATA, then
+     $MLGYM_HOME/data = ~/.mlgym/data, where `mlgym data import` puts copies),
   3. the hub itself, through `datasets.load_dataset(hub_id, split=...)` and its cache.
 A local copy may hold, per split, a folder written by `Dataset.save_to_disk` (`<split>/`),
 or parquet files: `<split>.parquet`, `<split>-*.parquet` or the hub's own layout
@@ -29,7 +28,6 @@ def data_roots() -> list[Path]:
         return list(roots())
     except ImportError:
         out = [Path(p).expanduser() for p in os.environ.get("MLGYM_DATA", "").split(os.pathsep) if p]
-        out.append(Path(__file__).resolve().parents[3] / "shared" / "data" / "mlgym")
         out.append(Path(os.environ.get("MLGYM_HOME", Path.home() / ".mlgym")) / "data")
         return out
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -44,6 +45,17 @@ EvalFn = Callable[[], Awaitable[ToolResult]]
 Handler = Callable[[dict[str, Any]], Awaitable[ToolResult | str]]
 
 
+# a tqdm progress bar (`45%|████▌     | 45/100 [00:01<00:01, ...]`), as MLGym's reader drops it
+TQDM_LINE = re.compile(r"(?:.*?:\s*)?(\d+%\|.*?\|.*\[.*?\])")
+
+
+def mlgym_view(text: str) -> str:
+    """An observation as MLGym's shell reader delivers it to the agent: lines split as
+    str.splitlines does, empty lines and tqdm progress bars dropped."""
+    return "\n".join(line for line in text.replace("\r\n", "\n").splitlines()
+                     if line != "" and not TQDM_LINE.search(line))
+
+
 class AciState(msgspec.Struct, kw_only=True):
     open_file: str | None
     cwd: str
@@ -71,8 +83,13 @@ class ACI:
         max_line_chars: int = 2000,
         max_edit_bytes: int = 16 * 2**20,
         max_results: int = search.MAX_RESULTS,
+        read_only: Iterable[str] = (),
+        mlgym_output: bool = True,
+        file_owner: tuple[int, int] | None = None,
     ):
-        self.workspace = Workspace(host_root, inside_root)
+        """`file_owner`: (uid, gid) given to files and folders the file tools create, when the
+        sandbox user is not the server's (a container user)."""
+        self.workspace = Workspace(host_root, inside_root, read_only, owner=file_owner)
         self.editor = Editor(
             self.workspace,
             window=window,
@@ -83,6 +100,7 @@ class ACI:
         self.cwd = cwd or self.workspace.inside_root
         self.command_timeout = command_timeout
         self.max_results = max_results
+        self.mlgym_output = mlgym_output  # observations without empty lines and progress bars
         self._shell_fn = shell
         self._validate = validate
         self._submit = submit
@@ -115,6 +133,15 @@ class ACI:
     def gemini_declarations(self) -> list[dict[str, Any]]:
         return gemini_declarations(self.tools)
 
+    def is_read_only(self, path: str) -> bool:
+        """Whether `path` (an inside path, or relative to the workspace) is a read-only file:
+        one the editor refuses to change, and so must every other writer."""
+        try:
+            ws = self.workspace
+            return ws.is_read_only(ws.resolve(path, ws.inside_root))
+        except AciError:
+            return False
+
     def state(self) -> AciState:
         f = self.editor.file
         return AciState(
@@ -129,7 +156,7 @@ class ACI:
     async def run(self, text: str, timeout: float | None = None) -> ToolResult:
         """Run one action in its text form (an ACI command or a shell command)."""
         async with self._lock:
-            return await self._run_text(text, timeout)
+            return self._deliver(await self._run_text(text, timeout))
 
     async def call(
         self, tool: str, args: dict[str, Any] | None = None, timeout: float | None = None
@@ -147,20 +174,41 @@ class ACI:
             except AciError as e:
                 return e.result()
             if t.name == "bash":
-                return await self._run_text(checked["command"], timeout)
-            return await self._execute(t, checked, timeout)
+                return self._deliver(await self._run_text(checked["command"], timeout))
+            return self._deliver(await self._execute(t, checked, timeout))
+
+    def _deliver(self, res: ToolResult) -> ToolResult:
+        if self.mlgym_output:
+            res.output = mlgym_view(res.output)
+        return res
 
     # ----------------------------------------------------------------- internals
 
     async def _run_text(self, text: str, timeout: float | None) -> ToolResult:
         try:
-            parsed = parse(text, self._tools)
+            parsed = parse(self._drop_open_file_name(text), self._tools)
         except AciError as e:
             return e.result()
         if isinstance(parsed, ShellCommand):
             return await self._shell(parsed.command, timeout)
         assert isinstance(parsed, Call)
         return await self._execute(parsed.tool, parsed.args, timeout)
+
+    def _drop_open_file_name(self, text: str) -> str:
+        """`edit 1:9 train.py` / `insert 4 train.py` with train.py the open file: the name is
+        dropped (MLGym's edit ignores words after the range, and models write them). A name of
+        another file is left, so the parser refuses it: MLGym would edit the open file."""
+        first, nl, rest = text.partition("\n")
+        words = first.split()
+        if len(words) != 3 or words[0] not in ("edit", "insert") or self.editor.file is None:
+            return text
+        try:
+            named = self.workspace.resolve(words[2].strip("\"'"), self.cwd)
+        except AciError:
+            return text
+        if named.inside != self.editor.file.inside:
+            return text
+        return f"{words[0]} {words[1]}{nl}{rest}"
 
     async def _shell(self, command: str, timeout: float | None) -> ToolResult:
         self.editor.scrolls = 0
@@ -227,11 +275,7 @@ class ACI:
                     ws, a["search_term"], a.get("dir"), cwd, max_results=self.max_results
                 )
             case "search_file":
-                return search.search_file(
-                    ws, a["search_term"], a.get("file"), ed.file, cwd, max_results=self.max_results
-                )
+                return search.search_file(ws, a["search_term"], a.get("file"), ed.file, cwd)
             case "find_file":
-                return search.find_file(
-                    ws, a["file_name"], a.get("dir"), cwd, max_results=self.max_results
-                )
+                return search.find_file(ws, a["file_name"], a.get("dir"), cwd)
         raise AciError(f"Error: tool {name!r} has no handler in this session.", "unavailable")

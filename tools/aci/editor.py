@@ -1,36 +1,48 @@
 """The file viewer and editor: one open file, a window of W numbered lines, edits by line range
 with a lint gate for Python files (an edit that adds errors is not applied).
 
-Views stream the file (a multi-GB data file can be opened); edits hold the file in memory, so
-they are limited to `max_edit_bytes`. Text is kept as UTF-8 with surrogate escapes, so bytes
-that are not UTF-8 survive an edit unchanged.
+The window follows MLGym's editor exactly, so every view shows the same lines and counts: a
+"current line" (MLGym's CURRENT_LINE) is kept inside [W/2, total - W/2] and the view shows
+the lines up to current + W/2, at most W of them. `open f L` puts L a sixth of a window
+below the top; scrolling moves the current line by W - overlap; at an end the same window is
+shown again. Views stream the file (a multi-GB data file can be opened); edits hold the file
+in memory, so they are limited to `max_edit_bytes`. Text is kept as UTF-8 with surrogate
+escapes, so bytes that are not UTF-8 survive an edit unchanged.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 
 from .lint import lint, new_errors
 from .parser import body_lines
 from .result import AciError
 from .workspace import Resolved, Workspace
 
-NO_FILE = "No file open. Use the `open` command first."
+NO_FILE = "No file open. Use the open command first."  # open, goto, scroll_*, search_file
+NO_FILE_EDIT = "No file open. Use the `open` command first."  # edit, insert
 UPDATED = (
     "File updated. Please review the changes and make sure they are correct (correct "
     "indentation, no duplicate lines, etc). Edit the file again if necessary."
 )
 SCROLL_WARNING = (
-    "WARNING: Scrolling many times in a row is very inefficient. If you know what you are "
-    "looking for, use `search_file <pattern>` instead."
+    "WARNING: Scrolling many times in a row is very inefficient.\n"
+    "If you know what you are looking for, use `search_file <pattern>` instead."
 )
 RULE = "-------------------------------------------------"
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
+                b"MM\x00*")
 
 
 def _is_binary(head: bytes) -> bool:
     return b"\x00" in head
+
+
+def _is_image(head: bytes) -> bool:
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _shown(line: str) -> str:
@@ -48,12 +60,34 @@ def _split(text: str) -> list[str]:
 
 
 def _count_lines(f) -> int:
-    """Lines as `wc -l` would count them, plus a last line without a newline."""
+    """Lines as `awk 'END {print NR}'` counts them: a last line without a newline counts."""
     n, last = 0, b"\n"
     while chunk := f.read(1 << 20):
         n += chunk.count(b"\n")
         last = chunk[-1:]
     return n + (last != b"\n")
+
+
+# ------------------------------------------------------------------- MLGym's window arithmetic
+
+
+def constrain(current: float, total: int, window: int) -> float:
+    """Keep the current line in [W/2, total - W/2] (the lower bound wins)."""
+    half = window // 2
+    return max(min(current, total - half), half)
+
+
+def view_range(current: float, total: int, window: int) -> tuple[int, int, int, int]:
+    """(lines above, first shown, last shown, lines below) for a constrained current line."""
+    top = math.floor(max(current + window / 2, window / 2))
+    above = math.floor(max(0.0, current - window / 2))
+    below = math.floor(max(0.0, total - current - window / 2) + 0.5)  # jq's round
+    return above, max(1, top - window + 1), min(total, top), below
+
+
+def centre_on(line: int, window: int) -> int:
+    """The current line that shows `line` a sixth of a window below the top (open, goto)."""
+    return math.floor(max(line + window / 2 - window // 6, 1))
 
 
 class Editor:
@@ -65,6 +99,7 @@ class Editor:
         overlap: int = 2,
         max_line_chars: int = 2000,
         max_edit_bytes: int = 16 * 2**20,
+        read_only: Callable[[Resolved], bool] | None = None,
     ):
         if window < 1 or not 0 <= overlap < window:
             raise ValueError("need window >= 1 and 0 <= overlap < window")
@@ -73,9 +108,18 @@ class Editor:
         self.overlap = overlap
         self.max_line_chars = max_line_chars
         self.max_edit_bytes = max_edit_bytes
+        self.read_only = read_only or ws.is_read_only
         self.file: Resolved | None = None
-        self.first = 1
+        self.current: float = 0  # MLGym's CURRENT_LINE
         self.scrolls = 0  # consecutive scroll commands, for the scroll warning
+
+    @property
+    def first(self) -> int:
+        """The first line of the last view of the open file."""
+        if self.file is None:
+            return 1
+        return max(1, math.floor(max(self.current + self.window / 2, self.window / 2))
+                   - self.window + 1)
 
     # ----------------------------------------------------------------- rendering
 
@@ -86,43 +130,46 @@ class Editor:
             return f"{line[: self.max_line_chars]} ... [{extra} more characters not shown]"
         return line
 
-    def _constrain(self, first: int, total: int) -> int:
-        return max(1, min(first, total - self.window + 1))
-
-    def render(self, inside: str, total: int, first: int, lines: Iterable[str]) -> str:
+    def render(self, inside: str, total: int, current: float, window: int,
+               lines: Callable[[int, int], Sequence[str]]) -> str:
+        """MLGym's view: header, `(k more lines above)`, `n:text` lines, `(k more lines
+        below)`. `lines(lo, hi)` gives lines lo..hi (1-based, inclusive)."""
+        above, lo, hi, below = view_range(current, total, window)
         out = [f"[File: {inside} ({total} lines total)]"]
-        if first > 1:
-            out.append(f"({first - 1} more lines above)")
-        last = first - 1
-        for last, line in enumerate(lines, first):
-            out.append(f"{last}:{self._clip(line)}")
-        if total > last:
-            out.append(f"({total - last} more lines below)")
+        if above > 0:
+            out.append(f"({above} more lines above)")
+        out += [f"{n}:{self._clip(text)}" for n, text in enumerate(lines(lo, hi), lo)]
+        if below > 0:
+            out.append(f"({below} more lines below)")
         return "\n".join(out)
 
-    def _render_range(self, inside: str, lines: list[str], lo: int, hi: int) -> str:
-        lo, hi = max(1, lo), min(len(lines), hi)
-        return self.render(inside, len(lines), lo, lines[lo - 1 : hi])
+    def _render_list(self, inside: str, lines: list[str], current: float, window: int) -> str:
+        current = constrain(current, len(lines), window)
+        return self.render(inside, len(lines), current, window, lambda lo, hi: lines[lo - 1:hi])
 
-    def _require_file(self) -> Resolved:
+    def _require_file(self, message: str = NO_FILE) -> Resolved:
         if self.file is None:
-            raise AciError(NO_FILE, "no_file")
+            raise AciError(message, "no_file")
         return self.file
 
     def _total(self, r: Resolved) -> int:
         with self.ws.open_read(r) as f:
             return _count_lines(f)
 
-    def view(self, want_first: int) -> str:
-        """Show the window starting near `want_first` (kept inside the file)."""
+    def view(self, current: float | None = None) -> str:
+        """Constrain the current line (moved to `current` when given) and show its window."""
         r = self._require_file()
         with self.ws.open_read(r) as f:
             total = _count_lines(f)
-            self.first = self._constrain(want_first, total)
-            f.seek(0)
-            raw = itertools.islice(f, self.first - 1, self.first - 1 + self.window)
-            lines = [b.rstrip(b"\n").decode("utf-8", "replace") for b in raw]
-        return self.render(r.inside, total, self.first, lines)
+            self.current = constrain(self.current if current is None else current, total,
+                                     self.window)
+
+            def lines(lo: int, hi: int) -> list[str]:
+                f.seek(0)
+                raw = itertools.islice(f, lo - 1, hi)
+                return [b.rstrip(b"\n").decode("utf-8", "replace") for b in raw]
+
+            return self.render(r.inside, total, self.current, self.window, lines)
 
     # ----------------------------------------------------------------- viewer commands
 
@@ -135,9 +182,15 @@ class Editor:
                 "not_found",
             )
         if not os.path.exists(r.host):
-            raise AciError(f"Error: File {path} not found", "not_found")
+            raise AciError(f"File {path} not found", "not_found")
+        if line_number is not None and line_number < 0:
+            raise AciError("Error: <line_number> must be a number", "format")
         with self.ws.open_read(r) as f:
-            if _is_binary(f.read(8192)):
+            head = f.read(8192)
+            if _is_image(head):
+                raise AciError(f"Error: {path} is an image file. Current environment does not "
+                               "support image viewing.", "binary")
+            if _is_binary(head):
                 raise AciError(
                     f"Error: {r.inside} looks like a binary file; open shows text files only.",
                     "binary",
@@ -145,7 +198,7 @@ class Editor:
             f.seek(0)
             total = _count_lines(f)
         notes = []
-        first = 1
+        current: float = self.window / 2
         if line_number is not None:
             if line_number > total:
                 notes += [
@@ -155,57 +208,57 @@ class Editor:
                     ),
                     f"Warning: Setting <line_number> to {total}",
                 ]
-                line_number = total
+                current = total
             elif line_number < 1:
                 notes += [
                     f"Warning: <line_number> ({line_number}) is less than 1",
                     "Warning: Setting <line_number> to 1",
                 ]
-                line_number = 1
-            first = line_number - self.window // 6
+                current = 1
+            else:
+                current = centre_on(line_number, self.window)
         self.file = r
-        return "\n".join([*notes, self.view(first)])
+        return "\n".join([*notes, self.view(current)])
 
     def goto(self, line_number: int) -> str:
         r = self._require_file()
+        if line_number < 0:
+            raise AciError("Error: <line_number> must be a number", "format")
         total = self._total(r)
         if line_number > total:
-            raise AciError(f"Error: <line_number> must be less than or equal to {total}", "range")
-        if line_number < 1:
-            raise AciError("Error: <line_number> must be at least 1", "range")
-        return self.view(line_number - self.window // 6)
+            raise AciError(f"Error: <line> must be less than or equal to {total}", "range")
+        return self.view(centre_on(line_number, self.window))
+
+    def _scroll(self, by: int) -> str:
+        self._require_file()
+        self.scrolls += 1
+        out = self.view(self.current + by)
+        return f"{out}\n\n{SCROLL_WARNING}" if self.scrolls >= 3 else out
 
     def scroll_down(self) -> str:
-        r = self._require_file()
-        total = self._total(r)
-        self.scrolls += 1
-        if self.first + self.window - 1 >= total:
-            return f"Already at the bottom of {r.inside}: nothing below line {total}."
-        out = self.view(self.first + self.window - self.overlap)
-        return f"{out}\n{SCROLL_WARNING}" if self.scrolls >= 3 else out
+        return self._scroll(self.window - self.overlap)
 
     def scroll_up(self) -> str:
-        r = self._require_file()
-        self.scrolls += 1
-        if self.first <= 1:
-            return f"Already at the top of {r.inside}: nothing above line 1."
-        out = self.view(self.first - (self.window - self.overlap))
-        return f"{out}\n{SCROLL_WARNING}" if self.scrolls >= 3 else out
+        return self._scroll(-(self.window - self.overlap))
 
     def create(self, filename: str, cwd: str) -> str:
         r = self.ws.resolve(filename, cwd)
         if os.path.lexists(r.host):
-            if os.path.isdir(r.host):
-                raise AciError(f"Error: {r.inside} already exists and is a directory.", "exists")
-            shown = self.open(filename, None, cwd)
-            raise AciError(f"Error: File '{r.inside}' already exists.\n{shown}", "exists")
+            try:
+                shown = self.open(filename, None, cwd)
+            except AciError as e:
+                shown = e.message
+            raise AciError(f"Error: File '{filename}' already exists.\n{shown}", "exists")
         self.ws.create_file(r)
+        self.ws.write_bytes(r, b"\n")  # one empty line, as MLGym's create writes
         return self.open(filename, None, cwd)
 
     # ----------------------------------------------------------------- edits
 
     def _load(self) -> tuple[Resolved, list[str]]:
-        r = self._require_file()
+        r = self._require_file(NO_FILE_EDIT)
+        if self.read_only(r):
+            raise AciError(f"Error: You cannot edit read-only file {r.inside}", "read_only")
         data = self.ws.read_bytes(r, self.max_edit_bytes)
         if _is_binary(data[:8192]):
             raise AciError(
@@ -216,46 +269,49 @@ class Editor:
     def edit(self, start_line: int, end_line: int, replacement_text: str) -> str:
         r, lines = self._load()
         n = len(lines)
-        start, end = start_line, end_line
-        if start < 1:
-            raise AciError(f"Error: start_line must be at least 1, got {start}.", "range")
-        if n == 0 and start == 1 and end in (0, 1):
-            end = 0  # an empty file: `edit 1:1` writes its first lines
-        if start > n + 1:
+        if start_line < 1:
+            raise AciError(f"Error: start_line must be at least 1, got {start_line}.", "range")
+        if end_line < start_line - 1:
             raise AciError(
-                f"Error: start_line ({start}) is past the end of the file ({n} lines). "
-                f"To add lines at the end, use `insert {n}`.",
+                f"Error: end_line ({end_line}) is before start_line ({start_line}). Replace "
+                f"lines with `edit {start_line}:<end_line>` where end_line >= start_line, or "
+                f"insert with `insert {start_line - 1}`.",
                 "range",
             )
-        if end > n:
-            raise AciError(
-                f"Error: end_line ({end}) is greater than the number of lines in the file ({n}).",
-                "range",
-            )
-        if end < start - 1:
-            raise AciError(
-                f"Error: end_line ({end}) is before start_line ({start}). Replace lines with "
-                f"`edit {start}:<end_line>` where end_line >= start_line, or insert with "
-                f"`insert {start - 1}`.",
-                "range",
-            )
+        # past the end, as in MLGym: the range is cut at the last line (a start past it appends)
+        start = min(start_line, n + 1)
+        end = max(min(end_line, n), start - 1)
         body = self._body(replacement_text, lines)
-        return self._commit(
-            r, lines, lines[: start - 1] + body + lines[end:], start, end, len(body)
-        )
+        new = lines[: start - 1] + body + lines[end:]
+        errors = self._lint(r, lines, new, start, end, len(body))
+        if errors:
+            k = len(body)
+            raise AciError(self._rejection(
+                "edit", r, errors,
+                self._render_list(r.inside, new, k // 2 + start_line - 1, k + 10),
+                self._render_list(r.inside, lines, (end_line - start_line + 2) // 2
+                                  + start_line - 1, end_line - start_line + 11),
+            ), "lint")
+        self._write(r, new)
+        return f"{self.view(start_line - 1)}\n{UPDATED}"
 
     def insert(self, line_number: int, text_to_add: str) -> str:
         r, lines = self._load()
-        n = len(lines)
-        if not 0 <= line_number <= n:
-            raise AciError(
-                f"Error: <line_number> must be between 0 and {n} (the number of lines in the "
-                f"file), got {line_number}.",
-                "range",
-            )
+        if line_number < 0:
+            raise AciError("Error: <line_number> must be a number", "format")
+        at = min(line_number, len(lines))  # past the end appends, as in MLGym
         body = self._body(text_to_add, lines)
-        new = lines[:line_number] + body + lines[line_number:]
-        return self._commit(r, lines, new, line_number + 1, line_number, len(body))
+        new = lines[:at] + body + lines[at:]
+        errors = self._lint(r, lines, new, at + 1, at, len(body))
+        if errors:
+            k = len(body)
+            raise AciError(self._rejection(
+                "insert", r, errors,
+                self._render_list(r.inside, new, line_number + k // 2, k + 10),
+                self._render_list(r.inside, lines, line_number, 10),
+            ), "lint")
+        self._write(r, new)
+        return f"{self.view(line_number + 1)}\n{UPDATED}"
 
     @staticmethod
     def _body(text: str, lines: list[str]) -> list[str]:
@@ -263,45 +319,41 @@ class Editor:
         crlf = sum(line.endswith("\r") for line in lines) * 2 > len(lines) > 0
         return [b + "\r" for b in body] if crlf else body
 
-    def _commit(
-        self, r: Resolved, old: list[str], new: list[str], start: int, end: int, n_body: int
-    ) -> str:
-        if r.host.endswith(".py"):
-            errors = new_errors(lint("\n".join(old)), lint("\n".join(new)), start, end, n_body)
-            if errors:
-                raise AciError(self._rejection(r, old, new, start, end, n_body, errors), "lint")
-        data = ("\n".join(new) + "\n" if new else "").encode("utf-8", "surrogateescape")
-        self.ws.write_bytes(r, data)
-        return f"{self.view(start - self.window // 2)}\n{UPDATED}"
+    @staticmethod
+    def _lint(r: Resolved, old: list[str], new: list[str], start: int, end: int, n: int):
+        if not r.host.endswith(".py"):
+            return []
+        return new_errors(lint("\n".join(old) + "\n"), lint("\n".join(new) + "\n"), start, end, n)
 
-    def _rejection(self, r, old, new, start, end, n_body, errors) -> str:
-        return "\n".join(
-            [
-                (
-                    "Your proposed edit has introduced new syntax error(s). Please read this error "
-                    "message carefully and then retry editing the file."
-                ),
-                "",
-                "ERRORS:",
-                *(e.show() for e in errors),
-                "",
-                "This is how your edit would have looked if applied",
-                RULE,
-                self._render_range(r.inside, new, start - 5, start + n_body - 1 + 5),
-                RULE,
-                "",
-                "This is the original code before your edit",
-                RULE,
-                self._render_range(r.inside, old, start - 5, end + 5),
-                RULE,
-                "Your changes have NOT been applied. Please fix your edit command and try again.",
-                (
-                    "You either need to 1) Specify the correct start/end line arguments or 2) "
-                    "Correct your edit code."
-                ),
-                (
-                    "DO NOT re-run the same failed edit command. Running it again will lead to the "
-                    "same error."
-                ),
-            ]
-        )
+    def _write(self, r: Resolved, new: list[str]) -> None:
+        # every line ends with a newline; no line at all leaves one empty line (as MLGym's
+        # `printf "%s\n"` of nothing does)
+        data = "".join(line + "\n" for line in new) if new else "\n"
+        self.ws.write_bytes(r, data.encode("utf-8", "surrogateescape"))
+
+    @staticmethod
+    def _rejection(kind: str, r: Resolved, errors, would: str, original: str) -> str:
+        noun, verb = ("edit", "editing") if kind == "edit" else ("insertion", "inserting into")
+        fix = ("Specify the correct start/end line arguments" if kind == "edit"
+               else "Specify the correct line number argument")
+        return "\n".join([
+            f"Your proposed {noun} has introduced new syntax error(s). Please read this error "
+            f"message carefully and then retry {verb} the file.",
+            "",
+            "ERRORS:",
+            *(e.show() for e in errors),
+            "",
+            f"This is how your {noun} would have looked if applied",
+            RULE,
+            would,
+            RULE,
+            "",
+            f"This is the original code before your {noun}",
+            RULE,
+            original,
+            RULE,
+            f"Your changes have NOT been applied. Please fix your {kind} command and try again.",
+            f"You either need to 1) {fix} or 2) Correct your {noun} code.",
+            f"DO NOT re-run the same failed {kind} command. Running it again will lead to the "
+            "same error.",
+        ])

@@ -21,6 +21,10 @@ from .spec import Arg, Slot, ToolDef, args_type, slots, usage
 _OPERATORS = {"&&", "||", ";", "|", "&", ";;", "|&", ">", ">>", "<", "<<", "<<<", "(", ")"}
 
 
+# MLGym answers these with their usage line alone when given too many arguments
+USAGE_ONLY_WHEN_TOO_MANY = ("search_dir", "find_file")
+
+
 class ShellCommand(msgspec.Struct, frozen=True):
     command: str
 
@@ -69,12 +73,13 @@ def parse(text: str, tools: Mapping[str, ToolDef]) -> Call | ShellCommand:
             )
         return Call(tool, args)
     assert tool.end_name is not None
-    end = next((i for i, line in enumerate(rest) if line.strip() == tool.end_name), None)
+    # the terminator is a line of its own, from its first column (trailing blanks allowed)
+    end = next((i for i, line in enumerate(rest) if line.rstrip() == tool.end_name), None)
     if end is None:
-        raise _fail(
-            tool,
-            f"Error: the text for `{tool.name}` must end with a line holding only "
-            f"{tool.end_name}; none was found, so nothing was changed.",
+        raise AciError(
+            f"Malformed {tool.name} command. Please ensure you use the `{tool.end_name}` "
+            f"keyword to mark the end of your {tool.name}.",
+            kind="format",
         )
     if any(line.strip() for line in rest[end + 1 :]):
         raise _fail(
@@ -132,9 +137,9 @@ def _convert(tool: ToolDef, a: Arg, raw: str) -> Any:
     if a.type == "string":
         return raw
     if a.type == "integer":
-        if re.fullmatch(r"[+-]?\d+", raw):
+        if re.fullmatch(r"\d+", raw):  # digits only, as MLGym's commands accept
             return int(raw)
-        raise _fail(tool, f"Error: <{a.name}> must be an integer, got {raw!r}")
+        raise _fail(tool, f"Error: <{a.name}> must be a number")
     if a.type == "number":
         try:
             return float(raw)
@@ -167,6 +172,15 @@ def parse_args(tool: ToolDef, arg_text: str) -> dict[str, Any]:
             )
         values = _tokens(tool, arg_text)
     if len(values) > len(sl):
+        if tool.name in USAGE_ONLY_WHEN_TOO_MANY:  # as MLGym answers these
+            raise AciError(usage(tool), kind="format")
+        if tool.name == "goto":
+            raise AciError("goto allows only one line number at a time.", kind="format")
+        if tool.body is not None and tool.name in ("edit", "insert"):
+            return_hint = (f" `{tool.name}` works on the open file; to change another file, "
+                           "`open` it first.")
+            raise _fail(tool, f"Error: too many arguments: `{tool.name}` takes "
+                        f"{' '.join(s.text for s in sl)} only.{return_hint}")
         hint = " Quote an argument that contains spaces." if sl else ""
         raise _fail(
             tool,
@@ -182,6 +196,9 @@ def parse_args(tool: ToolDef, arg_text: str) -> dict[str, Any]:
             continue
         m = re.fullmatch(slot.pattern, values[i], flags=re.DOTALL)
         if m is None:
+            seps = [c for c in slot.text if c in ":,="]
+            if seps and not all(c in values[i] for c in seps):  # `edit 26`: MLGym's usage line
+                raise AciError(usage(tool), kind="format")
             raise _fail(tool, f"Error: {values[i]!r} does not match {slot.text.strip('[]')}")
         for name in slot.names:
             args[name] = _convert(tool, tool.arg(name), m[name])

@@ -2,49 +2,57 @@
 
 Files are streamed line by line (never read whole); binary files, hidden files and folders
 (.git, .venv, ...) and symlinks are skipped, as `find -type f ! -path '*/.*'` and `grep -I`
-would. Matching more than `max_results` files (or lines) is refused with a request to narrow
-the search, since a huge listing only fills the agent's context.
+would. `search_dir` matching more than `max_results` files is refused with a request to narrow
+the search, as MLGym's is; `search_file` and `find_file` list everything, as MLGym's do, up
+to MAX_LISTED lines (a listing that long only fills the agent's context).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import stat
 from collections.abc import Iterator
+
+from mlgym.tools import safefs
 
 from .editor import NO_FILE
 from .result import AciError
 from .workspace import Resolved, Workspace
 
 MAX_RESULTS = 100
+MAX_LISTED = 1000
 MAX_FILE_BYTES = 64 * 2**20
 
 
-def _open_text(path: str):
-    """A regular file opened without following links, or None for a binary or odd file."""
+def _open_text(dirfd: int, name: str):
+    """A regular text file opened without following links (tools/safefs.py), or None for a
+    binary file, a link, a FIFO or anything else odd."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = safefs.open_file(dirfd, name, os.O_RDONLY)
     except OSError:
         return None
     f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode) or b"\x00" in f.read(8192):
+    if b"\x00" in f.read(8192):
         f.close()
         return None
     f.seek(0)
     return f
 
 
-def _walk(root: str, *, skip_hidden_files: bool) -> Iterator[str]:
-    """Regular files under root, sorted, hidden folders pruned, symlinks not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if skip_hidden_files and name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                yield path
+def _walk(ws: Workspace, r: Resolved, *, skip_hidden_files: bool
+          ) -> Iterator[tuple[str, int, str]]:
+    """(host path, folder descriptor, name) of the files under a resolved folder, sorted,
+    hidden folders pruned; folders are entered by descriptor, never through a symlink."""
+    try:
+        root = safefs.open_dir(ws.host_root, os.path.relpath(r.host, ws.host_root))
+    except OSError:
+        raise AciError(f"Directory {r.inside} not found", "not_found") from None
+    try:
+        for rel, dirfd, name in safefs.walk_files(root, skip_hidden_dirs=True,
+                                                  skip_hidden_files=skip_hidden_files):
+            yield os.path.join(r.host, rel), dirfd, name
+    finally:
+        os.close(root)
 
 
 def _resolve_dir(ws: Workspace, dir: str | None, cwd: str) -> Resolved:
@@ -71,15 +79,11 @@ def search_dir(
     needle = search_term.encode("utf-8", "surrogateescape")
     counts: dict[str, int] = {}
     too_big: list[str] = []
-    for path in _walk(r.host, skip_hidden_files=True):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        f = _open_text(path)
+    for path, dirfd, name in _walk(ws, r, skip_hidden_files=True):
+        f = _open_text(dirfd, name)
         if f is None:
             continue
-        if st.st_size > max_file_bytes:
+        if os.fstat(f.fileno()).st_size > max_file_bytes:
             f.close()
             too_big.append(ws.to_inside(path))
             continue
@@ -87,11 +91,9 @@ def search_dir(
             n = sum(1 for line in f if needle in line)
         if n:
             counts[ws.to_inside(path)] = n
-            if len(counts) > max_results:
-                return (
-                    f'More than {max_results} files matched for "{search_term}" in {r.inside}. '
-                    "Please narrow your search."
-                )
+    if len(counts) > max_results:  # the count of every matching file, as MLGym's message has
+        return (f'More than {len(counts)} files matched for "{search_term}" in {r.inside}. '
+                "Please narrow your search.")
     note = ""
     if too_big:
         shown = ", ".join(too_big[:5]) + (" ..." if len(too_big) > 5 else "")
@@ -113,8 +115,6 @@ def search_file(
     file: str | None,
     open_file: Resolved | None,
     cwd: str,
-    *,
-    max_results: int = MAX_RESULTS,
 ) -> str:
     if not search_term:
         raise AciError(
@@ -132,7 +132,15 @@ def search_file(
                 f"Error: File name {file} not found. Please provide a valid file name.",
                 "not_found",
             )
-    f = _open_text(r.host)
+    try:
+        f = ws.open_read(r)
+    except AciError:
+        f = None
+    if f is not None and b"\x00" in f.read(8192):
+        f.close()
+        f = None
+    elif f is not None:
+        f.seek(0)
     if f is None:
         raise AciError(f"Error: {r.inside} is not a readable text file.", "binary")
     needle = search_term.encode("utf-8", "surrogateescape")
@@ -142,11 +150,9 @@ def search_file(
             if needle in line:
                 text = line.rstrip(b"\n").decode("utf-8", "replace")
                 hits.append(f"Line {i}:{text}")
-                if len(hits) > max_results:
-                    return (
-                        f'More than {max_results} lines matched for "{search_term}" in {r.inside}. '
-                        "Please narrow your search."
-                    )
+    if len(hits) > MAX_LISTED:
+        return (f'More than {len(hits)} lines matched for "{search_term}" in {r.inside}. '
+                "Please narrow your search.")
     if not hits:
         return f'No matches found for "{search_term}" in {r.inside}'
     return "\n".join(
@@ -158,9 +164,7 @@ def search_file(
     )
 
 
-def find_file(
-    ws: Workspace, file_name: str, dir: str | None, cwd: str, *, max_results: int = MAX_RESULTS
-) -> str:
+def find_file(ws: Workspace, file_name: str, dir: str | None, cwd: str) -> str:
     if not file_name:
         raise AciError("Usage: find_file <file_name> [<dir>]\nError: empty file name", "format")
     if "/" in file_name:
@@ -172,14 +176,12 @@ def find_file(
         )
     r = _resolve_dir(ws, dir, cwd)
     found: list[str] = []
-    for path in _walk(r.host, skip_hidden_files=False):
+    for path, _, _ in _walk(ws, r, skip_hidden_files=False):
         if fnmatch.fnmatchcase(os.path.basename(path), file_name):
             found.append(ws.to_inside(path))
-            if len(found) > max_results:
-                return (
-                    f'More than {max_results} files matched for "{file_name}" in {r.inside}. '
-                    "Please narrow your search."
-                )
+    if len(found) > MAX_LISTED:
+        return (f'More than {len(found)} files matched for "{file_name}" in {r.inside}. '
+                "Please narrow your search.")
     if not found:
         return f'No matches found for "{file_name}" in {r.inside}'
     return "\n".join(

@@ -121,7 +121,8 @@ def full_signature(tool: ToolDef) -> str:
 
 
 def usage(tool: ToolDef) -> str:
-    return f"Usage: {full_signature(tool)}"
+    """The `Usage:` line that starts a parse error (the first line of the text form)."""
+    return f"Usage: {tool.signature}"
 
 
 def help_docstring(tool: ToolDef) -> str:
@@ -279,7 +280,7 @@ INSERT = ToolDef(
 )
 SEARCH_DIR = ToolDef(
     name="search_dir",
-    signature='search_dir "<search_term>" [<dir>]',
+    signature="search_dir <search_term> [<dir>]",
     docstring="Searches for <search_term> (plain text, not a regex) in the files under <dir> "
     "(default: the current directory), hidden ones excepted, and lists the files that contain "
     "it with their numbers of matching lines.",
@@ -294,7 +295,7 @@ SEARCH_DIR = ToolDef(
 )
 SEARCH_FILE = ToolDef(
     name="search_file",
-    signature='search_file "<search_term>" [<file>]',
+    signature="search_file <search_term> [<file>]",
     docstring="Lists the lines of <file> (default: the open file) that contain <search_term> "
     "(plain text, not a regex), with their line numbers.",
     arguments=(
@@ -304,7 +305,7 @@ SEARCH_FILE = ToolDef(
 )
 FIND_FILE = ToolDef(
     name="find_file",
-    signature='find_file "<file_name>" [<dir>]',
+    signature="find_file <file_name> [<dir>]",
     docstring="Finds the files named <file_name> under <dir> (default: the current directory); "
     "shell wildcards such as *.py are allowed.",
     arguments=(

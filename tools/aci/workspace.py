@@ -4,8 +4,9 @@ outside it.
 
 Three checks: the lexical path (after `..` and the current directory are applied) must lie in
 the workspace; its real path (symlinks resolved) must lie in the host folder; and every file is
-opened through a descriptor whose real path is checked again (a link swapped in between the
-check and the open is caught, not followed).
+opened from the workspace folder down without following any symlink, and only when it is a
+regular file (tools/safefs.py: a link swapped in between the check and the open fails the open;
+a FIFO or device is refused without blocking).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+from collections.abc import Iterable
 
 import msgspec
+
+from mlgym.tools import safefs
 
 from .result import AciError
 
@@ -33,7 +37,11 @@ def _within(path: str, root: str) -> bool:
 
 
 class Workspace:
-    def __init__(self, host_root: str | os.PathLike[str], inside_root: str = INSIDE_ROOT):
+    def __init__(self, host_root: str | os.PathLike[str], inside_root: str = INSIDE_ROOT,
+                 read_only: Iterable[str] = (), owner: safefs.Owner = None):
+        """`read_only`: inside paths the editor must refuse. `owner`: (uid, gid) given to
+        files and folders the tools create (a container user other than the server's)."""
+        self.owner = owner
         self.host_root = os.path.realpath(os.fspath(host_root))
         if not os.path.isdir(self.host_root):
             raise ValueError(f"workspace folder {self.host_root} does not exist")
@@ -41,6 +49,20 @@ class Workspace:
         if not posixpath.isabs(inside_root):
             raise ValueError(f"inside root must be absolute, got {inside_root!r}")
         self.inside_root = inside_root
+        # inside paths the sandbox shows read-only (the task's pristine files mounted over
+        # their workspace copies): the host copies must never change, or the editor would show
+        # what the shell and the evaluator do not see
+        self.read_only = {posixpath.join(inside_root, posixpath.normpath(p))
+                          if not posixpath.isabs(p) else posixpath.normpath(p) for p in read_only}
+
+    def is_read_only(self, r: Resolved) -> bool:
+        """A task's read-only file, or a file without write permission (MLGym's `-w` test)."""
+        if r.inside in self.read_only:
+            return True
+        try:
+            return os.stat(r.host).st_mode & 0o222 == 0
+        except OSError:
+            return False
 
     def to_inside(self, host_real: str) -> str:
         rel = os.path.relpath(host_real, self.host_root)
@@ -76,25 +98,20 @@ class Workspace:
             )
         return Resolved(inside=self.to_inside(real), host=os.path.normpath(real))
 
-    def open_fd(self, r: Resolved, flags: int, mode: int = 0o666) -> int:
-        """Open a resolved path without following a final symlink, then check where the
-        descriptor really points (catches a link swapped in after `resolve`)."""
-        fd = os.open(r.host, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    def open_fd(self, r: Resolved, flags: int, mode: int = 0o644, *,
+                make_parents: bool = False) -> int:
+        """Open a resolved path from the workspace folder down, one component at a time,
+        never through a symlink (one swapped in after `resolve` fails the open) and never
+        anything but a regular file (a FIFO cannot block the server, a device is refused)."""
+        rel = os.path.relpath(r.host, self.host_root)
         try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            real = os.path.realpath(r.host)
-        if not _within(real, self.host_root):
-            os.close(fd)
-            if flags & os.O_CREAT and flags & os.O_EXCL:
-                try:
-                    os.unlink(real)
-                except OSError:
-                    pass
-            raise AciError(
-                f"Error: {r.inside} changed to point outside the workspace; refused.", "path"
-            )
-        return fd
+            return safefs.open_file(self.host_root, rel, flags, mode, make_parents=make_parents,
+                                    owner=self.owner)
+        except safefs.UnsafePath as e:
+            raise AciError(f"Error: {r.inside} {_why(e.why)}; refused.", "path") from None
+        except NotADirectoryError:
+            raise AciError(f"Error: a folder on the way to {r.inside} is not a folder.",
+                           "not_found") from None
 
     def read_bytes(self, r: Resolved, limit: int) -> bytes:
         """The file's content; files over `limit` bytes are refused (edits hold files in memory)."""
@@ -122,13 +139,8 @@ class Workspace:
 
     def create_file(self, r: Resolved) -> None:
         """Make an empty file (and its missing parent folders); refuse one that exists."""
-        parent = os.path.dirname(r.host)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, exist_ok=True)
-            if not _within(os.path.realpath(parent), self.host_root):  # raced by a link
-                raise AciError(f"Error: the folder of {r.inside} is outside the workspace.", "path")
         try:
-            os.close(self.open_fd(r, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            os.close(self.open_fd(r, os.O_WRONLY | os.O_CREAT | os.O_EXCL, make_parents=True))
         except FileExistsError:
             raise AciError(f"Error: File '{r.inside}' already exists.", "exists") from None
 
@@ -143,3 +155,13 @@ class Workspace:
             if e.errno == errno.ELOOP:
                 raise AciError(f"Error: {r.inside} is a symbolic link; refused.", "path") from None
             raise AciError(f"Error: cannot open {r.inside}: {e.strerror}", "io") from None
+
+
+def _why(why: str) -> str:
+    if why.startswith("`"):  # a folder on the way: "`d` is a symlink or not a folder"
+        return "passes through " + why.replace("symlink", "symbolic link")
+    if "symlink" in why:
+        return "is a symbolic link"
+    if "regular" in why:
+        return "is not a regular file (a FIFO, socket or device)"
+    return why

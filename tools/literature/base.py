@@ -35,7 +35,10 @@ class Provider(abc.ABC):
 
 
 class FallbackChain(Provider):
-    """Try providers in order; the first that answers wins. If all fail, one error lists why."""
+    """Try providers in order; the first that finds papers wins. One that finds none, or fails,
+    passes the query on to the next (a paper folder without the topic falls through to the
+    online providers). No papers anywhere: an empty list if some provider answered, else one
+    error that lists why each failed."""
 
     name = "chain"
 
@@ -53,10 +56,15 @@ class FallbackChain(Provider):
         failures = []
         for provider in self.providers:
             try:
-                return await provider.search(query, n)
+                papers = await provider.search(query, n)
             except LiteratureError as exc:
                 logger.info("literature provider failed, trying next", provider=provider.name, error=str(exc))
                 failures.append(f"{provider.name}: {exc}")
+                continue
+            if papers:
+                return papers
+        if len(failures) < len(self.providers):
+            return []
         raise LiteratureError("no literature provider could answer: " + "; ".join(failures))
 
 

@@ -1,5 +1,7 @@
 """Offline literature search over a local folder of papers (PDF, Markdown, text), indexed with
-SQLite FTS5 and re-indexed only for files whose size or mtime changed."""
+SQLite FTS5 (porter stemming; title, abstract and body columns, bm25 with column weights) and
+re-indexed only for files whose size or mtime changed. Queries drop stop words and a paper must
+hold enough of the remaining words (tools/ranking.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 from pypdf import PdfReader
 
 from mlgym import log
+from mlgym.tools import ranking
 
 from .base import LiteratureError, Paper, Provider
 
@@ -19,10 +22,20 @@ logger = log.get(__name__)
 SUFFIXES = {".pdf", ".md", ".markdown", ".txt"}
 MAX_CHARS = 2_000_000  # per document: enough for any paper, bounded for hostile files
 
+# Version 2 added the abstract column; an index of another version is rebuilt from the files.
+INDEX_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs(path TEXT PRIMARY KEY, mtime REAL, size INTEGER, title TEXT);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(path UNINDEXED, title, body, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
+  path UNINDEXED, title, abstract, body, tokenize='porter unicode61');
 """
+# bm25 column weights (path, title, abstract, body): FTS5 multiplies a word's count in each
+# column by the column's weight before bm25's saturation, so one mention in the title counts as
+# ten in the body and one in the abstract as five. Every chunk row of a paper holds the paper's
+# title and abstract, so they choose the paper and the body chooses the passage shown. (With
+# 5 and 3, a short body that repeats a word still beat a paper with it in title or abstract.)
+WEIGHTS = (0.0, 10.0, 5.0, 1.0)
+MAX_ABSTRACT = 2000
 
 
 def extract_text(path: Path) -> str:
@@ -48,6 +61,31 @@ def _title(path: Path, text: str) -> str:
     return path.stem
 
 
+_ABSTRACT_HEAD = re.compile(r"^\W*abstract\b[\s.:\u2014\u2013-]*", re.I | re.M)
+_SECTION = re.compile(
+    r"^\s*(?:#+\s*|\d+\.?\s+|[IVX]+\.\s+)?(?:introduction|keywords|index terms)\b", re.I | re.M)
+
+
+def _abstract(text: str, title: str) -> str:
+    """A paper's abstract: the text after an "Abstract" heading (or "Abstract -" lead-in) up
+    to the introduction or the next heading; without one, the first paragraph after the title
+    (a note's lead paragraph). Bounded to MAX_ABSTRACT characters."""
+    head = _ABSTRACT_HEAD.search(text[:20_000])
+    if head:
+        rest = text[head.end():head.end() + 4 * MAX_ABSTRACT]
+        end = _SECTION.search(rest)
+        rest = rest[:end.start()] if end else rest
+        md_heading = re.search(r"^\s*#", rest, re.M)
+        rest = rest[:md_heading.start()] if md_heading else rest
+        return " ".join(rest.split())[:MAX_ABSTRACT]
+    paras = [p.strip() for p in re.split(r"\n\s*\n", text[:20_000]) if p.strip()]
+    for para in paras:
+        flat = " ".join(para.split())
+        if flat.lstrip("#").strip() != title and not para.lstrip().startswith("#"):
+            return flat[:MAX_ABSTRACT]
+    return ""
+
+
 def _chunks(text: str, size: int = 1500) -> list[str]:
     paras = re.split(r"\n\s*\n", text)
     out, cur = [], ""
@@ -70,6 +108,10 @@ class OfflineProvider(Provider):
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.index_path)
+        if db.execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
+            with db:  # an index from another version: start again, the files are the truth
+                db.executescript("DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS docs;")
+                db.execute(f"PRAGMA user_version={INDEX_VERSION}")
         db.executescript(_SCHEMA)
         return db
 
@@ -96,11 +138,12 @@ class OfflineProvider(Provider):
                     logger.warning("cannot read paper", path=key, error=str(exc))
                     continue
                 title = _title(path, text)
+                abstract = _abstract(text, title)
                 with db:
                     db.execute("DELETE FROM chunks WHERE path=?", (key,))
                     db.executemany(
-                        "INSERT INTO chunks(path, title, body) VALUES (?,?,?)",
-                        [(key, title, c) for c in _chunks(text)],
+                        "INSERT INTO chunks(path, title, abstract, body) VALUES (?,?,?,?)",
+                        [(key, title, abstract, c) for c in _chunks(text)],
                     )
                     db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?)", (key, st.st_mtime, st.st_size, title))
                 changed += 1
@@ -113,24 +156,32 @@ class OfflineProvider(Provider):
         return changed
 
     def _search(self, query: str, n: int) -> list[Paper]:
+        """Papers ranked by bm25 (title, abstract and body weighted, see WEIGHTS) over the
+        query's words less stop words (tools/ranking.py); a paper must hold enough of them
+        (ranking.min_should_match), so one common word shared with the query is not a hit."""
         self.index()
-        words = re.findall(r"\w+", query.lower())
-        if not words:
+        terms = ranking.query_terms(query)
+        if not terms:
             return []
-        match = " OR ".join(f'"{w}"' for w in words)
+        weights = ", ".join(str(w) for w in WEIGHTS)
         db = self._connect()
         try:
             rows = db.execute(
-                "SELECT path, title, snippet(chunks, 2, '', '', ' ... ', 48), bm25(chunks) AS rank "
-                "FROM chunks WHERE chunks MATCH ? ORDER BY rank LIMIT ?",
-                (match, n * 8),
+                f"SELECT rowid, path, title, abstract, snippet(chunks, 3, '', '', ' ... ', 48), "
+                f"bm25(chunks, {weights}) AS rank FROM chunks WHERE chunks MATCH ? "
+                "ORDER BY rank LIMIT ?",
+                (ranking.fts_any(terms), n * 16),
             ).fetchall()
+            matched = ranking.matched_terms(db, "chunks", terms, [r[0] for r in rows])
         finally:
             db.close()
+        need = ranking.min_should_match(len(terms))
         best: dict[str, Paper] = {}
-        for path, title, snippet, _rank in rows:  # best chunk per document
-            if path not in best:
-                best[path] = Paper(title=title, source=self.name, url=Path(path).as_uri(), snippet=snippet)
+        for rowid, path, title, abstract, snippet, _rank in rows:  # best chunk per document
+            if path in best or matched[rowid] < need:
+                continue
+            best[path] = Paper(title=title, source=self.name, url=Path(path).as_uri(),
+                               abstract=abstract, snippet=snippet)
             if len(best) == n:
                 break
         return list(best.values())

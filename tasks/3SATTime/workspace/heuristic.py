@@ -1,7 +1,7 @@
 """The branching heuristic of the DPLL solver in solver.py: this is the file to improve.
 
 Keep the name and signature of heuristic_fn. It must return (variable, value): an unassigned
-variable that still occurs in `clauses`, and the bool value to try first.
+variable that occurs in `clauses`, and the bool value to try first.
 """
 
 import random
@@ -11,13 +11,15 @@ def heuristic_fn(clauses, assignments, conflict_count, assignment_history, level
     """Baseline: a pseudo-random unassigned variable (fixed seed, so runs are repeatable),
     tried with the value True first.
 
-    clauses: the clauses simplified by the current partial assignment (lists of ints)
+    clauses: the clauses not satisfied yet, as given (lists of ints; literals already false
+        are still there)
     assignments: {variable: bool} assigned so far
-    conflict_count: conflicts met so far in this solve
-    assignment_history: [(variable, value), ...] assigned on the current branch, in order
-    level: the decision depth (0 at the root)
+    conflict_count: {variable: number of conflicts it took part in so far}
+    assignment_history: [variable, ...] in the order they were assigned (whole solve)
+    level: [[decision variable, variables it implied, ...], ...] on the current branch
     """
     rng = random.Random(10)
-    variables = sorted({abs(lit) for clause in clauses for lit in clause})
+    variables = sorted({abs(lit) for clause in clauses for lit in clause
+                        if abs(lit) not in assignments})
     variable = rng.choice(variables)
     return variable, True

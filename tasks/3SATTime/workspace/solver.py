@@ -9,13 +9,19 @@ solve(clauses, heuristic_fn) -> (satisfiable, assignment or None)
 
 The heuristic is called at every branching point as
   heuristic_fn(clauses, assignments, conflict_count, assignment_history, level)
-with the clauses simplified by the current partial assignment (satisfied clauses removed,
-false literals dropped), `assignments` the partial assignment {variable: bool},
-`conflict_count` the number of conflicts met so far, `assignment_history` the list of
-(variable, value) pairs assigned so far on the current branch (decisions and propagations, in
-order) and `level` the decision depth (0 at the root). It must return (variable, value) with an
-unassigned variable that still occurs in the clauses and a bool value; the solver tries that
-value first, then the other.
+(the arguments of MLGym's 3-SAT task):
+  clauses             the clauses no literal of which is true yet, as given (a literal that is
+                      false already is still in its clause: filter with `abs(lit) not in
+                      assignments`);
+  assignments         {variable: bool}, the current partial assignment;
+  conflict_count      {variable: int}, how many conflicts assigning each variable caused;
+  assignment_history  [variable, ...], every assignment of the solve in order (decisions and
+                      propagations, kept across backtracking);
+  level               [[decision variable, variables it implied, ...], ...], one list per
+                      decision on the current branch (empty at the root).
+It returns (variable, value): an unassigned variable that occurs in the clauses and the bool
+value to try first (a negative variable -v means v with the opposite value); the solver tries
+that value, then the other. (None, value) gives up the current branch.
 """
 
 import sys
@@ -26,14 +32,17 @@ class HeuristicError(Exception):
 
 
 class Solver:
-    def __init__(self, heuristic_fn):
+    def __init__(self, clauses, heuristic_fn):
+        self.original = [list(c) for c in clauses]
         self.heuristic_fn = heuristic_fn
-        self.conflicts = 0
+        self.conflict_count = {}
+        self.history = []
+        self.level = []
         self.decisions = 0
 
-    @staticmethod
-    def assign(clauses, literal):
-        """Clauses after making `literal` true, or None when a clause becomes empty."""
+    def assign(self, clauses, literal):
+        """Clauses after making `literal` true (satisfied ones dropped, the false literal
+        removed), or None when one becomes empty: a conflict, counted for the variable."""
         out = []
         for clause in clauses:
             if literal in clause:
@@ -41,11 +50,19 @@ class Solver:
             if -literal in clause:
                 clause = [x for x in clause if x != -literal]
                 if not clause:
+                    v = abs(literal)
+                    self.conflict_count[v] = self.conflict_count.get(v, 0) + 1
                     return None
             out.append(clause)
         return out
 
-    def propagate(self, clauses, assignments, history):
+    def set(self, assignments, literal):
+        assignments[abs(literal)] = literal > 0
+        self.history.append(abs(literal))
+        if self.level:
+            self.level[-1].append(abs(literal))
+
+    def propagate(self, clauses, assignments):
         """Unit propagation and pure literals; None on a conflict."""
         while True:
             unit = next((c[0] for c in clauses if len(c) == 1), None)
@@ -54,49 +71,61 @@ class Solver:
                 unit = next((lit for lit in seen if -lit not in seen), None)
                 if unit is None:
                     return clauses
-            assignments[abs(unit)] = unit > 0
-            history.append((abs(unit), unit > 0))
+            self.set(assignments, unit)
             clauses = self.assign(clauses, unit)
             if clauses is None:
                 return None
 
-    def dpll(self, clauses, assignments, history, level):
-        clauses = self.propagate(clauses, assignments, history)
+    def dpll(self, clauses, assignments):
+        clauses = self.propagate(clauses, assignments)
         if clauses is None:
-            self.conflicts += 1
             return None
         if not clauses:
             return assignments
-        choice = self.heuristic_fn(clauses, dict(assignments), self.conflicts, list(history), level)
-        variable, value = self.check(choice, clauses, assignments)
+        true = {v if value else -v for v, value in assignments.items()}
+        shown = [c for c in self.original if true.isdisjoint(c)]  # no literal true yet
+        # copies, so a heuristic cannot break the search (the history only grows: it is shared)
+        choice = self.heuristic_fn(shown, dict(assignments), dict(self.conflict_count),
+                                   self.history, [list(d) for d in self.level])
+        literal = self.check(choice, clauses, assignments)
+        if literal is None:
+            return None
         self.decisions += 1
-        for v in (value, not value):
-            branch = self.assign(clauses, variable if v else -variable)
-            if branch is None:
-                self.conflicts += 1
-                continue
-            result = self.dpll(branch, {**assignments, variable: v}, history + [(variable, v)], level + 1)
+        for lit in (literal, -literal):
+            self.level.append([])
+            branch_assignments = dict(assignments)
+            self.set(branch_assignments, lit)
+            branch = self.assign(clauses, lit)
+            result = None if branch is None else self.dpll(branch, branch_assignments)
+            self.level.pop()
             if result is not None:
                 return result
         return None
 
     @staticmethod
     def check(choice, clauses, assignments):
+        """The literal to try first, from (variable, value); None to give up the branch."""
         if not isinstance(choice, (tuple, list)) or len(choice) != 2:
             raise HeuristicError(f"heuristic_fn must return (variable, value), got {choice!r}"[:200])
         variable, value = choice
-        if isinstance(variable, bool) or not isinstance(variable, int):
+        if variable is None:
+            return None
+        if isinstance(variable, bool) or not hasattr(variable, "__index__"):
             raise HeuristicError(f"variable must be an int, got {variable!r}"[:200])
-        if not isinstance(value, bool):
+        if type(value).__name__ not in ("bool", "bool_"):
             raise HeuristicError(f"value must be a bool, got {value!r}"[:200])
+        variable, value = int(variable), bool(value)
+        if variable < 0:
+            variable, value = -variable, not value
         if variable in assignments or not any(variable in (abs(x) for x in c) for c in clauses):
-            raise HeuristicError(f"variable {variable} is assigned already or does not occur in the clauses")
-        return variable, value
+            raise HeuristicError(f"variable {variable} is assigned already or does not occur in "
+                                 "the clauses")
+        return variable if value else -variable
 
 
 def solve(clauses, heuristic_fn):
     """(True, assignment) for a satisfiable formula, (False, None) otherwise."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-    solver = Solver(heuristic_fn)
-    result = solver.dpll([list(c) for c in clauses], {}, [], 0)
+    solver = Solver(clauses, heuristic_fn)
+    result = solver.dpll([list(c) for c in solver.original], {})
     return (result is not None), result
