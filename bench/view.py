@@ -190,7 +190,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from mlgym.bus.broker import spawn
-    from mlgym.viewer.synth import CHROMIUM, Replayer, grow, launch_chromium
+    from mlgym.viewer.synth import CHROMIUM, Replayer, copy_run, grow, launch_chromium
 
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -207,13 +207,7 @@ def main() -> None:
     if args.screenshots:
         real_run(runs, "prisonersDilemma", "single")
     if args.template:
-        shutil.copytree(
-            template,
-            runs / template.name,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("*.sock", "bus.pub", "bus.sub", "bus.rpc"),
-        )
-        template = runs / template.name
+        template = copy_run(template, runs / template.name)
     big_name = f"grown-{args.events}"
     t0 = time.perf_counter()
     grow(template, runs / big_name, args.events)

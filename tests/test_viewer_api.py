@@ -11,7 +11,6 @@ import difflib
 import http.client
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from viewer_support import ViewServer, copy_runs, finished_runs, wait_until
 from mlgym.agents.events import events
 from mlgym.bus import protocol as P
 from mlgym.bus.eventlog import EventLog, LogReader
+from mlgym.viewer.synth import copy_run
 from mlgym.viewer.timeline import KNOWN_KINDS
 
 DEFAULT = "battleOfSexes-default"
@@ -439,11 +439,7 @@ def test_missing_and_malformed_files_are_said_not_fatal(tmp_path, runs):
     broken = root / "broken"
     broken.mkdir(parents=True)
     (broken / "run.json").write_text("{not json")
-    shutil.copytree(
-        runs / DEFAULT,
-        root / "no-result",
-        ignore=shutil.ignore_patterns("result.json", "*.sock", "bus.pub", "bus.sub", "bus.rpc"),
-    )
+    copy_run(runs / DEFAULT, root / "no-result", skip=("result.json",))
     starting = root / "starting"
     starting.mkdir()
     (starting / "run.json").write_text(

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlgym.viewer.synth import CHROMIUM
+from mlgym.viewer.synth import CHROMIUM, copy_run
 
 RUNS = (("battleOfSexes", "default"), ("prisonersDilemma", "single"))
 _made: dict[str, Path] = {}
@@ -56,12 +56,7 @@ def finished_runs() -> Path:
 
 def copy_runs(dest: Path) -> Path:
     """The finished runs copied under `dest` (a test that adds files to them)."""
-    shutil.copytree(
-        finished_runs(),
-        dest,
-        ignore=shutil.ignore_patterns("*.log", "*.sock", "bus.pub", "bus.sub", "bus.rpc"),
-    )
-    return dest
+    return copy_run(finished_runs(), dest, skip=tuple(f"{task}.log" for task, _ in RUNS))
 
 
 class ViewServer:

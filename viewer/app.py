@@ -193,7 +193,8 @@ class Viewer:
             rows.append(row)
             # figures only the log has (a live run, one whose supervisor died before its
             # result.json): read it in the background, the next refresh shows them
-            if idx is None and (row["live"] or not row["has_result"] and row["status"] != "unknown"):
+            log_only = not row["has_result"] and row["status"] != "unknown"
+            if idx is None and (row["live"] or log_only):
                 read.append((row["live"], path))
         dead = [p for live, p in read if not live]
         for live, path in read:

@@ -78,13 +78,15 @@ def sweep(root: Path) -> dict[str, Any]:
                 images=_images(root / name, f"{name}/"),
             )
             return out
-    from mlgym.tasks import scoring
+    from mlgym.tasks import score_report, scoring
 
+    notes: list[str] = []
     try:
-        runs = scoring.load_results([root])
+        runs = scoring.load_results([root], notes)
         if runs:
-            out["report"] = scoring.report_json(scoring.score_runs(runs))
-            out["report_source"] = "computed by the viewer (mlgym.tasks.scoring)"
+            report = scoring.score_runs(runs, notes=notes)
+            out["report"] = score_report.report_json(report)
+            out["report_source"] = "computed by the viewer (mlgym.tasks.scoring, as mlgym score)"
     except (scoring.ResultsError, ValueError, KeyError) as exc:
         out["errors"].append(f"scoring: {exc}")
     return out

@@ -167,6 +167,24 @@ class Template:
         return b
 
 
+def copy_run(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A copy of a run folder (or a folder of them) holding what the viewer reads: never the
+    environment's sessions (`env/`: workspaces and each session's disk image, a sparse file
+    of gigabytes that a plain copy writes out in full), sockets, or the names in `skip`."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        out = set()
+        for name in names:
+            path = Path(folder) / name
+            special = not (path.is_file() or path.is_dir())  # sockets, FIFOs
+            if name in skip or name == "env" or name.endswith(".img") or special:
+                out.add(name)
+        return out
+
+    shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True)
+    return dest
+
+
 def envelope(m: Message, run_id: str, ts: float | None = None) -> bytes:
     """The message as the broker logs it (msgpack envelope, as a publisher sends it)."""
     return _encode(

@@ -142,6 +142,7 @@ export class ListPage {
     const rep = s.report;
     if (!rep) { box.append(el('p', {class: 'muted'}, 'No finished runs to score yet.')); return; }
     box.append(el('p', {class: 'muted'}, `Scores: ${s.report_source}`));
+    for (const note of rep.notes || []) box.append(el('p', {class: 'muted'}, 'note: ' + note));
     for (const [measure, byTask] of Object.entries(rep.scores || {})) {
       const methods = rep.methods || [];
       const t = el('table', {class: 'mini scores'}, el('tr', {}, el('th', {}, 'task'), el('th', {}, 'metric'),
