@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "mlgym.agents.cli:run",
     "resume": "mlgym.agents.cli:resume",
     "analyze": "mlgym.agents.analyze.cli:analyze",
+    "view": "mlgym.viewer.cli:view",
 }
 
 

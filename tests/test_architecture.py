@@ -13,6 +13,7 @@ ALLOWED = {
     "tasks": {"bus"},
     "env_server": {"bus", "tools", "tasks"},
     "agents": {"bus", "tools", "tasks"},
+    "viewer": {"bus", "tasks"},  # reads run folders; never agents or env_server internals
 }
 
 
