@@ -16,7 +16,8 @@ bench:
     .venv/bin/mlgym bench env
     .venv/bin/mlgym bench tasks
     .venv/bin/mlgym bench agents
+    .venv/bin/mlgym bench view
 
 # Lint.
 lint:
-    {{py}} -m pyflakes bus env_server agents tools tasks mlgym tests bench
+    {{py}} -m pyflakes bus env_server agents tools tasks viewer mlgym tests bench

@@ -10,7 +10,7 @@ Everything else lives in pyproject.toml.
 
 from setuptools import Extension, find_namespace_packages, find_packages, setup
 
-ROOTS = ["bus", "env_server", "agents", "tools", "tasks", "sweep"]
+ROOTS = ["bus", "env_server", "agents", "tools", "tasks", "sweep", "viewer"]
 
 packages = ["mlgym"] + [f"mlgym.{p}" for p in find_packages("mlgym")]
 package_dir = {"mlgym": "mlgym"}

@@ -30,7 +30,9 @@ def call_options(f):
 
 
 @click.command("agent")
-@click.option("--role", type=click.Choice(["planner", "coder", "literature", "single"]), required=True)
+@click.option("--role", default="",
+              help="Role: a shipped one (planner, coder, literature, single, reviewer, ...) or "
+                   "one the run's team declares [default: the role the run gives --name].")
 @click.option("--name", default=None, help="Agent name on the bus (default: the role).")
 @click.option("--run", "run_id", default="", help="The run id (default: the one the bus announces).")
 @click.option("--bus", "bus_url", required=True,
@@ -81,6 +83,8 @@ def agent(role: str, name: str | None, run_id: str, bus_url: str, model: str, hi
     given = (("max_tokens", max_tokens), ("max_retries", max_retries),
              ("stall_timeout_s", stall_timeout), ("call_timeout_s", call_timeout))
     limits = {k: v for k, v in given if v is not None}
+    if not name and not role:
+        raise click.UsageError("give --name (a member of the run) or --role")
     opts = Options(name=name or role, role=role, run=run_id, bus=bus_url, model=model, history=history, mode=mode,
                    temperature=temperature, stream=stream, wait_timeout_s=wait_timeout,
                    max_item_steps=max_item_steps, curve=keys, **limits)
@@ -119,7 +123,9 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 @click.command("run")
 @click.option("--task", required=True, help="Task id (`mlgym tasks list`).")
-@click.option("--team", default="default", show_default=True, help="Team name (default, single) or a .toml file.")
+@click.option("--team", default="default", show_default=True,
+              help="Team design: a shipped one (single, default, reviewer, parallel-3, debate, "
+                   "flat) or a .toml file (docs/teams.md).")
 @click.option("--model", "models", multiple=True,
               help="Model for every agent, or NAME=SPEC for one agent or role (repeatable).")
 @click.option("--runs", type=int, default=1, show_default=True, help="Independent runs, one after the other.")
@@ -132,6 +138,10 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--tokens", type=int, default=None, help="Override the team's token budget.")
 @click.option("--dollars", type=float, default=None, help="Override the team's dollar budget.")
 @click.option("--wall-clock", type=float, default=None, help="Override the team's wall-clock budget (s).")
+@click.option("--budget-match", "budget_match", default=None, metavar="DESIGN|RUNS_DIR",
+              help="Give the team the same total step, token and dollar budget as a reference: a "
+                   "team design (its declared budget, e.g. `single`) or a folder of runs (the "
+                   "median of what they used). --steps/--tokens/--dollars still override.")
 @click.option("--history", "histories", multiple=True, metavar="POLICY|NAME=POLICY",
               help="History policy for every agent, or NAME=POLICY for one agent or role "
                    "(repeatable): full, last:N, stable:K.")
@@ -160,7 +170,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="End with the result as one JSON line.")
 def run(task: str, team: str, models: tuple[str, ...], runs: int, seed: int, run_dir: Path | None, backend: str,
         steps: int | None, tokens: int | None, dollars: float | None, wall_clock: float | None,
-        histories: tuple[str, ...], max_tokens: tuple[str, ...], max_retries: int | None,
+        budget_match: str | None, histories: tuple[str, ...], max_tokens: tuple[str, ...],
+        max_retries: int | None,
         stall_timeout: float | None, call_timeout: float | None,
         external: tuple[str, ...], host: str | None, keys: str | None, bus: str | None,
         memory: str | None, no_progress: bool, as_json: bool) -> None:
@@ -185,6 +196,11 @@ def run(task: str, team: str, models: tuple[str, ...], runs: int, seed: int, run
         cfg = C.override_agents(cfg, "call_timeout_s", call_timeout)
     except C.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if budget_match:
+        try:
+            cfg = C.budget_match(cfg, budget_match)
+        except C.ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     b = cfg.budget
     b = C.Budget(steps=b.steps if steps is None else steps, tokens=b.tokens if tokens is None else tokens,
                  dollars=b.dollars if dollars is None else dollars,

@@ -53,9 +53,9 @@ class Ledger:
         self.direction = direction
         self.agents: dict[str, AgentUsage] = {}
         self.session_steps: dict[str, int] = {}  # session -> highest step seen
-        self.offset: dict[str, int] = {}  # session -> run steps before it
         # session -> the last step started and the last known finished: a session runs one
         # action at a time, so a step starting means every earlier one has finished
+        self.offset: dict[str, int] = {}  # session -> run steps before it
         self.started: dict[str, int] = {}
         self.finished: dict[str, int] = {}
         self.attempts: list[Attempt] = []
@@ -64,6 +64,8 @@ class Ledger:
         self.commands: list[tuple[str, str, int]] = []  # (agent, command, exit code) in order
         self.ended: P.RunEnd | None = None
         self.generation = 0
+        # members' own sessions (parallel workers): their submits do not end the run
+        self.member_sessions: set[str] = set()
 
     # ------------------------------------------------------------------ feeding
 
@@ -86,10 +88,14 @@ class Ledger:
                 a, c, _ = self.commands[-1]
                 self.commands[-1] = (a, c, b.exit_code)
         elif isinstance(b, P.ScoreEvent):
+            # the run's steps: a team session's go on from the sessions it replaced; a member's
+            # own session runs beside the others, so all the run's steps so far
+            run_step = (self.steps if b.session in self.member_sessions
+                        else self.offset.get(b.session, 0) + b.step)
             att = Attempt(b.session, b.step, b.action, dict(b.scores), b.error, self.last_agent.get(b.session, ""),
-                          run_step=self.offset.get(b.session, 0) + b.step, seed=b.seed)
+                          run_step=run_step, seed=b.seed)
             self.attempts.append(att)
-            if b.action in ("submit", "autosubmit"):
+            if b.action in ("submit", "autosubmit") and b.session not in self.member_sessions:
                 self.submitted = att
             return att
         elif isinstance(b, P.AgentStatus):
@@ -108,6 +114,7 @@ class Ledger:
                 u.exit = b.exit or b.detail
                 u.exit_detail = b.detail if b.detail != u.exit else ""
         elif isinstance(b, P.RunInfo):
+            self.member_sessions.update(ms.session for ms in b.sessions.values())
             if b.generation > self.generation:  # a new environment server: the old one's
                 self.finished.update(self.started)  # actions will never report their end
             self.generation = max(self.generation, b.generation)

@@ -76,7 +76,8 @@ class Artefacts:
     root: Path
     name: str
     best: bytes | None = None
-    latest: bytes | None = None
+    latest: bytes | None = None  # the team's session's latest
+    latest_of: dict[str, bytes] = field(default_factory=dict)  # a member's own session's latest
     saved: list[str] = field(default_factory=list)
 
     def load(self) -> None:
@@ -84,14 +85,22 @@ class Artefacts:
             p = self.root / attr / self.name
             if p.is_file():
                 setattr(self, attr, p.read_bytes())
+        for p in self.root.glob(f"latest-*/{self.name}"):
+            self.latest_of[p.parent.name.removeprefix("latest-")] = p.read_bytes()
 
-    def save(self, label: str, data: bytes, *, best: bool) -> None:
-        targets = [label, "latest"] + (["best"] if best else [])
+    def save(self, label: str, data: bytes, *, best: bool, member: str = "") -> None:
+        """`member`: the artefact was validated in that member's own session (its latest is
+        kept as latest-<member>/, the team session's as latest/)."""
+        latest = f"latest-{member}" if member else "latest"
+        targets = [label, latest] + (["best"] if best else [])
         for t in targets:
             d = self.root / t
             d.mkdir(parents=True, exist_ok=True)
             atomic_write(d / self.name, data)
-        self.latest = data
+        if member:
+            self.latest_of[member] = data
+        else:
+            self.latest = data
         if best:
             self.best = data
         self.saved.append(label)
@@ -107,7 +116,7 @@ async def preflight(team: C.TeamConfig) -> None:
             continue
         prefix = a.model.partition(":")[0]
         if prefix == "scripted":
-            kw: dict[str, Any] = {"role": a.role}
+            kw: dict[str, Any] = {"role": a.role, "policy": team.role(a.role).scripted_policy}
         elif prefix == "replay":
             kw = {"agent": a.name}
         else:

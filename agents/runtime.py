@@ -30,6 +30,8 @@ import msgspec
 
 from mlgym import __version__, log
 from mlgym.agents import prompts, team
+from mlgym.agents import roles as R
+from mlgym.agents import topology as T
 from mlgym.agents.commands import WORKSPACE, Commands, SessionLost, Stopped, call_text
 from mlgym.agents.history import Entry, HistoryPolicy
 from mlgym.agents.llm import Completion, Message, ModelError, create
@@ -55,7 +57,7 @@ FLUSH_TIMEOUT_S = 10.0  # on the way out, how long the last turn's record may wa
 @dataclass
 class Options:
     name: str
-    role: str
+    role: str  # "": the role the run's RunInfo gives this member
     run: str
     bus: str
     model: str
@@ -93,6 +95,14 @@ class State:
     item_scores: dict[str, float] = field(default_factory=dict)
     last_scores: dict[str, float] = field(default_factory=dict)
     generation: int = 1
+    # team bookkeeping (docs/teams.md): work items out and their results, the latest
+    # validation in this member's session, review requests and verdicts
+    outstanding: dict[str, str] = field(default_factory=dict)  # work item -> worker
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # work item -> its result
+    last_validated: dict[str, Any] = field(default_factory=dict)  # session, step, scores
+    item_validated: dict[str, Any] = field(default_factory=dict)  # the same, within the item
+    reviews: int = 0  # review requests sent
+    approved: dict[str, Any] = field(default_factory=dict)  # the latest approval: session, step
 
     def save(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -104,9 +114,10 @@ class Agent(Commands):
     def __init__(self, opts: Options):
         self.o = opts
         self.name = opts.name
-        self.role = opts.role
-        self.tools = role_tools(opts.role)
-        self.tool_map = {t.name: t for t in self.tools}
+        self.role = opts.role  # settled in _start, from RunInfo when not given
+        self.r: R.Role | None = None  # the role's definition
+        self.tools: list = []
+        self.tool_map: dict[str, Any] = {}
         self.policy = HistoryPolicy(opts.history)
         self.max_tokens = opts.max_tokens or default_max_tokens(opts.model.partition("@")[0])
         self.state = State()
@@ -202,6 +213,7 @@ class Agent(Commands):
         if self.o.run and info.run != self.o.run:
             raise RuntimeError(f"the bus serves run {info.run!r}, not {self.o.run!r}")
         self.o.run = info.run
+        self._settle_role(info)
         self.state.generation = info.generation
         self.joined = info.generation  # orders of earlier generations are not for this process
         curve = self.o.curve
@@ -217,11 +229,14 @@ class Agent(Commands):
         self._listener = asyncio.create_task(self._listen(sub), name=f"agent-{self.name}-listen")
         if not self.entries:
             self.state.remaining = int(info.budget.get("steps", 0))
-            self.state.cwd = await self._workspace(info.session)
-            system = prompts.system_prompt(self.role, self.tools, mode=self.o.mode)
-            instance = prompts.instance_prompt(self.role, info.observation or info.task, step=0,
-                                               remaining=self.state.remaining, cwd=self.state.cwd,
-                                               team=info.members if self.role != "single" else None)
+            assert self.r is not None
+            self.state.cwd = await self._workspace()
+            system = prompts.system_prompt(self.r, self.tools, mode=self.o.mode, name=self.name,
+                                           team_name=info.team)
+            instance = prompts.instance_prompt(
+                self.r, info.observation or info.task, step=0, remaining=self.state.remaining,
+                cwd=self.state.cwd, team=info.members,
+                channels=T.describe(info.channels, self.name), name=self.name, team_name=info.team)
             self._new = [Entry(Message.system(system)), Entry(Message.user(instance))]
         else:
             # told before its next call, not after: what it did last may have been cut short
@@ -229,12 +244,34 @@ class Agent(Commands):
                 "NOTE: You were restarted and your conversation was restored from the run's event log. "
                 "Your last command may not have finished; check the state of your files before going on."))]
 
-    async def _workspace(self, session: str) -> str:
-        """Where the session's workspace is, as its commands see it (WORKSPACE unless the
+    def _settle_role(self, info: P.RunInfo) -> None:
+        """This member's role: as given (`--role`), else the one RunInfo names for it; its
+        definition from RunInfo (a team's own roles travel there), else the shipped one."""
+        name = self.o.role or info.members.get(self.name, "")
+        if not name:
+            raise RuntimeError(f"{self.name} is not a member of run {info.run} and no --role was "
+                               f"given (members: {', '.join(info.members)})")
+        self.role = self.o.role = name
+        self.r = R.lookup(info.roles, name)
+        self.tools = role_tools(self.r)
+        self.tool_map = {t.name: t for t in self.tools}
+
+    def session(self) -> tuple[str, str]:
+        """(session id, token) this member acts in: its own, or the team's."""
+        assert self.info is not None
+        mine = self.info.sessions.get(self.name)
+        if mine is not None:
+            return mine.session, mine.token
+        return self.info.session, self.info.session_token
+
+    async def _workspace(self) -> str:
+        """Where this member's workspace is, as its commands see it (WORKSPACE unless the
         sandbox runs without namespaces): the agent's first working directory."""
         assert self.env is not None
+        session, token = self.session()
         try:
-            info = await self.env.request("env", P.SessionStatus(session=session), timeout=10)
+            info = await self.env.request("env", P.SessionStatus(session=session, token=token),
+                                          timeout=10)
         except (RpcError, TimeoutError):
             return WORKSPACE
         return (info.workspace if isinstance(info, P.SessionInfo) else "") or WORKSPACE
@@ -308,21 +345,36 @@ class Agent(Commands):
             elif isinstance(body, P.RunEnd):
                 self.request_stop(f"run ended ({body.exit_status})")
             elif env.id not in self._consumed and self._for_me(env):
-                if isinstance(body, (P.WorkItem, P.Question)):
+                assert self.r is not None
+                if team.kind_of(body) in self.r.wakes_on:
                     self._triggers.put_nowait(env)
                 else:
                     self._inbox.put_nowait(env)
 
     def _for_me(self, env: P.Envelope) -> bool:
+        """A team message addressed to this member (`to`), on a channel the team allows, of a
+        kind its role takes in. Messages without `to` (runs from before topologies) follow
+        the old rules: work to the assignee, questions to whoever takes them, results to
+        whoever takes them, answers to the asker."""
         b = env.body
+        kind = team.kind_of(b)
+        if kind is None or self.r is None or self.info is None or env.sender == self.name:
+            return False
+        to = getattr(b, "to", None)
+        if to:
+            if self.name not in to or not self.r.takes(kind):
+                return False
+            if not T.allowed(self.info.channels, env.sender, self.name, kind):
+                logger.warning("message outside the team's channels dropped", agent=self.name,
+                               sender=env.sender, kind=kind)
+                return False
+            return True
         if isinstance(b, P.WorkItem):
-            return self.role == "coder" and b.assignee in (self.name, self.role, "")
-        if isinstance(b, P.Question):
-            return self.role == "literature"
-        if isinstance(b, P.WorkResult):
-            return self.role == "planner"
+            return "work" in self.r.wakes_on and b.assignee in (self.name, self.role, "")
         if isinstance(b, P.Answer):
             return b.question_id in self.state.asked
+        if isinstance(b, (P.Question, P.WorkResult)):
+            return self.r.takes(kind)
         return False
 
     def _on_control(self, c: P.Control) -> None:
@@ -342,15 +394,22 @@ class Agent(Commands):
             if self._stop.is_set():
                 raise Stopped
             await self._interruptible(self._paused.wait())
-            if self.role in ("coder", "literature") and not self.state.current:
+            assert self.r is not None
+            if self.r.wakes_on and not self.state.current:
+                # the last turn's record (and its `working` status) first, so that the log
+                # shows the member going idle after it, as it did
+                await self._flush()
                 await self._status("idle", "waiting for a message")
                 env = await self._interruptible(self._triggers.get())
                 self._take(env)
                 await self._status("working", _describe(env.body))
+            if "wait" not in self.r.commands:  # no `wait`: messages arrive with the next turn
+                while not self._inbox.empty():
+                    self._take(self._inbox.get_nowait())
             done = await self._turn()
             if done:
                 return
-            if self.role == "coder" and self.state.current and self.state.item_steps >= self.o.max_item_steps:
+            if self.state.current.get("item") and self.state.item_steps >= self.o.max_item_steps:
                 n = self.state.item_steps
                 await self._done(f"stopped: the work item used its {n} steps without `done`", "budget")
                 self.notes.append(f"Work item stopped after {n} steps; its result was reported as unfinished.")
@@ -364,9 +423,17 @@ class Agent(Commands):
             self.state.current = {"id": env.id, "item": b.item, "from": env.sender}
             self.state.item_steps = 0
             self.state.item_scores = {}
+            self.state.item_validated = {}
         elif isinstance(b, P.Question):
             self.state.current = {"id": env.id, "question_id": b.question_id, "from": b.asker or env.sender}
-        self._new.append(Entry(Message.user(team.message_text(env.sender, b))))
+        elif isinstance(b, P.ReviewRequest):
+            self.state.current = {"id": env.id, "review": b.request_id, "from": env.sender,
+                                  "session": b.session, "step": b.step, "scores": dict(b.scores)}
+        else:
+            self._received(env)
+        assert self.r is not None
+        text = team.message_text(env.sender, b, self.r.message_template)
+        self._new.append(Entry(Message.user(text)))
 
     async def _turn(self) -> bool:
         """One model call and one command; True when this agent is finished."""
@@ -414,8 +481,10 @@ class Agent(Commands):
                 output, code, info = await self._run_text(command)
         t_env = time.perf_counter() - t_env0
         notes = self._notes_for(command, code)
-        text = prompts.observation_prompt(output, step=self.state.env_step, remaining=self.state.remaining,
-                                          open_file=self.state.open_file, cwd=self.state.cwd, notes=notes)
+        text = prompts.observation_prompt(output, step=self.state.env_step,
+                                          remaining=self.state.remaining,
+                                          open_file=self.state.open_file, cwd=self.state.cwd,
+                                          notes=notes, role=self.r)
         if call_id:
             obs_msgs = [Entry(Message.tool(call_id, text, name=call_name), observation=True)]
             obs_msgs += [Entry(Message.tool(cid, "Not run: send one tool call per reply.")) for cid in extra_calls]
@@ -576,6 +645,8 @@ def _describe(body: P.Body) -> str:
         return f"work item {body.item}: {body.title}"[:100]
     if isinstance(body, P.Question):
         return f"question {body.question_id}"
+    if isinstance(body, P.ReviewRequest):
+        return f"review request {body.request_id}"
     return type(body).__name__
 
 
@@ -590,8 +661,14 @@ def make_model(spec: str, *, role: str, agent: str, info: P.RunInfo,
               "max_retries": opts.max_retries}
     elif prefix == "scripted":
         metric = info.metric or next(iter(info.directions), "Score")
-        kw = {"role": role, "task": info.task, "metric": metric, "direction": info.directions.get(metric, "max"),
-              "has_literature": "literature" in info.members.values()}
+        r = R.lookup(info.roles, role)
+        kw = {"role": role, "policy": r.scripted_policy, "task": info.task, "metric": metric,
+              "direction": info.directions.get(metric, "max"),
+              "has_literature": "literature" in info.members.values(), "agent": agent,
+              "members": dict(info.members), "approvers": list(info.approvers),
+              "baseline": dict(info.baseline),
+              "workers": [m for m, mr in info.members.items() if m != agent
+                          and "work" in R.lookup(info.roles, mr).wakes_on]}
     elif prefix == "replay":
         kw = {"agent": agent}
     return create(spec, **kw)

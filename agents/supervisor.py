@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from mlgym import log, paths
+from mlgym.agents import artefacts as A
 from mlgym.files import atomic_write_json
 from mlgym.agents import budgets as B
 from mlgym.agents import config as C
 from mlgym.agents import results as R
 from mlgym.agents.ledger import Attempt, Ledger
+from mlgym.agents.member_sessions import MemberSessions
 from mlgym.agents.mqttbus import MqttBus, run_bus
 from mlgym.agents.procs import Child, mlgym_argv
 from mlgym.agents.rundir import (
@@ -54,7 +56,6 @@ from mlgym.bus.security import client_curve, server_curve
 
 logger = log.get(__name__)
 
-CRITICAL = ("planner", "coder", "single")  # without them the team cannot go on
 TICK = 0.2
 
 
@@ -73,6 +74,7 @@ class Supervisor:
         self.baseline = dict(spec.baseline.scores)
         self.submission = spec.files.submission
         self.file_artefact = spec.files.submission_kind == "file"
+        self.submission_kind = spec.files.submission_kind
         self.eval_timeout = float(spec.evaluation.timeout_s)
         self.ledger = Ledger(self.metric, self.direction)
         self.artefacts = Artefacts(self.dir / "artefacts", Path(self.submission).name)
@@ -90,6 +92,8 @@ class Supervisor:
         self.sandbox_warning = ""
         self.observation = ""
         self.tools_help = ""
+        # members that work in a session of their own (parallel workers): agents/member_sessions.py
+        self.members = MemberSessions(self.dir, cfg.team.own_sessions())
         self.generation = 0
         self.env_restarts = 0
         self.broker_restarts = 0
@@ -183,6 +187,7 @@ class Supervisor:
             self.session = str(data.get("session") or "")
             with contextlib.suppress(OSError):
                 self.session_token = (self.dir / TOKEN_FILE).read_text().strip()
+            self.members.load()
             self.artefacts.load()
         await preflight(self.cfg.team)
         if self.cfg.mqtt:  # before anything starts: a refused login is one line
@@ -207,8 +212,10 @@ class Supervisor:
         await self._start_env()
         if self.resume:
             await self._reopen_session()
+            await self.members.reopen_all(self.env, self._open_member_session, self._member_latest)
         else:
             await self._open_session(None)
+            await self.members.open_all(self._open_member_session)
         await self._announce()
         for a in self.cfg.team.agents:
             if not a.external:
@@ -295,7 +302,7 @@ class Supervisor:
                 t = asyncio.create_task(self._snapshot(att))
                 self._snapshots.add(t)
                 t.add_done_callback(self._snapshots.discard)
-            if att.action in ("submit", "autosubmit"):
+            if att is self.ledger.submitted:  # the team's session only: one submission per run
                 self._submitted.set()
 
     async def _snapshot(self, att: Attempt) -> None:
@@ -304,9 +311,10 @@ class Supervisor:
         already be rewriting."""
         if self.env is None:
             return
+        token = self._token(att.session)
         try:
             fc = await self.env.request("env", P.ReadArtefact(session=att.session, step=att.step,
-                                                               token=self.session_token), timeout=30)
+                                                               token=token), timeout=30)
         except (RpcError, TimeoutError) as exc:
             logger.warning("could not copy the validated artefact", error=str(exc))
             return
@@ -314,7 +322,17 @@ class Supervisor:
         v = att.scores.get(self.metric)
         best = self.ledger.best()
         is_best = v is not None and best is att
-        self.artefacts.save(f"step-{self.generation}-{att.step}", fc.data, best=is_best)
+        member = self.members.owner(att.session)
+        label = f"step-{self.generation}-{member + '-' if member else ''}{att.step}"
+        self.artefacts.save(label, fc.data, best=is_best, member=member)
+
+    def _token(self, session: str) -> str:
+        """The token of one of the run's sessions: the team's, or a member's own."""
+        token = self.members.token(session)
+        return self.session_token if token is None else token
+
+    def _sessions(self) -> list[str]:
+        return [s for s in (self.session, *self.members.sessions()) if s]
 
     async def _start_memory(self) -> None:
         from mlgym.tools.memory_service import run_memory
@@ -374,14 +392,16 @@ class Supervisor:
                 return
         await self._open_session(self.artefacts.latest)
 
-    async def _open_session(self, restore: bytes | None) -> None:
+    async def _new_session(self, member_steps: int = 0) -> P.SessionOpened:
         assert self.env is not None
         budget = self.cfg.team.budget.steps
         left = max(budget - self.ledger.steps, 1) if budget else 0
+        if member_steps:
+            left = min(left, member_steps) if left else member_steps
         # The supervisor enforces the team's budget; the session's own limit is the backstop,
         # with room for one racing action per agent and the supervisor's submit of the best.
         slack = len(self.cfg.team.agents) + 1
-        limits = P.Limits(max_steps=left + slack if budget else 0)
+        limits = P.Limits(max_steps=left + slack if left else 0)
         try:
             opened = await self.env.request("env", P.SessionOpen(task=self.cfg.task, backend=self.cfg.backend,
                                                                   limits=limits, seed=self.cfg.seed,
@@ -393,6 +413,26 @@ class Supervisor:
         if opened.info.warning and opened.info.warning != self.sandbox_warning:
             self.sandbox_warning = opened.info.warning  # said once per run (and again if it changes)
             logger.warning("the sandbox isolates less than it should", detail=opened.info.warning)
+        return opened
+
+    async def _open_member_session(self, member: str, restore: bytes | None) -> tuple[str, str]:
+        """A session of its own for a parallel worker (its own sandbox and workspace)."""
+        assert self.env is not None
+        opened = await self._new_session(self.cfg.team.agent(member).budget.steps)
+        session, token = opened.info.session, opened.token
+        if restore is not None and self.file_artefact:
+            await self.env.request("env", P.WriteFile(session=session, path=self.submission,
+                                                      data=restore, token=token), timeout=30)
+        logger.info("member session opened", member=member, session=session,
+                    restored=restore is not None)
+        return session, token
+
+    def _member_latest(self, member: str) -> bytes | None:
+        return self.artefacts.latest_of.get(member)
+
+    async def _open_session(self, restore: bytes | None) -> None:
+        assert self.env is not None
+        opened = await self._new_session()
         self.session, self.session_token = opened.info.session, opened.token
         # kept apart from run.json (which viewers show): a resumed run needs it to go on
         token_file = self.dir / TOKEN_FILE
@@ -421,6 +461,9 @@ class Supervisor:
             directions={m.name: m.direction for m in self.spec.metrics}, metric=self.metric,
             reserve_steps=len(team.agents) + 1 if team.budget.steps else 0,
             generation=self.generation, started=time.time(),
+            roles=dict(team.roles), channels=team.channels(), sessions=self.members.run_info(),
+            approvers=team.approvers(), submission=self.submission,
+            submission_kind=self.submission_kind,
         )
         await self.bus.publish("run/info", info, acked=True)
 
@@ -480,7 +523,7 @@ class Supervisor:
                         await asyncio.wait_for(self._submitted.wait(), 10)
                     if self._submitted.is_set():
                         return "submitted"
-                return "agents_stopped"
+                return "merged" if self.cfg.team.merge == "best" else "agents_stopped"
             if time.monotonic() - last_save > 2:
                 self._save_run_file("running")
                 last_save = time.monotonic()
@@ -515,6 +558,7 @@ class Supervisor:
         try:
             await self._start_env()
             await self._reopen_session()
+            await self.members.reopen_all(self.env, self._open_member_session, self._member_latest)
             await self._announce()
         except (RunError, RpcError, TimeoutError) as exc:
             logger.error("could not restart the environment", error=str(exc))
@@ -547,17 +591,36 @@ class Supervisor:
             if child is not None and child.alive and now - since > self.cfg.grace_s:
                 await child.stop(self.cfg.grace_s)
 
+    def _critical(self) -> dict[str, list[str]]:
+        """Critical roles (the team cannot go on without them) -> their members."""
+        team = self.cfg.team
+        out: dict[str, list[str]] = {}
+        for a in team.agents:
+            if team.role(a.role).critical:
+                out.setdefault(a.role, []).append(a.name)
+        return out
+
     def _team_gone(self) -> bool:
-        crit = [a.name for a in self.cfg.team.agents if a.role in CRITICAL and not a.external]
-        if not crit:  # every critical agent is external: they report their end on the bus
-            crit = [a.name for a in self.cfg.team.agents if a.role in CRITICAL]
+        """Every member of some critical role is gone (one of three parallel coders ending
+        leaves the others at work)."""
+        groups = self._critical()
+        internal = {r: [n for n in ns if not self.cfg.team.agent(n).external]
+                    for r, ns in groups.items()}
+        if not any(internal.values()):  # all external: they report their end on the bus
+            crit = [n for ns in groups.values() for n in ns]
             return all(self.ledger.agent(n).state in ("stopped",) for n in crit)
-        return any(n in self.finished for n in crit)
+        return any(ns and all(n in self.finished for n in ns) for ns in internal.values())
+
+    def _last_of_role(self, name: str) -> bool:
+        role = self.cfg.team.agent(name).role
+        others = [a.name for a in self.cfg.team.agents if a.role == role and a.name != name]
+        return all(n in self.finished or n in self.stopping for n in others)
 
     async def _session_over(self) -> bool:
         assert self.env is not None
         try:
-            info = await self.env.request("env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
+            info = await self.env.request(
+                "env", P.SessionStatus(session=self.session, token=self.session_token), timeout=5)
         except (RpcError, TimeoutError):
             return False
         return isinstance(info, P.SessionInfo) and info.state in ("submitted", "truncated")
@@ -569,7 +632,7 @@ class Supervisor:
         if run_over:
             return f"budget:{run_over}"
         for a, over in B.agents_exhausted(self.cfg.team.agents, self.ledger, now, skip):
-            if a.role in CRITICAL:
+            if self.cfg.team.role(a.role).critical and self._last_of_role(a.name):
                 return f"budget:{a.name}:{over}"
             logger.info("agent budget exhausted; stopping the agent", agent=a.name, budget=over)
             await self._control("stop", f"your {over} budget is exhausted", target=a.name)
@@ -611,6 +674,8 @@ class Supervisor:
             return await self._write_outputs("bus_failed")
         if reason == "submitted":
             await self._control("stop", "the run was submitted")
+        elif reason == "merged":
+            await self._control("stop", "the team finished; the best artefact is submitted")
         else:
             await self._control("submit", f"the run is ending ({reason}); the best artefact is submitted")
         await self._stop_agents()
@@ -619,6 +684,10 @@ class Supervisor:
         sub = self.ledger.submitted
         if reason == "submitted" and sub is not None:
             exit_status = "autosubmission (max_steps)" if sub.action == "autosubmit" else "submitted"
+        elif reason == "merged" and sub is not None:
+            exit_status = f"submitted (merge: {self.cfg.team.merge})"
+            self.auto_submitted = False  # the design's own way to submit, not a fallback
+            self.ledger.agent("supervisor").exit = f"merged ({self.cfg.team.merge})"
         elif reason == "env_failed":
             exit_status = "env_failed"
         else:
@@ -633,6 +702,7 @@ class Supervisor:
         if self.env is not None and self.session:
             with contextlib.suppress(RpcError, TimeoutError):
                 await self.env.request("env", P.SessionClose(session=self.session, token=self.session_token), timeout=30)
+            await self.members.close_all(self.env)
         self.exit_status = exit_status
         return await self._write_outputs(exit_status)
 
@@ -668,10 +738,7 @@ class Supervisor:
         row = self.ledger.agent("supervisor")  # its row in the table and result.json
         row.role, row.state, row.detail = "supervisor", "working", "submitting the best artefact"
         try:
-            if self.artefacts.best is not None and self.file_artefact:
-                await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
-                                                          data=self.artefacts.best,
-                                                          token=self.session_token), timeout=30)
+            await self._put_back_best()
             await self.env.request("env", P.Act(session=self.session, command="submit", agent="supervisor",
                                          token=self.session_token),
                                    timeout=self.eval_timeout + 120)
@@ -688,12 +755,41 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._submitted.wait(), 15)
 
+    async def _put_back_best(self) -> None:
+        """The best validated artefact, from whichever session validated it, into the team's
+        session (recorded on `team/artefact`, so analyses can follow its authorship)."""
+        assert self.env is not None and self.bus is not None
+        best = self.ledger.best()
+        if best is None:
+            return
+        if self.file_artefact:
+            if self.artefacts.best is None:
+                return
+            await self.env.request("env", P.WriteFile(session=self.session, path=self.submission,
+                                                      data=self.artefacts.best,
+                                                      token=self.session_token), timeout=30)
+            copy = P.ArtefactCopy(source_session=best.session, source_step=best.step,
+                                  target_session=self.session, path=self.submission,
+                                  size=len(self.artefacts.best))
+        elif best.session != self.session and best.session in self.members.sessions():
+            try:  # a folder: as it is now in the worker's workspace
+                copy = await A.copy(self.env, src=(best.session, self._token(best.session)),
+                                    dst=(self.session, self.session_token), step=best.step,
+                                    path=self.submission, kind="dir", agent="supervisor")
+            except A.CopyError as exc:
+                logger.warning("could not copy the best artefact into the team's session",
+                               error=str(exc))
+                return
+        else:
+            return
+        await self.bus.publish("team/artefact", copy, acked=True)
+
     async def _settle(self) -> None:
         """Wait until the session has answered every command it started (a stopped agent's
         last command still runs to its end in the environment) and its artefact copies are
         taken, so the best artefact is known and nothing overwrites it afterwards."""
         deadline = time.monotonic() + self.eval_timeout + 60
-        while self.ledger.busy(self.session) and time.monotonic() < deadline:
+        while any(self.ledger.busy(s) for s in self._sessions()) and time.monotonic() < deadline:
             if self.env_proc is not None and not self.env_proc.alive:
                 return
             await asyncio.sleep(0.05)
@@ -712,6 +808,8 @@ class Supervisor:
     def _result(self, exit_status: str, *, partial: bool = False) -> dict[str, Any]:
         extra: dict[str, Any] = {
             "team": self.cfg.team.name, "seconds": round(self.elapsed, 3),
+            **({"merge": self.cfg.team.merge} if self.cfg.team.merge else {}),
+            **({"budget_match": self.cfg.team.budget_match} if self.cfg.team.budget_match else {}),
             "env_restarts": self.env_restarts, "broker_restarts": self.broker_restarts,
             "end_reason": self.end_reason, "run_dir": str(self.dir)}
         if partial:  # `mlgym score` leaves it out until a resume finishes the run
@@ -765,6 +863,7 @@ class Supervisor:
                 "agent_elapsed_s": {n: round(now - u.started, 3)
                                     for n, u in self.ledger.agents.items()},
                 "updated": time.time(), "session": self.session, "generation": self.generation,
+                "member_sessions": self.members.ids(),
                 "bus": self.bus_url, "env": self.env_endpoint, "memory": self.memory_endpoint,
                 "members": self._members()}
         if result is not None:

@@ -1,12 +1,16 @@
-"""The commands each role has. Environment commands (the ACI: open, edit, validate, shell...)
-go to the environment server; the others are handled by the agent runtime itself: shared
-memory (memory service), literature (tools/literature) and team messages (the bus). All are
-`ToolDef`s, so one definition gives the text syntax, the help text and the JSON schema."""
+"""The commands agents run (each role lists its own: agents/roles/). Environment commands (the
+ACI: open, edit, validate, shell...) go to the environment server; the others are handled by
+the agent runtime itself: shared memory (memory service), literature (tools/literature) and
+team messages (the bus). All are `ToolDef`s, so one definition gives the text syntax, the help
+text and the JSON schema."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import msgspec
 
 from mlgym.tools.aci import BUILTIN_TOOLS, Arg, ToolDef
 
@@ -93,27 +97,107 @@ ANSWER = ToolDef(
     arguments=(Arg(name="text", description="the answer", rest_of_line=True),),
 )
 
+MESSAGE = ToolDef(
+    name="message",
+    signature="message <to>",
+    docstring="Sends a message to <to>: a member's name, a role (all its members), several "
+    "names separated by commas, or `all` (everyone you may write to). It arrives as a message "
+    "in their conversation.",
+    arguments=(
+        Arg(name="to", description="member name(s), a role, or all"),
+        Arg(name="text", description="the message"),
+    ),
+    body="text",
+    end_name="end_of_message",
+)
+REVIEW = ToolDef(
+    name="review",
+    signature="review <summary>",
+    docstring="Asks the team's reviewers to approve the latest validated artefact before you "
+    "submit it; their verdict arrives as a message (`wait`).",
+    arguments=(Arg(name="summary", description="what changed and why it is better",
+                   rest_of_line=True),),
+)
+APPROVE = ToolDef(
+    name="approve",
+    signature="approve <comment>",
+    docstring="Approves the artefact of the review request in hand: it may be submitted.",
+    arguments=(Arg(name="comment", description="why", rest_of_line=True),),
+)
+REJECT = ToolDef(
+    name="reject",
+    signature="reject <comment>",
+    docstring="Rejects the artefact of the review request in hand, saying what must change.",
+    arguments=(Arg(name="comment", description="what is wrong and what to do", rest_of_line=True),),
+)
+DIFF = ToolDef(
+    name="diff",
+    signature="diff",
+    docstring="Shows the artefact under review as a unified diff against the task's starting "
+    "version (not an environment step).",
+)
+PICK = ToolDef(
+    name="pick",
+    signature="pick <item>",
+    docstring="Copies the artefact a worker validated for work item <item> (from its own "
+    "workspace) into yours, so that you can validate and submit it.",
+    arguments=(Arg(name="item", description="the work item id, e.g. w2"),),
+)
+FINISH = ToolDef(
+    name="finish",
+    signature="finish <summary>",
+    docstring="Ends your work; your validated artefacts stay in the running for the team's "
+    "submission.",
+    arguments=(Arg(name="summary", description="what you did and what came out",
+                   rest_of_line=True),),
+)
+
 LOCAL_TOOLS: dict[str, ToolDef] = {t.name: t for t in (
     MEMORY_WRITE, MEMORY_READ, LITERATURE_SEARCH, PARSE_PDF_URL, READ_FILE, PLAN, ASSIGN, ASK,
-    WAIT, DONE, ANSWER,
+    WAIT, DONE, ANSWER, MESSAGE, REVIEW, APPROVE, REJECT, DIFF, PICK, FINISH,
 )}
 
-_RESEARCH = ("memory_write", "memory_read", "literature_search", "parse_pdf_url")
-_ENV_ALL = tuple(ENV_TOOLS)
 
-ROLE_TOOLS: dict[str, tuple[str, ...]] = {
-    "single": (*_ENV_ALL, *_RESEARCH),
-    "coder": (*(n for n in _ENV_ALL if n != "submit"), *_RESEARCH, "done"),
-    "planner": ("plan", "assign", "ask", "wait", "read_file", "validate", "submit", "memory_read", "memory_write"),
-    "literature": ("literature_search", "parse_pdf_url", "memory_write", "memory_read", "answer"),
-}
-
-# roles whose plain (non-ACI) text actions are shell commands run in the environment
-SHELL_ROLES = ("single", "coder")
+def known_commands() -> set[str]:
+    return set(ENV_TOOLS) | set(LOCAL_TOOLS)
 
 
-def role_tools(role: str) -> list[ToolDef]:
-    return [ENV_TOOLS.get(n) or LOCAL_TOOLS[n] for n in ROLE_TOOLS[role]]
+def role_tools(role: Any) -> list[ToolDef]:
+    """A role's commands as ToolDefs, in its order, with its own wording of their help."""
+    from mlgym.agents import roles
+
+    r = roles.load(role) if isinstance(role, str) else role
+    out = []
+    for n in r.commands:
+        t = ENV_TOOLS.get(n) or LOCAL_TOOLS[n]
+        doc = r.command_docs.get(n)
+        out.append(msgspec.structs.replace(t, docstring=doc) if doc else t)
+    return out
+
+
+class _RoleTools(Mapping):
+    """ROLE_TOOLS[name]: a shipped role's command names (read from agents/roles/)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        from mlgym.agents import roles
+
+        try:
+            return tuple(roles.load(name).commands)
+        except roles.RoleError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        from mlgym.agents import roles
+
+        return iter(roles.shipped())
+
+    def __len__(self) -> int:
+        from mlgym.agents import roles
+
+        return len(roles.shipped())
+
+
+ROLE_TOOLS = _RoleTools()
 
 
 def is_env_tool(name: str) -> bool:

@@ -498,6 +498,20 @@ class LogReader:
         if out:
             yield out
 
+    def head(self) -> int:
+        """The highest seq in the log; 0 when it is empty or its writer has not made its
+        tables yet. One lookup by the primary key: cheap enough to poll."""
+        try:
+            if self._legacy:
+                row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+            else:
+                row = self._conn.execute("SELECT last_seq FROM batches ORDER BY first_seq DESC LIMIT 1").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise
+        return int(row[0]) if row and row[0] is not None else 0
+
     def _records(self, first: int, inline: bytes, offset: int | None, length: int | None) -> list[Record]:
         try:
             return decode_records(self._blob(inline, offset, length))

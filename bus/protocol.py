@@ -347,40 +347,92 @@ class ScoreEvent(Body, tag="score_event"):
 
 
 class WorkItem(Body, tag="work_item"):
-    """Planner -> coder: one unit of work."""
+    """A unit of work, sent to one worker (`assignee`; `to` names it too)."""
 
     item: str
     title: str
     instructions: str
     assignee: str = "coder"
+    to: list[str] = []  # receivers (member names); every team body has it (docs/teams.md)
 
 
 class WorkResult(Body, tag="work_result"):
-    """Coder -> planner: outcome of a work item."""
+    """Worker -> the member that sent the item: its outcome. `session` and `step` name the
+    validation behind `scores` (so a planner can `pick` that artefact)."""
 
     item: str
     status: str  # "done" | "failed" | "budget"
     summary: str
     scores: dict[str, float] = {}
+    to: list[str] = []
+    session: str = ""  # the session the worker validated in
+    step: int = 0  # the session step of that validation (0: none)
 
 
 class Question(Body, tag="question"):
-    """Any agent -> literature agent."""
+    """Any agent -> the members that take questions (the literature agent)."""
 
     question_id: str
     text: str
     asker: str = ""
+    to: list[str] = []
 
 
 class Answer(Body, tag="answer"):
     question_id: str
     text: str
     sources: list[str] = []
+    to: list[str] = []
 
 
 class PlanUpdate(Body, tag="plan_update"):
     plan: str
     step: int = 0
+    to: list[str] = []
+
+
+class TeamMessage(Body, tag="team_message"):
+    """A free message between members (`message` command), to the members in `to`."""
+
+    text: str
+    to: list[str] = []
+
+
+class ReviewRequest(Body, tag="review_request"):
+    """A member asks reviewers to approve the artefact validated at `step` of `session`
+    (`scores`) before it is submitted."""
+
+    request_id: str
+    summary: str
+    session: str = ""
+    step: int = 0
+    scores: dict[str, float] = {}
+    to: list[str] = []
+
+
+class Review(Body, tag="review"):
+    """A reviewer's verdict on a `ReviewRequest`: "approve" or "reject", with a comment."""
+
+    request_id: str
+    verdict: str  # "approve" | "reject"
+    comment: str = ""
+    session: str = ""
+    step: int = 0
+    to: list[str] = []
+
+
+class ArtefactCopy(Body, tag="artefact_copy"):
+    """Topic `team/artefact`: an artefact was copied between sessions (a member's `pick`, or
+    the supervisor's merge/auto-submission); analyses follow authorship through it."""
+
+    source_session: str
+    source_step: int  # the validation whose artefact was copied (0: the workspace as it was)
+    target_session: str
+    path: str
+    artefact_kind: str = "file"  # "file" | "dir"
+    item: str = ""  # the work item whose result it was, if any
+    files: int = 1
+    size: int = 0
 
 
 class AgentStatus(Body, tag="agent_status"):
@@ -422,6 +474,22 @@ class Control(Body, tag="control"):
     generation: int = 0
 
 
+class Channel(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """`sender` may send team messages of `kinds` (work, result, question, answer, plan,
+    message, review, verdict, or a custom `x_...` kind) to each member in `receivers`."""
+
+    sender: str
+    receivers: list[str]
+    kinds: list[str]
+
+
+class MemberSession(msgspec.Struct, frozen=True, gc=False):
+    """A member's own environment session (a parallel worker): its id and token."""
+
+    session: str
+    token: str
+
+
 class RunInfo(Body, tag="run_info"):
     """Supervisor -> everyone, topic `run/info` (acked, so late joiners read it from history):
     what an agent needs to join a run. A new one (higher `generation`) replaces the session
@@ -445,6 +513,12 @@ class RunInfo(Body, tag="run_info"):
     reserve_steps: int = 0  # session steps beyond the team's budget (the supervisor's own)
     generation: int = 1
     started: float = 0.0
+    roles: dict[str, dict[str, Any]] = {}  # role name -> its definition (docs/teams.md)
+    channels: list[Channel] = []  # who may send which team messages to whom (none: anyone)
+    sessions: dict[str, MemberSession] = {}  # members with a session of their own
+    approvers: list[str] = []  # members whose approval `submit` needs
+    submission: str = ""  # the task's submission artefact, relative to the workspace
+    submission_kind: str = "file"  # "file" | "dir"
 
 
 class AgentStep(Body, tag="agent_step"):
@@ -564,6 +638,10 @@ AnyBody = Union[
     Question,
     Answer,
     PlanUpdate,
+    TeamMessage,
+    ReviewRequest,
+    Review,
+    ArtefactCopy,
     AgentStatus,
     Control,
     RunInfo,

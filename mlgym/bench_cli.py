@@ -19,8 +19,8 @@ BENCH_DIR = REPO_ROOT / "bench"
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(name: str, args: tuple[str, ...]) -> None:
-    """Run a benchmark: bus, codec, env, tasks, agents or sweep. The last line printed is one
-    JSON object."""
+    """Run a benchmark: bus, codec, env, tasks, agents, sweep or view. The last line printed
+    is one JSON object."""
     script = BENCH_DIR / f"{name}.py"
     if not script.is_file():
         known = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))

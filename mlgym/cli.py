@@ -28,7 +28,9 @@ COMMANDS: dict[str, str] = {
     "agent": "mlgym.agents.cli:agent",
     "run": "mlgym.agents.cli:run",
     "resume": "mlgym.agents.cli:resume",
+    "analyze": "mlgym.agents.analyze.cli:analyze",
     "sweep": "mlgym.sweep.cli:sweep",
+    "view": "mlgym.viewer.cli:view",
 }
 
 

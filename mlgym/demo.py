@@ -1,13 +1,15 @@
 """`mlgym demo`: the default team (planner, coder, literature agent) with the offline scripted
 model on a lite task, end to end: broker, environment server, memory service, one process per
 agent, real evaluations. Prints the score against the baseline; the last line is one JSON
-object (task, score, baseline, seconds, run_dir, ...). The bus-only demo is `mlgym bus demo`."""
+object (task, score, baseline, seconds, run_dir, view: the `mlgym view` command that shows the
+run in a browser, ...). The bus-only demo is `mlgym bus demo`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -47,9 +49,12 @@ def demo(task: str, team: str, model: str, run_dir: Path | None, progress: bool 
         click.echo(f"  {name:<11} {a['role']:<10} turns {a['turns']:>3}  env steps {a['env_steps']:>3}  "
                    f"tokens {a['tokens']:>7}")
     click.echo(f"  run directory: {result['run_dir']}  (events.sqlite, result.json, trajectories/)")
-    click.echo(json.dumps({"task": task, "team": cfg.name, "score": score, "baseline": baseline, "metric": metric,
-                           "beat_baseline": beat, "best_attempt": result.get("best_attempt"),
+    view = f"mlgym view {shlex.quote(result['run_dir'])}"
+    click.echo(f"  watch it in a browser: {view}")
+    click.echo(json.dumps({"task": task, "team": cfg.name, "score": score, "baseline": baseline,
+                           "metric": metric, "beat_baseline": beat,
+                           "best_attempt": result.get("best_attempt"),
                            "exit_status": result["exit_status"], "steps": result["steps"],
-                           "seconds": seconds, "run_dir": result["run_dir"]}))
+                           "seconds": seconds, "run_dir": result["run_dir"], "view": view}))
     if not beat:
         sys.exit(1)

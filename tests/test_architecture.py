@@ -15,6 +15,7 @@ ALLOWED = {
     "agents": {"bus", "tools", "tasks"},
     # runs are `mlgym run` / `mlgym resume` subprocesses: never env_server internals
     "sweep": {"bus", "tasks", "agents"},
+    "viewer": {"bus", "tasks"},  # reads run folders; never agents or env_server internals
 }
 
 

@@ -117,6 +117,7 @@ def test_rows_become_batches_and_read_back(tmp_path):
         log.close()
     reader = LogReader(tmp_path / "events.sqlite")
     assert [r for c in reader.read(1) for r in c] == rows
+    assert reader.head() == 6
     reader.close()
 
 
@@ -134,6 +135,23 @@ def _version_1_log(path, rows):
              " topic TEXT NOT NULL, encoding TEXT NOT NULL, payload BLOB NOT NULL)", 3, rows)
 
 
+def test_a_reader_sees_the_head_grow_from_a_log_not_yet_made(tmp_path):
+    path = tmp_path / "events.sqlite"
+    sqlite3.connect(path).close()  # the file exists, its writer has not made its tables yet
+    reader = LogReader(path)
+    assert reader.head() == 0
+    log = EventLog(path)
+    try:
+        assert reader.head() == 0
+        log.append([(1, 1, 1.0, "t/a", "msgpack", b"1"), (2, 1, 1.0, "t/a", "msgpack", b"2")])
+        assert reader.head() == 2
+        log.append_batches([(3, 1, 2.0, [("t/a", "msgpack", b"3")] * 5)])
+        assert reader.head() == 7
+    finally:
+        log.close()
+        reader.close()
+
+
 def test_a_version_1_log_is_read_as_is_and_upgraded_by_the_writer(tmp_path):
     path = tmp_path / "events.sqlite"
     rows = [(s, 1 + s // 700, 10.0 + s // 300, "t/even" if s % 2 == 0 else "t/odd", "msgpack", b"x%d" % s)
@@ -141,6 +159,7 @@ def test_a_version_1_log_is_read_as_is_and_upgraded_by_the_writer(tmp_path):
     _version_1_log(path, rows)
     reader = LogReader(path)  # nobody has upgraded it: the reader still understands it
     assert [r for c in reader.read(1, prefixes=["t/even"]) for r in c] == rows[1::2]
+    assert reader.head() == 1500
     reader.close()
 
     log = EventLog(path)  # a broker restarting on an old run upgrades the log in place

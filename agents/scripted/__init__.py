@@ -9,6 +9,7 @@ price can be set for dollar budgets: `scripted:auto?usd_per_mtok=2.5`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,7 +18,7 @@ from mlgym.agents.llm import (
     Completion, Message, ModelBackend, ModelError, Price, PriceTable, ToolCallOut, ToolSpec, Usage,
 )
 from mlgym.agents.parsing import format_reply
-from mlgym.agents.scripted import policy
+from mlgym.agents.scripted import policy as policy_mod
 from mlgym.agents.scripted.transcript import read
 from mlgym.agents.tools import ENV_TOOLS, LOCAL_TOOLS
 from mlgym.tools.aci import AciError, Call, parse
@@ -33,29 +34,44 @@ class ScriptedBackend(ModelBackend):
     provider = "scripted"
 
     def __init__(self, model: str, *, role: str = "single", task: str = "", metric: str = "Score",
-                 direction: str = "max", has_literature: bool = True, **_: Any):
+                 direction: str = "max", has_literature: bool = True, policy: str = "",
+                 agent: str = "", members: dict[str, str] | None = None,
+                 approvers: list[str] | None = None, baseline: dict[str, float] | None = None,
+                 workers: list[str] | None = None, **_: Any):
         name, _, query = model.partition("?")
         params = parse_qs(query)
         self.usd_per_mtok = float(params.get("usd_per_mtok", ["0"])[0])
+        self.latency_s = float(params.get("latency_s", ["0"])[0])  # a model's think time (benches)
+        self.chatter = int(params.get("chatter", ["0"])[0])  # bench: a team message every N turns
         # its own price entry: the cost is computed like any model's, and no "unknown model" warning
         super().__init__(name, prices=PriceTable({name: Price(self.usd_per_mtok, self.usd_per_mtok)}))
         self.target = name
-        if role not in policy.POLICIES:
-            raise ModelError("config", f"scripted model has no policy for role {role!r}", provider="scripted", model=name)
+        self.policy = policy or role
+        if self.policy not in policy_mod.POLICIES:
+            raise ModelError("config", f"scripted model has no policy {self.policy!r} (role "
+                             f"{role!r}; policies: {', '.join(policy_mod.POLICIES)})",
+                             provider="scripted", model=name)
         self.role = role
         task = task if name in ("auto", "bench") else name
-        self.ctx = policy.Context(role=role, task=task, metric=metric, direction=direction,
-                                  has_literature=has_literature, baseline_commands=_baseline_commands(task))
+        self.ctx = policy_mod.Context(role=role, task=task, metric=metric, direction=direction,
+                                      has_literature=has_literature,
+                                      baseline_commands=_baseline_commands(task),
+                                      name=agent or role, members=dict(members or {}),
+                                      approvers=tuple(approvers or ()),
+                                      workers=tuple(workers or ()),
+                                      baseline=dict(baseline or {}))
 
     async def _complete(self, messages: list[Message], tools: list[ToolSpec], *, temperature: float,
                         max_tokens: int | None, stream: bool, on_token: Any) -> Completion:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
         if self.target == "bench":  # as cheap as possible: the benchmark measures the framework
             n = sum(1 for m in messages if m.role == "assistant")
-            thought, command = policy.bench_step(n)
+            thought, command = policy_mod.bench_step(n, self.chatter)
             transcript = None
         else:
             transcript = read(messages, _ALL_TOOLS)
-            thought, command = policy.POLICIES[self.role](transcript, self.ctx)
+            thought, command = policy_mod.POLICIES[self.policy](transcript, self.ctx)
         prompt = sum(estimate_tokens(m.content) for m in messages)
         del transcript
         if tools:

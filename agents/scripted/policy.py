@@ -11,7 +11,7 @@ starting artefact (the baseline), which still exercises the whole pipeline.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlgym.agents import team as T
 from mlgym.agents.scripted.games import GAMES, Candidate, Game
@@ -33,6 +33,11 @@ class Context:
     direction: str = "max"
     has_literature: bool = True
     baseline_commands: tuple[str, ...] = ()  # the task's own recipe for its baseline artefact
+    name: str = ""  # this member's name
+    members: dict[str, str] = field(default_factory=dict)  # the team: name -> role
+    approvers: tuple[str, ...] = ()  # members whose approval `submit` needs
+    workers: tuple[str, ...] = ()  # members that take work items
+    baseline: dict[str, float] = field(default_factory=dict)
 
 
 def game_for(task: str) -> Game | None:
@@ -230,6 +235,10 @@ def literature(t: Transcript, ctx: Context) -> Action:
 
 
 def planner(t: Transcript, ctx: Context) -> Action:
+    if len(ctx.workers) > 1:  # parallel workers: agents/scripted/teams.py
+        from mlgym.agents.scripted.teams import lead
+
+        return lead(t, ctx)
     game = game_for(ctx.task)
     cands: tuple[Candidate, ...] = game.candidates if game else ()
     turns = t.turns
@@ -304,14 +313,32 @@ def planner(t: Transcript, ctx: Context) -> Action:
     last_scored = bool(results) and (results[-1][1] or {}).get(ctx.metric) is not None
     if not last_scored and not any(c.strip() == "validate" for c in cmds):
         return (f"{summary}The current artefact has no score yet; I validate it before submitting.", "validate")
+    if ctx.approvers:
+        from mlgym.agents.scripted.teams import review_gate
+
+        what = f"Candidate `{best.key}`" if best else "The current artefact"
+        gate = review_gate(t, ctx, summary, what)
+        if gate is not None:
+            return gate
     return (f"{summary}The current artefact is the best and is validated; I submit.", "submit")
 
 
-POLICIES = {"single": single, "coder": coder, "planner": planner, "literature": literature}
+def _team_policies() -> dict:
+    from mlgym.agents.scripted import teams
+
+    return {"reviewer": teams.reviewer, "judge": teams.judge, "proposer": teams.proposer,
+            "peer": teams.peer}
 
 
-def bench_step(turn: int) -> Action:
-    """For `mlgym bench agents`: cheap ACI commands forever (the framework's cost dominates)."""
+POLICIES = {"single": single, "coder": coder, "planner": planner, "literature": literature,
+            **_team_policies()}
+
+
+def bench_step(turn: int, chatter: int = 0) -> Action:
+    """For `mlgym bench agents`: cheap ACI commands forever (the framework's cost dominates),
+    and with `chatter` a message to the team every `chatter` turns."""
+    if chatter and turn and turn % chatter == 0:
+        return ("Tell the team.", f"message all\nping {turn}\nend_of_message")
     if turn == 0:
         return ("Open the file once.", 'open "strategy.py"')
     return ("Move the window.", f"goto {1 + turn % 3}")
