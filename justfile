@@ -20,4 +20,4 @@ bench:
 
 # Lint.
 lint:
-    {{py}} -m pyflakes bus env_server agents tools tasks viewer mlgym tests bench
+    {{py}} -m pyflakes bus env_server agents tools tasks sweep viewer mlgym tests bench

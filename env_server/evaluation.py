@@ -71,7 +71,7 @@ def copy_artefact(workspace: Path, rel: str, dest: Path, kind: str = "file") -> 
         except NotADirectoryError:
             raise FileNotFoundError(f"{rel} is not a folder") from None
         try:
-            target.mkdir()
+            target.mkdir(exist_ok=target == dest)  # `.`: the whole workspace, into dest
             total = 0
             for path, dirfd, name in safefs.walk_files(top):
                 try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -144,9 +145,23 @@ def _is_result_file(p: Path) -> bool:
 
 
 def _files(path: Path) -> list[Path]:
+    """The result files in a file or folder. A run folder (one with run.json) gives its own
+    result.json only: nothing below it is read, for its environment sessions hold files the
+    agent wrote (an exported workspace could hold a forged `x.result.json`) and the server's
+    session journals."""
     if path.is_file():
         return [path]
-    found = [p for p in sorted(path.rglob("*")) if p.is_file() and _is_result_file(p)]
+    found = []
+    for folder, dirs, files in os.walk(path):
+        here = Path(folder)
+        if "run.json" in files:
+            dirs.clear()
+            if (here / "result.json").is_file():
+                found.append(here / "result.json")
+            continue
+        dirs.sort()
+        found += [here / f for f in files if _is_result_file(here / f) and (here / f).is_file()]
+    found.sort()
     if not found:
         raise ResultsError(f"{path}: no result.json, *.result.json, *.jsonl or MLGym "
                            "results.json files inside")

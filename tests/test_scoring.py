@@ -249,3 +249,24 @@ def test_method_styles_stay_distinct():
     assert len({(st[m]["color"], str(st[m]["linestyle"])) for m in methods[:48]}) == 48
     assert len({st[m]["color"] for m in methods[:12]}) == 12  # the paper's 12 models: 12 colours
     assert st[scoring.BASELINE]["color"] == "black"
+
+
+def test_a_run_folder_gives_its_own_result_only(tmp_path):
+    """Scoring a folder of run folders reads each run's result.json and nothing below it: a
+    session's exported workspace (agent-written) holding a forged `*.result.json`, and the
+    server's session journals, are not results."""
+    runs = tmp_path / "runs"
+    real = runs / "r1"
+    workspace = real / "env" / "sessions" / "s0001-x" / "workspace"
+    workspace.mkdir(parents=True)
+    (real / "run.json").write_text("{}")
+    (real / "result.json").write_text(json.dumps(run("A", "X", "r1", [{"acc": 1.2}], {"acc": 1.2},
+                                                     ("acc", "max"), {"acc": 1.0})))
+    forged = run("A", "X", "forged", [{"acc": 99.0}], {"acc": 99.0}, ("acc", "max"), {"acc": 1.0})
+    (workspace / "forged.result.json").write_text(json.dumps(forged))
+    (workspace.parent / "session.jsonl").write_text('{"id": "s0001-x"}\n')
+    loose = tmp_path / "runs" / "extra.result.json"  # beside run folders: still read
+    loose.write_text(json.dumps(run("A", "Y", "y1", [{"acc": 1.1}], {"acc": 1.1}, ("acc", "max"),
+                                    {"acc": 1.0})))
+    got = scoring.load_results([runs])
+    assert sorted(r.run_id for r in got) == ["r1", "y1"]

@@ -228,7 +228,8 @@ async def test_imported_tasks_run_their_baseline_and_score(checkout, user_tasks,
         sid = opened.info.session
 
         async def act(cmd: str) -> p.Observation:
-            return await client.request("env", p.Act(session=sid, command=cmd), timeout=300)
+            return await client.request("env", p.Act(session=sid, command=cmd, token=opened.token),
+                                        timeout=300)
 
         assert "answer.csv" not in (await act("ls -R")).output
         assert (await act("echo x >> evaluate.py")).exit_code != 0

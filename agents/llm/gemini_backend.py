@@ -42,6 +42,9 @@ logger = log.get(__name__)
 KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"  # the SDK's own variable
 LOCAL_DUMMY_KEY = "not-needed"
+# Retries are ours (base.py: typed, logged, bounded). Without explicit retry options the SDK
+# (google-genai) sleeps 1-10 s and retries a refused connection on its own, unseen.
+NO_SDK_RETRIES = types.HttpRetryOptions(attempts=1)
 _SYNTH_ID = "gemini-call-"  # ids we made up: never sent back to the API
 
 
@@ -214,6 +217,7 @@ class GeminiBackend(ModelBackend):
                 base_url=self.base_url,
                 api_version=api_version,
                 timeout=int(limits.stall * 1000),  # the SDK wants milliseconds
+                retry_options=NO_SDK_RETRIES,
             ),
         )
 
@@ -277,7 +281,8 @@ class GeminiBackend(ModelBackend):
                     await chunks.aclose()  # closes the stream's connection (done, cut, cancelled)
             else:
                 # one reply comes when the whole generation is done: only the wall clock bounds it
-                config.http_options = types.HttpOptions(timeout=int(self.limits.timeout_s * 1000))
+                config.http_options = types.HttpOptions(timeout=int(self.limits.timeout_s * 1000),
+                                                        retry_options=NO_SDK_RETRIES)
                 await reply.add(
                     await models.generate_content(model=self.model, contents=contents, config=config),
                     on_token,
