@@ -94,19 +94,27 @@ def ray_phases(root: Path, runs: int, design: str, kill_runs: int, tag: str) -> 
             f = sweep_file(root, f"ray{tag}", runs, design)
             out.append(run_phase("ray@2", spec.plan(f, limit=runs), RayExecutor(cluster.address, storage="copy")))
         if kill_runs:
+            killed = []
+
             def kill(s: Sweep) -> None:
-                """Once both slots have run a while (one run on each node), kill the worker."""
+                """Once both slots are busy (one run on each node, a scripted run takes 5-10 s),
+                kill the worker mid-run."""
                 while s.status.done < kill_runs:
                     running = list(s.status.running.values())
-                    if len(running) >= 2 and all(time.time() - r.submitted > 8 for r in running):
+                    if len(running) >= 2 and all(time.time() - r.submitted > 2 for r in running):
                         cluster.kill_node(1)
+                        killed.append(time.time())
                         print("  worker node killed", flush=True)
                         return
-                    time.sleep(0.5)
+                    time.sleep(0.2)
 
             f = sweep_file(root, f"kill{tag}", kill_runs, design)
             out.append(run_phase("ray-kill", spec.plan(f, limit=kill_runs),
                                  RayExecutor(cluster.address, storage="copy"), kill=kill))
+            out[-1]["worker_killed"] = bool(killed)
+            if not killed:
+                print("  the worker node was never killed (no moment with both slots busy)",
+                      flush=True)
     return out
 
 
@@ -169,6 +177,11 @@ def main() -> None:
         results.append(sigint_phase(root, args.runs, args.design, ""))
     print(json.dumps(summarize(args, results, conc)))
     if not args.keep:
+        # the killed node's run left its session disk mounted (its env server died with it)
+        with open("/proc/self/mounts") as mounts:
+            inside = [ln.split()[1] for ln in mounts if ln.split()[1].startswith(f"{root}/")]
+        for mount in sorted(inside, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False)
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
@@ -198,15 +211,18 @@ def summarize(args: argparse.Namespace, results: list[dict], conc: list[int]) ->
     kill = [r for r in results if r["phase"] == "ray-kill"]
     if kill:
         out["kill_runs"], out["kill_lost"], out["kill_retries"] = kill[0]["runs"], kill[0]["lost"], kill[0]["retries"]
+        out["worker_killed"] = kill[0].get("worker_killed", False)
     sig = [r for r in results if r["phase"] == "sigint"]
     if sig:
         out["sigint_repeated_finished"] = sig[0]["repeated_finished"]
         out["sigint_finished_before"] = sig[0]["finished_before_sigint"]
         out["sigint_done"] = sig[0]["done"]
     out["targets_met"] = {
-        "local_2_vs_1_ge_1.6": out.get("speedup_2_vs_1", 0) >= 1.6,
-        "ray_overhead_le_2s": out.get("ray_overhead_s_per_run") is not None and out["ray_overhead_s_per_run"] <= 2,
-        "kill_lost_0": out.get("kill_lost") == 0 if kill else None,
+        "local_2_vs_1_ge_1.6": (out["speedup_2_vs_1"] >= 1.6
+                                if out.get("speedup_2_vs_1") is not None else None),
+        "ray_overhead_le_2s": (out["ray_overhead_s_per_run"] <= 2
+                               if out.get("ray_overhead_s_per_run") is not None else None),
+        "kill_lost_0": (out.get("kill_lost") == 0 and out["worker_killed"]) if kill else None,
         "sigint_repeated_0": out.get("sigint_repeated_finished") == 0 if sig else None,
     }
     return out

@@ -320,3 +320,17 @@ def test_without_ray_the_ray_executor_says_how_to_get_it(tmp_path):
     assert r.returncode == 1
     assert "the Ray executor needs ray: pip install 'mlgym-bus[ray]'" in r.stderr
     assert not (tmp_path / "out" / "journal.jsonl").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(("name", "runs", "designs"), [
+    ("lite.toml", 24, {"default", "single"}),
+    ("designs.toml", 36, {"single", "default", "reviewer", "parallel-3", "debate", "flat"}),
+])
+def test_the_shipped_example_sweeps_plan(tmp_path, name, runs, designs):
+    """The sweep files docs/sweeps.md and docs/teams.md run: the grid they say, every run a
+    shipped design on a quick lite task."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "sweeps" / name
+    p = spec.plan(example, tmp_path / "out")
+    assert len(p.runs) == runs
+    assert {r.design for r in p.runs} == designs
+    assert not {r.task for r in p.runs} & {"rlBreakoutMinAtarLite", "languageModelingCharLite"}
