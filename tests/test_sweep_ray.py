@@ -79,15 +79,25 @@ def test_runs_spread_over_the_nodes_stop_on_sigint_and_resume(cluster, tmp_path)
 
 @pytest.mark.timeout(900)
 def test_a_worker_node_killed_mid_sweep_loses_no_run(cluster, tmp_path):
+    # a model that thinks 1 s a turn: each run takes 10 s or more, so the kill lands mid-run
     f = sweep_file(tmp_path, 'tasks = ["prisonersDilemma", "battleOfSexes"]\ndesigns = ["single"]\nseeds = 2\n'
+                   'models = ["scripted:auto?latency_s=1"]\n'
                    "[retry]\nbackoff_s = 1\n" + RAY_FILE)  # storage "copy": folders come back through Ray
     out = tmp_path / "out"
     proc = subprocess.Popen([*MLGYM, "sweep", "run", str(f), "--ray", cluster.address, "--json"],
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "sweep.log", "w"), text=True)
     try:
-        wait_for(lambda: (out / "journal.jsonl").exists()
-                 and len([x for x in journal(out) if x["event"] == "start"]) >= 2, 300, "two attempts", proc)
-        time.sleep(8)  # both are running: one on each node
+        def running() -> int:  # attempts started and not ended
+            if not (out / "journal.jsonl").exists():
+                return 0
+            recs = journal(out)
+            ended = {(e["run"], e["attempt"]) for e in recs if e["event"] == "end"}
+            return len([e for e in recs if e["event"] == "start"
+                        and (e["run"], e["attempt"]) not in ended])
+
+        wait_for(lambda: running() >= 2, 300, "two attempts running", proc)
+        time.sleep(3)  # both are under way: one on each node
+        assert running() == 2
         cluster.kill_node(1)  # every process of the worker node, SIGKILL: a machine lost
         stdout, _ = proc.communicate(timeout=780)
     finally:
