@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+from mlgym.env_server.disk import unmount_leftovers
 from mlgym.sweep import spec
 from mlgym.sweep.executors import LocalExecutor
 from mlgym.sweep.folder import Folder
@@ -178,10 +179,7 @@ def main() -> None:
     print(json.dumps(summarize(args, results, conc)))
     if not args.keep:
         # the killed node's run left its session disk mounted (its env server died with it)
-        with open("/proc/self/mounts") as mounts:
-            inside = [ln.split()[1] for ln in mounts if ln.split()[1].startswith(f"{root}/")]
-        for mount in sorted(inside, reverse=True):
-            subprocess.run(["umount", "-l", mount], check=False)
+        unmount_leftovers(root)
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from mlgym import log
+from mlgym.files import data_extents
 
 logger = log.get(__name__)
 
@@ -188,26 +189,34 @@ class SessionDisk:
                 self.image.unlink()
 
 
+def unmount_leftovers(base: str | Path) -> list[str]:
+    """Lazily unmount every session disk mounted below `base` (deepest first) that a server
+    killed on purpose left behind (tests, benches), so the folder can be removed. Blocking."""
+    prefix = str(base).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mounts") as mounts:
+            found = [line.split()[1] for line in mounts]
+    except OSError:
+        return []
+    done = []
+    for mount in sorted(found, reverse=True):
+        if mount.startswith(prefix) and mount.endswith("/disk"):
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+            done.append(mount)
+    return done
+
+
 def _copy_sparse(src: int, out: int, size: int) -> None:
-    """Copy a file's data extents only (SEEK_DATA/SEEK_HOLE): a sparse file stays sparse."""
+    """Copy a file's data extents only: a sparse file stays sparse."""
     os.ftruncate(out, size)
-    offset = 0
-    while offset < size:
-        try:
-            data = os.lseek(src, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole is left
-                return
-            raise
-        hole = os.lseek(src, data, os.SEEK_HOLE)
-        pos = data
-        while pos < hole:  # copy_file_range refuses some pairs of filesystems (EXDEV)
-            chunk = os.pread(src, min(hole - pos, 1 << 20), pos)
+    for start, length in data_extents(src, size):
+        pos, end = start, start + length
+        while pos < end:  # copy_file_range refuses some pairs of filesystems (EXDEV)
+            chunk = os.pread(src, min(end - pos, 1 << 20), pos)
             if not chunk:
                 break
             os.pwrite(out, chunk, pos)
             pos += len(chunk)
-        offset = hole
 
 
 async def _run(*argv: str) -> None:

@@ -1,4 +1,6 @@
-"""Atomic file writes for files that other processes read while a run is live (run.json,
+"""File helpers shared by the packages.
+
+Atomic file writes for files that other processes read while a run is live (run.json,
 pids.json, result.json, trajectories, kept artefacts): a reader sees the old content or the
 new, never an empty or half-written file, and a crash leaves no partial file behind.
 
@@ -10,10 +12,12 @@ rename itself survives a power cut. (The `atomicwrites` package that did this is
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -65,3 +69,21 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each run of data in the first `size` bytes of an open file, holes
+    left out (SEEK_DATA / SEEK_HOLE): what a sparse file holds, so copies keep it sparse."""
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        if data >= hole:
+            return
+        yield data, hole - data
+        offset = hole

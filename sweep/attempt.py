@@ -32,6 +32,8 @@ from typing import Literal
 
 import msgspec
 
+from mlgym.files import data_extents
+
 LOCK_FILE = ".sweep.lock"
 TEAM_FILE = "sweep-team.toml"
 STOP_GRACE_S = 90.0  # a run told to stop waits for its agents (grace 5 s each) and tears down
@@ -232,17 +234,10 @@ def _sparse_payload(path: Path, size: int) -> bytes:
     extents, chunks = [], []
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        offset = 0
-        while offset < size:
-            try:
-                data = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            chunk = os.pread(fd, hole - data, data)
-            extents.append([data, len(chunk)])
+        for offset, length in data_extents(fd, size):
+            chunk = os.pread(fd, length, offset)
+            extents.append([offset, len(chunk)])
             chunks.append(chunk)
-            offset = hole
     finally:
         os.close(fd)
     head = json.dumps({"size": size, "extents": extents}).encode() + b"\n"

@@ -199,11 +199,6 @@ def assert_beats_baseline(result: dict, baseline: float, metric: str = "Score") 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
     """Unmount the session disks (env_server/disk.py) that servers killed on purpose left
     mounted under this run's temporary folders, so pytest can remove them."""
-    base = str(session.config._tmp_path_factory.getbasetemp().parent)
-    try:
-        mounts = [line.split()[1] for line in open("/proc/self/mounts")]
-    except OSError:
-        return
-    for mount in sorted(mounts, reverse=True):
-        if mount.startswith(base + "/") and mount.endswith("/disk"):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+    from mlgym.env_server.disk import unmount_leftovers
+
+    unmount_leftovers(session.config._tmp_path_factory.getbasetemp().parent)
