@@ -392,6 +392,39 @@ def test_stand_in_refuses_what_it_cannot_do(tmp_path):
         assert r.returncode == 1 and why in r.stderr, (args, r.stderr)
 
 
+THREADS_UNTIL_REFUSED = (
+    "python -c 'import threading\nev = threading.Event()\ntry:\n"
+    "    [threading.Thread(target=ev.wait, daemon=True).start() for _ in range(500)]\n"
+    "except RuntimeError:\n    print(\"refused\")\nev.set()'")
+
+
+async def test_a_command_that_hits_the_process_limit_loses_what_it_started(sandbox):
+    """The pids cgroup counts every refused fork: a command that drove the sandbox to its
+    limit loses all it started, its `&` jobs too (a bomb may be a job, or stall below the
+    shell's own purge threshold), with a note; jobs from before it are spared."""
+    require(sandbox.status()["limits"]["processes"].startswith("cgroup"),
+            "no writable pids cgroup on this machine")
+    await sandbox.exec("sleep 2001 &")
+    r = await sandbox.exec(f"sleep 2002 & {THREADS_UNTIL_REFUSED}", timeout=60)
+    assert "refused" in r.output and "hit its process limit" in r.output, r.output
+    ps = (await sandbox.exec("ps -eo args")).output
+    assert "sleep 2001" in ps and "sleep 2002" not in ps, ps
+    r = await sandbox.exec("sleep 2003 & echo calm")  # under the limit: nothing is killed
+    assert "hit its process limit" not in r.output
+    assert "sleep 2003" in (await sandbox.exec("ps -eo args")).output
+
+
+async def test_the_wrapper_never_calls_what_the_agent_redefines(sandbox):
+    """The classic bomb redefines `:`; the shell's own loops (waiting for the watcher, the
+    watcher itself) must not call it, or every later command re-fires the bomb."""
+    await sandbox.exec(":() { echo called >> /tmp/colon-calls; }")
+    r = await sandbox.exec("(sleep 1001 &); echo left")  # the watcher kills the leftover
+    assert "stopped when it ended" in r.output
+    r = await sandbox.exec("sleep 30", timeout=1)  # an interrupt: the next command syncs
+    r = await sandbox.exec("cat /tmp/colon-calls 2>&1; unset -f :")
+    assert "No such file" in r.output, r.output
+
+
 async def test_cpu_time_and_file_size_limits(config, kind):
     config.cpu_seconds = 2
     config.file_size_mb = 1

@@ -85,6 +85,30 @@ async def fork_bomb(h: Harness) -> tuple[bool, str]:
         await s.close()
 
 
+@attack("fork_bomb_kills_the_shell", "13",
+        "a fork bomb that outlives the shell (whose own purge dies with it) is purged before "
+        "the next shell starts, with a note")
+async def fork_bomb_kills_the_shell(h: Harness) -> tuple[bool, str]:
+    s = await h.open()
+    try:
+        lost = await s.act("(b(){ b|b& }; b) >/dev/null 2>&1 & sleep 3; kill -9 $$", timeout=60)
+        after, secs, exc = await timed(s.act("echo alive; ps -e --no-headers | wc -l",
+                                             timeout=120), 150)
+        alive = after is not None and after.output.split()[:1] == ["alive"]
+        words = after.output.split() if after is not None else []
+        left = int(words[-1]) if words and words[-1].isdigit() else -1
+        # docker purges the bomb from the host and says so; the local backend starts a fresh
+        # sandbox (a new pid namespace: nothing of the old one survives) and says that
+        noted = "a fork bomb" in lost.output or "background jobs of the old one are gone" \
+            in lost.output
+        ok = alive and noted and "fork: retry" not in (after.output if after else "") \
+            and 0 <= left < 20
+        return ok, (f"next command {'answered' if alive else 'FAILED'} in {secs:.1f} s, "
+                    f"{'with a note' if noted else 'WITHOUT A NOTE'}; {left} processes left")
+    finally:
+        await s.close()
+
+
 @attack("process_flood", "13",
         "a job that spawns processes until the limit is purged, with a note; the shell works")
 async def process_flood(h: Harness) -> tuple[bool, str]:

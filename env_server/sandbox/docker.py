@@ -24,9 +24,11 @@ leftovers of servers that died without stopping them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -59,7 +61,7 @@ from mlgym.env_server.sandbox.base import (
 )
 from mlgym.env_server.sandbox.output import OutputCollector
 from mlgym.env_server.sandbox.jobs import JobManager
-from mlgym.env_server.sandbox.limits import Cgroup, memory_cgroup_of
+from mlgym.env_server.sandbox.limits import Cgroup, cgroup_of
 from mlgym.env_server.sandbox.shell import LogDir, ShellDriver, ShellLost
 from mlgym.tools import safefs
 
@@ -194,8 +196,9 @@ class DockerSandbox(Sandbox):
         self._own_state = False
         self.jobs: JobManager | None = None
         self._stopped = False
-        self._memory_cgroup: Cgroup | None = None  # the container's, for OOM-kill notes
+        self._cgroup: Cgroup | None = None  # the container's: OOM kills, fork bombs
         self._restart_lock = asyncio.Lock()
+        self._purge_note = ""  # said with the next restart note: a bomb was purged
         if config.python_env is not None:
             logger.info("docker sandbox ignores python_env; the image's /opt/taskenv is used",
                         python_env=str(config.python_env))
@@ -274,7 +277,7 @@ class DockerSandbox(Sandbox):
         except docker.errors.DockerException as exc:
             raise SandboxError(f"could not start the container: {exc}") from None
         self.container_id = container.id
-        self._memory_cgroup = await asyncio.to_thread(_memory_cgroup, container.id)
+        self._cgroup = await asyncio.to_thread(_container_cgroup, container.id)
         logger.info("docker sandbox started", container=container.short_id, image=self.image,
                     session=self.session)
         try:
@@ -313,7 +316,8 @@ class DockerSandbox(Sandbox):
                              stream_limit=self.config.stream_limit,
                              fifo_owner=self.file_owner,
                              log_limit=self.config.full_output_limit_mb * 2**20,
-                             jobs_dir=JOBS, process_limit=process_limit(self.config))
+                             jobs_dir=JOBS, process_limit=process_limit(self.config),
+                             limit_hits=self._cgroup.limit_hits if self._cgroup else None)
         shell = _Shell(driver, writer, exec_id, sock_io)
         try:
             await driver.start(WORKSPACE, timeout=SHELL_START_TIMEOUT)
@@ -359,6 +363,8 @@ class DockerSandbox(Sandbox):
         if self._shell is not None:
             self._shell.close()
             self._shell = None
+        if self._cgroup is not None:
+            self._cgroup.close()  # the counter files it held open
         cid, self.container_id = self.container_id, None
         if cid is not None:
             await asyncio.to_thread(_remove, cid)
@@ -378,7 +384,7 @@ class DockerSandbox(Sandbox):
                    on_output: OutputCallback | None = None) -> ExecResult:
         driver = self._driver()
         cwd, started = driver.cwd, time.monotonic()
-        cgroup = self._memory_cgroup
+        cgroup = self._cgroup
         oom_before = cgroup.oom_kills() if cgroup is not None else 0
         try:
             result = await driver.run(command, timeout=timeout, on_output=on_output)
@@ -396,6 +402,9 @@ class DockerSandbox(Sandbox):
         if cwd and cwd != WORKSPACE:
             await shell.run(f"cd {shlex.quote(cwd)} 2>/dev/null", timeout=10)
         gone = "environment variables"
+        purged, self._purge_note = self._purge_note, ""
+        if purged:
+            reason = f"{reason}; {purged}"
         if container_restarted:
             gone += ", /tmp, $HOME and background jobs (the container had stopped)"
         note = f"\n[{reason}; a fresh shell was started in {shell.cwd}: {gone} of the old one are gone]"
@@ -424,6 +433,7 @@ class DockerSandbox(Sandbox):
             await asyncio.to_thread(_kill_exec, old.exec_id)
         restarted = False
         for attempt in range(RESTART_TRIES):
+            await self._purge_if_bombed()
             try:
                 c = await asyncio.to_thread(client().containers.get, self.container_id)
                 if c.status in ("exited", "created", "dead"):
@@ -438,6 +448,24 @@ class DockerSandbox(Sandbox):
                     raise SandboxError(f"could not restart the sandbox shell: {exc}") from None
                 await asyncio.sleep(0.5 * (attempt + 1))  # e.g. the container is stopping
         return restarted
+
+    async def _purge_if_bombed(self) -> None:
+        """A fork bomb can kill the shell itself (bash exits when a fork fails for good), and
+        the shell's own purge dies with it; the bomb's processes would then starve the next
+        shell. At the process limit, the host stops and kills every process of the agent's
+        user in the container (its commands and jobs), sparing the container's init and
+        keeper."""
+        limit = process_limit(self.config)
+        killed = await asyncio.to_thread(_purge_agent_processes, self.container_id or "",
+                                         self._cgroup, self.uid, limit)
+        if killed:
+            logger.warning("fork bomb purged from the host", processes=killed,
+                           session=self.session)
+            self._purge_note = (f"the sandbox reached its limit of {limit} processes (a fork "
+                                "bomb?): every process started by the commands and by "
+                                "background jobs was killed")
+            if self.jobs is not None:
+                self.jobs.mark_lost()
 
     async def interrupt(self) -> None:
         await self._driver().interrupt()
@@ -508,13 +536,70 @@ def _remove(container_id: str) -> None:
                            error=str(exc))
 
 
-def _memory_cgroup(container_id: str) -> Cgroup | None:
+def _container_cgroup(container_id: str) -> Cgroup | None:
     """The container's memory cgroup on the host (through its first process), or None."""
     try:
         pid = int(client().api.inspect_container(container_id)["State"]["Pid"])
     except (docker.errors.DockerException, KeyError, TypeError, ValueError):
         return None
-    return memory_cgroup_of(pid) if pid > 0 else None
+    return cgroup_of(pid) if pid > 0 else None
+
+
+def _purge_agent_processes(container_id: str, cgroup: Cgroup | None, uid: int,
+                           limit: int) -> int:
+    """When the container holds `limit` processes or more, stop then kill (passes, so a
+    bomb cannot outgrow the killing: a stopped process cannot fork) every one whose real
+    uid is the agent's, but its init and keeper (the container would stop). Returns how
+    many were killed (0: under the limit, or no cgroup)."""
+    if cgroup is None or len(cgroup.procs()) < limit:
+        return 0
+    keep = _init_and_keeper(container_id)
+    killed: set[int] = set()
+    empty = 0
+    for _ in range(50):
+        hit = [pid for pid in cgroup.procs() if _live_uid(pid) == uid and pid not in keep]
+        if not hit:
+            empty += 1
+            if empty == 2:  # a child forked as its parent died can miss one pass, not two
+                break
+            continue
+        empty = 0
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in hit:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        killed.update(hit)
+    return len(killed)
+
+
+def _init_and_keeper(container_id: str) -> set[int]:
+    """Host pids of the container's init and of its keeper: init's oldest child (orphans
+    the agent leaves become init's children too, all of them started later)."""
+    try:
+        init = int(client().api.inspect_container(container_id)["State"]["Pid"])
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    except (docker.errors.DockerException, KeyError, TypeError, ValueError, OSError):
+        return set()
+    started = {}
+    for child in children:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{child}/stat").read_text()
+            started[int(child)] = int(stat.rsplit(")", 1)[1].split()[19])
+    return {init, min(started, key=started.__getitem__)} if started else {init}
+
+
+def _live_uid(pid: int) -> int:
+    """A process's real uid; -1 when it is gone or a zombie (killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
+                    return -1
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
 
 
 def _kill_quietly(container: Any) -> None:

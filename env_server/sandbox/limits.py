@@ -27,6 +27,7 @@ logger = log.get(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _names = itertools.count(1)
 _OOM_KILL = re.compile(r"^oom_kill (\d+)", re.M)
+_PIDS_MAX = re.compile(r"^max (\d+)", re.M)
 _swept = False
 
 
@@ -45,7 +46,7 @@ class Cgroup:
     dirs: list[Path]
     version: int
     controls: set[str] = field(default_factory=set)  # "memory", "pids": what it enforces
-    _oom_fd: int | None = field(default=None, repr=False)  # the file oom_kills() reads, held open
+    _fds: dict[str, int] = field(default_factory=dict, repr=False)  # counter files, held open
 
     def procs(self) -> list[int]:
         pids: set[int] = set()
@@ -82,31 +83,41 @@ class Cgroup:
                 logger.warning("cgroup_not_removed", path=str(d))
 
     def oom_kills(self) -> int:
-        """How many processes the kernel killed for exceeding the memory limit. Called twice
-        per command, so the file that has the count (v2 or v1) is looked for once and then
-        held open: a pread costs ~1.5 us where opening the file each time cost ~17 us."""
-        if self._oom_fd is None:
+        """How many processes the kernel killed for exceeding the memory limit."""
+        return self._count("oom", ("memory.events", "memory.oom_control"), _OOM_KILL)
+
+    def limit_hits(self) -> int:
+        """How many forks the process limit refused (pids.events `max`): a count that grew
+        during a command means the command drove the sandbox to its limit (a fork bomb)."""
+        return self._count("pids", ("pids.events",), _PIDS_MAX)
+
+    def _count(self, key: str, names: tuple[str, ...], pattern: re.Pattern[str]) -> int:
+        """A counter from one of the cgroup's event files. Called twice per command, so the
+        file that has it is looked for once and then held open: a pread costs ~1.5 us where
+        opening the file each time cost ~17 us."""
+        fd = self._fds.get(key)
+        if fd is None:
             for d in self.dirs:
-                for name in ("memory.events", "memory.oom_control"):
+                for name in names:
                     with contextlib.suppress(OSError):
-                        if _OOM_KILL.search((d / name).read_text()):
-                            self._oom_fd = os.open(d / name, os.O_RDONLY | os.O_CLOEXEC)
+                        if pattern.search((d / name).read_text()):
+                            fd = self._fds[key] = os.open(d / name, os.O_RDONLY | os.O_CLOEXEC)
                             break
-                if self._oom_fd is not None:
+                if fd is not None:
                     break
             else:
                 return 0
         try:
-            m = _OOM_KILL.search(os.pread(self._oom_fd, 4096, 0).decode())
+            m = pattern.search(os.pread(fd, 4096, 0).decode())
         except OSError:
             return 0
         return int(m.group(1)) if m else 0
 
     def close(self) -> None:
-        if self._oom_fd is not None:
+        for fd in self._fds.values():
             with contextlib.suppress(OSError):
-                os.close(self._oom_fd)
-            self._oom_fd = None
+                os.close(fd)
+        self._fds.clear()
 
     def join_prefix(self) -> list[str]:
         """Shell words that put the current process in the cgroup before exec'ing on."""
@@ -124,9 +135,10 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
-def memory_cgroup_of(pid: int) -> Cgroup | None:
-    """A read-only view of the memory cgroup a (host) process is in, for `oom_kills()` (a
-    container's, found through its first process); None when it cannot be found."""
+def cgroup_of(pid: int) -> Cgroup | None:
+    """A read-only view of the memory and pids cgroups a (host) process is in, for
+    `oom_kills()`, `limit_hits()` and `procs()` (a container's, found through its first
+    process); None when neither can be found."""
     paths: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
@@ -135,12 +147,13 @@ def memory_cgroup_of(pid: int) -> Cgroup | None:
                 paths[c] = path
     if (CGROUP_ROOT / "cgroup.controllers").exists() and "" in paths:
         d = CGROUP_ROOT / paths[""].lstrip("/")
-        return Cgroup([d], 2, {"memory"}) if d.is_dir() else None
-    mount = _v1_mounts().get("memory")
-    if mount is None or "memory" not in paths:
-        return None
-    d = mount / paths["memory"].lstrip("/")
-    return Cgroup([d], 1, {"memory"}) if d.is_dir() else None
+        return Cgroup([d], 2, {"memory", "pids"}) if d.is_dir() else None
+    dirs, controls = [], set()
+    for ctrl, mount in _v1_mounts().items():
+        if ctrl in paths and (d := mount / paths[ctrl].lstrip("/")).is_dir():
+            dirs.append(d)
+            controls.add(ctrl)
+    return Cgroup(dirs, 1, controls) if dirs else None
 
 
 def _v1_mounts() -> dict[str, Path]:

@@ -271,7 +271,8 @@ class LocalSandbox(Sandbox):
                                  alive=lambda: proc.returncode is None,
                                  log_limit=self.config.full_output_limit_mb * 2**20,
                                  jobs_dir=self._jobs_dir().inside,
-                                 process_limit=process_limit(self.config) if self.bwrap else 0)
+                                 process_limit=process_limit(self.config) if self.bwrap else 0,
+                                 limit_hits=self._cgroup.limit_hits if self._cgroup else None)
         try:
             await self.shell.start(cwd)
         except SandboxError:

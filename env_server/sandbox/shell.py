@@ -129,12 +129,14 @@ __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the c
   # what the running command started: every process of the shell's session (orphans included)
   # except the shell, its parent, this watcher and the spared process groups
   # (__mlgym_killed: how many processes it killed)
-  local p spg ssid n pass=0
+  local p spg ssid n pass=0 empty=0
   local -A spare=() hit=()
   __mlgym_stat "$__mlgym_shell" || return 0
   spg=$__s_pgid ssid=$__s_sid
   for p in $1; do spare[$p]=1; done
-  while (( pass++ < 20 )); do  # again while something was found: forks race with us
+  # Again until two passes in a row find nothing: a child forked just before its parent
+  # died can miss the pass that found the parent a zombie, never the pass after it.
+  while (( pass++ < 20 )); do
     n=0
     for p in /proc/[0-9]*; do
       p=${p#/proc/}
@@ -145,7 +147,7 @@ __mlgym_killfg() {  # $1 process groups to spare (jobs that existed before the c
       n=$((n+1)) hit[$p]=1
       if [[ $__s_pgid == "$spg" ]]; then kill -KILL "$p"; else kill -KILL -- "-$__s_pgid"; fi
     done 2>/dev/null
-    (( n )) || break
+    if (( n )); then empty=0; elif (( ++empty == 2 )); then break; fi
   done
   __mlgym_killed=${#hit[@]}
 }
@@ -168,7 +170,7 @@ __mlgym_watch() {  # the shell's one watcher: obeys the lines on fd 5, one at a 
   # It ends when the shell is gone.
   trap '' INT TERM HUP QUIT USR1 USR2
   local line part= keep= listing=
-  while :; do
+  while ((1)); do  # not `:`, which an agent may redefine (the classic fork bomb does)
     if IFS= read -r -t 2 line <&5; then
       line=$part$line part=
       case $line in
@@ -208,7 +210,7 @@ __mlgym_nprocs() {  # how many processes /proc lists (a glob: no process is star
 __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill every process
   # of the shell's session and of the background jobs' sessions but the shell and its watcher,
   # and give the jobs that died so an exit code (137). Builtins only: no fork is possible.
-  local p f s pass=0
+  local p f s pass=0 empty=0
   local -A jobsid=()
   __mlgym_stat "$__mlgym_shell" || return 0
   local ssid=$__s_sid
@@ -220,7 +222,8 @@ __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill ever
   local -a hit
   local -A groups
   # Each pass stops every process found first (a stopped process cannot fork), then kills
-  # them and their process groups: a bomb cannot outgrow the killing.
+  # them and their process groups: a bomb cannot outgrow the killing. It ends after two
+  # passes in a row find nothing (a child forked just before its parent died can miss one).
   while (( pass++ < 50 )); do
     hit=() groups=()
     for p in /proc/[0-9]*; do
@@ -232,7 +235,7 @@ __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill ever
       hit+=("$p")
       [[ $__s_pgid != "$spg" ]] && groups[$__s_pgid]=1
     done 2>/dev/null
-    (( ${#hit[@]} )) || break
+    if (( ${#hit[@]} )); then empty=0; elif (( ++empty == 2 )); then break; else continue; fi
     kill -STOP "${hit[@]}" 2>/dev/null
     for p in "${!groups[@]}"; do kill -STOP -- "-$p"; done 2>/dev/null
     for p in "${!groups[@]}"; do kill -KILL -- "-$p"; done 2>/dev/null
@@ -244,6 +247,9 @@ __mlgym_reap() {  # the sandbox is at its process limit (a fork bomb): kill ever
 }
 __mlgym_purge() {  # the sandbox is at its process limit: purge, and say so
   __mlgym_reap
+  __mlgym_purged
+}
+__mlgym_purged() {
   printf '\n[the sandbox reached its limit of %s processes (a fork bomb?): every process started by the commands and by background jobs was killed; the shell itself goes on]\n' "$__mlgym_limit"
 }
 __mlgym_body() {  # an interrupt that came before this point is not lost
@@ -253,7 +259,7 @@ __mlgym_body() {  # an interrupt that came before this point is not lost
 __mlgym_wait() {  # $1 token: wait for the watcher's `ok TOKEN [REPLY]` (REPLY -> __mlgym_reply)
   local a
   __mlgym_reply=
-  while :; do
+  while ((1)); do  # not `:`, which an agent may redefine (the classic fork bomb does)
     if IFS= read -r -t 5 a <&6; then
       [[ $a == "ok $1" || $a == "ok $1 "* ]] && { __mlgym_reply=${a#"ok $1"}; break; }
     elif __mlgym_gone "$__mlgym_w"; then break; fi
@@ -271,15 +277,18 @@ __mlgym_run() {  # $1 token, $2 "sync" when the host sent the watcher requests s
   [[ -e /proc/$__mlgym_w/cwd ]] || { __mlgym_gone "$__mlgym_w" && __mlgym_spawn; }
   [[ $2 == sync ]] && __mlgym_sync "$1"
   __mlgym_stop=
-  local __mlgym_before
+  local __mlgym_before __mlgym_bombed=
   __mlgym_nprocs; __mlgym_before=$__mlgym_n
+  # At the limit already (a job bombed since the last command): purge before START, so what
+  # the dying bomb prints is dropped with the other leftovers between commands.
+  if (( __mlgym_limit && __mlgym_before >= __mlgym_limit )); then
+    __mlgym_reap; __mlgym_bombed=1; __mlgym_nprocs; __mlgym_before=$__mlgym_n
+  fi
   # The host needs the process groups of the jobs that exist now: a kill request spares them.
   printf '__MLGYM_KEEP_%s__\n' "$1"
   jobs -p
   printf '__MLGYM_START_%s__\n' "$1"
-  if (( __mlgym_limit && __mlgym_before >= __mlgym_limit )); then
-    __mlgym_purge; __mlgym_nprocs; __mlgym_before=$__mlgym_n
-  fi
+  [[ -n $__mlgym_bombed ]] && __mlgym_purged
   trap "$__mlgym_trap" USR1
   # Called as an `if` condition: `set -e` cannot end the persistent shell from in there.
   if __mlgym_body "$__mlgym_c" </dev/null 5>&- 6<&-; then __mlgym_rc=0; else __mlgym_rc=$?; fi
@@ -364,6 +373,7 @@ class ShellDriver:
         log_limit: int = 16 * 2**20,
         jobs_dir: str = "",
         process_limit: int = 0,
+        limit_hits: Callable[[], int] | None = None,
     ) -> None:
         """`alive` tells whether the shell process still runs: its death is noticed even when
         processes it left behind keep its output pipe open. `fifo_owner`: the sandbox user,
@@ -371,7 +381,11 @@ class ShellDriver:
         bytes of one command's output kept in its full-output log. `jobs_dir`: the inside
         path of the background jobs' folder. `process_limit`: at this many processes (in a
         sandbox with its own pid namespace; 0 = never) the shell kills every process of its
-        commands and jobs (a fork bomb) and says so in the output."""
+        commands and jobs (a fork bomb) and says so in the output. `limit_hits`: how many
+        forks the sandbox's process limit has refused so far (its cgroup's pids.events); when
+        that grows during a command, everything the command started is killed, its `&` jobs
+        too (a bomb that is a job, or stalls under `process_limit`, cannot outlive it)."""
+        self.limit_hits = limit_hits
         self.jobs_dir = jobs_dir
         self.process_limit = process_limit
         self.fifo_owner = fifo_owner
@@ -395,6 +409,7 @@ class ShellDriver:
         self._kept_logs: list[Path] = []
         self._started = asyncio.Event()  # the running command's START marker arrived
         self._keep = ""  # process groups of the jobs that existed before the running command
+        self._hits = 0  # limit_hits() when the running command started
         self._sync_next = False  # requests went to the watcher: the next command waits for it
         self._ctl: int | None = None  # our end of the watcher's control FIFO
         self._close_ctl: weakref.finalize | None = None
@@ -477,6 +492,13 @@ class ShellDriver:
                        "started were killed]")
         elif self._interrupted:
             output += "\n[interrupted: the command and the processes it started were killed]"
+        elif self.limit_hits is not None and self.limit_hits() > self._hits:
+            # as an interrupt, after the fact: the next command waits until it is done
+            self._send_ctl(f"i {self._keep}\n".replace("i \n", "i\n"))
+            self._sync_next = True
+            output += ("\n[the sandbox hit its process limit while this command ran (a fork "
+                       "bomb?): every process the command started, its `&` jobs included, "
+                       "was killed]")
         if full and log_file:
             self._remember_log(log_file[0])
         self.cwd = cwd
@@ -634,6 +656,8 @@ class ShellDriver:
             self._keep = " ".join(p for p in before[k + len(keep) :].split() if p.isdigit())
             before = before[:k]
         self._drop(before)
+        if self.limit_hits is not None:  # from here on, refused forks are this command's
+            self._hits = self.limit_hits()
         self._started.set()
         hold = len(end)  # keep enough back to see a marker split across two chunks
         try:
