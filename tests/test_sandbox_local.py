@@ -414,6 +414,34 @@ async def test_a_command_that_hits_the_process_limit_loses_what_it_started(sandb
     assert "sleep 2003" in (await sandbox.exec("ps -eo args")).output
 
 
+async def test_each_sandbox_has_a_cpu_share_of_its_own(sandbox):
+    """Its processes sit in a cpu cgroup of its own (seen from the host), so a sandbox running
+    many busy processes in sessions of their own gets one share, not one per session
+    (measured: `mlgym bench cpu_share`)."""
+    share = sandbox.status()["limits"]["cpu_share"]
+    require(share.startswith("cgroup"), f"no writable cpu cgroup on this machine: {share}")
+    seconds = f"1{secrets.randbelow(10**6):06d}"
+    await sandbox.exec(f"setsid sleep {seconds} &")
+    for _ in range(100):  # `&` returns before the job has exec'd sleep
+        pids = [e.name for e in os.scandir("/proc")
+                if e.name.isdigit() and _cmdline(e.name) == f"sleep {seconds} "]
+        if pids:
+            break
+        await asyncio.sleep(0.05)
+    assert pids, "the sandbox's sleep is not seen on the host"
+    lines = Path(f"/proc/{pids[0]}/cgroup").read_text().splitlines()
+    v1 = [ln for ln in lines if "cpu" in ln.split(":")[1].split(",")]
+    cpu = v1 or [ln for ln in lines if ln.startswith("0::")]  # v1's cpu, else v2's one line
+    assert cpu and "/mlgym-" in cpu[0], lines
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 async def test_the_wrapper_never_calls_what_the_agent_redefines(sandbox):
     """The classic bomb redefines `:`; the shell's own loops (waiting for the watcher, the
     watcher itself) must not call it, or every later command re-fires the bomb."""

@@ -5,7 +5,9 @@ Why a cgroup: RLIMIT_NPROC counts processes per host uid and is not enforced at 
 (bubblewrap's user namespace maps the sandbox user back to the caller's uid), and RLIMIT_AS
 breaks programs that reserve address space (JAX, PyTorch) while not bounding real memory. A
 cgroup's pids.max and memory limit bound the sandbox as a whole and let us kill every process in
-it at once. Both cgroup v2 (a delegated, writable subtree) and v1 (memory + pids hierarchies) work.
+it at once; its own cpu group gives the sandbox an equal CPU share with its neighbours, however
+many processes it runs. Both cgroup v2 (a delegated, writable subtree) and v1 (memory, pids and
+cpu hierarchies) work.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Cgroup:
 
     dirs: list[Path]
     version: int
-    controls: set[str] = field(default_factory=set)  # "memory", "pids": what it enforces
+    controls: set[str] = field(default_factory=set)  # "memory", "pids", "cpu"
     _fds: dict[str, int] = field(default_factory=dict, repr=False)  # counter files, held open
 
     def procs(self) -> list[int]:
@@ -150,7 +152,8 @@ def cgroup_of(pid: int) -> Cgroup | None:
         return Cgroup([d], 2, {"memory", "pids"}) if d.is_dir() else None
     dirs, controls = [], set()
     for ctrl, mount in _v1_mounts().items():
-        if ctrl in paths and (d := mount / paths[ctrl].lstrip("/")).is_dir():
+        if ctrl in ("memory", "pids") and ctrl in paths and \
+                (d := mount / paths[ctrl].lstrip("/")).is_dir():
             dirs.append(d)
             controls.add(ctrl)
     return Cgroup(dirs, 1, controls) if dirs else None
@@ -163,7 +166,7 @@ def _v1_mounts() -> dict[str, Path]:
             parts = line.split()
             if len(parts) >= 4 and parts[2] == "cgroup":
                 for opt in parts[3].split(","):
-                    if opt in ("memory", "pids"):
+                    if opt in ("memory", "pids", "cpu"):
                         mounts[opt] = Path(parts[1])
     return mounts
 
@@ -213,6 +216,8 @@ def create_cgroup(limits: Limits) -> Cgroup | None:
             cg.controls.add("memory")
         if _write(d / "pids.max", str(limits.max_processes)):
             cg.controls.add("pids")
+        if (d / "cpu.weight").exists():  # the parent delegates cpu: a share of its own
+            cg.controls.add("cpu")
         if not cg.controls:
             cg.remove()
             return None
@@ -229,8 +234,12 @@ def create_cgroup(limits: Limits) -> Cgroup | None:
             d.mkdir()
         except OSError:
             continue
-        ok = (_write(d / "memory.limit_in_bytes", str(memory)) if ctrl == "memory"
-              else _write(d / "pids.max", str(limits.max_processes)))
+        if ctrl == "memory":
+            ok = _write(d / "memory.limit_in_bytes", str(memory))
+        elif ctrl == "pids":
+            ok = _write(d / "pids.max", str(limits.max_processes))
+        else:  # cpu: being a group of its own is the point (the default, equal share)
+            ok = _write(d / "cpu.shares", "1024")
         if ctrl == "memory" and ok:
             _write(d / "memory.memsw.limit_in_bytes", str(memory))  # only with swap accounting
         if ok:
@@ -263,6 +272,10 @@ def wrapper(limits: Limits, cgroup: Cgroup | None) -> tuple[list[str], dict[str,
     elif limits.memory_mb > 0:
         steps.append(f"ulimit -v {int(limits.memory_mb) * 1024}")
         how["memory"] = "rlimit address space (per process; no writable cgroup)"
+    if cgroup and "cpu" in cgroup.controls:
+        how["cpu_share"] = f"cgroup v{cgroup.version} (an equal share with other sandboxes)"
+    else:
+        how["cpu_share"] = "none (no writable cpu cgroup): a busy sandbox slows its neighbours"
     if cgroup and "pids" in cgroup.controls:
         how["processes"] = f"cgroup v{cgroup.version} pids.max"
     elif os.geteuid() != 0:
