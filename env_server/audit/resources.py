@@ -20,6 +20,13 @@ def _free_mb(h: Harness) -> float:
     return st.f_bavail * st.f_frsize / 2**20
 
 
+def _processes_left(obs: p.Observation | None) -> int:
+    """The count `ps -e --no-headers | wc -l` ended an observation with; -1 when it did not
+    (the command failed, or something was printed after it)."""
+    words = obs.output.split() if obs is not None else []
+    return int(words[-1]) if words and words[-1].isdigit() else -1
+
+
 @attack("disk_quota", "10",
         "a session's files (workspace and job logs) cannot take more host disk than its quota")
 async def disk_quota(h: Harness) -> tuple[bool, str]:
@@ -74,8 +81,7 @@ async def fork_bomb(h: Harness) -> tuple[bool, str]:
         alive = after is not None and "alive" in after.output
         noted = any("processes (a fork bomb" in o.output for o in (bomb, again) if o) or (
             after is not None and "processes (a fork bomb" in after.output)
-        words = again.output.split()
-        left = int(words[-1]) if words and words[-1].isdigit() else -1
+        left = _processes_left(again)
         ok = alive and "fork: retry" not in again.output and 0 <= left < 20
         return ok, (f"next command {'answered' if alive else 'FAILED'} in {secs:.1f} s; "
                     f"{left} processes left; "
@@ -95,8 +101,7 @@ async def fork_bomb_kills_the_shell(h: Harness) -> tuple[bool, str]:
         after, secs, exc = await timed(s.act("echo alive; ps -e --no-headers | wc -l",
                                              timeout=120), 150)
         alive = after is not None and after.output.split()[:1] == ["alive"]
-        words = after.output.split() if after is not None else []
-        left = int(words[-1]) if words and words[-1].isdigit() else -1
+        left = _processes_left(after)
         # docker purges the bomb from the host and says so; the local backend starts a fresh
         # sandbox (a new pid namespace: nothing of the old one survives) and says that
         noted = "a fork bomb" in lost.output or "background jobs of the old one are gone" \
@@ -122,8 +127,7 @@ async def process_flood(h: Harness) -> tuple[bool, str]:
         alive = after is not None and "alive" in after.output
         noted = any(o is not None and "processes (a fork bomb" in o.output
                     for o in (second, after))
-        words = again.output.split()
-        left = int(words[-1]) if words and words[-1].isdigit() else -1
+        left = _processes_left(again)
         ok = alive and noted and "fork: retry" not in again.output and 0 <= left < 20
         return ok, (f"next command {'answered' if alive else 'FAILED'} in {secs:.1f} s, "
                     f"{'with a note' if noted else 'WITHOUT A NOTE'}; {left} processes left")

@@ -537,7 +537,8 @@ def _remove(container_id: str) -> None:
 
 
 def _container_cgroup(container_id: str) -> Cgroup | None:
-    """The container's memory cgroup on the host (through its first process), or None."""
+    """The container's memory and pids cgroups on the host (through its first process), or
+    None."""
     try:
         pid = int(client().api.inspect_container(container_id)["State"]["Pid"])
     except (docker.errors.DockerException, KeyError, TypeError, ValueError):

@@ -493,9 +493,7 @@ class ShellDriver:
         elif self._interrupted:
             output += "\n[interrupted: the command and the processes it started were killed]"
         elif self.limit_hits is not None and self.limit_hits() > self._hits:
-            # as an interrupt, after the fact: the next command waits until it is done
-            self._send_ctl(f"i {self._keep}\n".replace("i \n", "i\n"))
-            self._sync_next = True
+            self._request_kill()  # as an interrupt, after the fact
             output += ("\n[the sandbox hit its process limit while this command ran (a fork "
                        "bomb?): every process the command started, its `&` jobs included, "
                        "was killed]")
@@ -581,8 +579,13 @@ class ShellDriver:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._started.wait(), INTERRUPT_GRACES_S[-1])
         if self._current == token:
-            self._send_ctl(f"i {self._keep}\n".replace("i \n", "i\n"))
-            self._sync_next = True
+            self._request_kill()
+
+    def _request_kill(self) -> None:
+        """Have the watcher kill what the current (or just ended) command started, sparing the
+        jobs that existed before it; the next command waits until that is done."""
+        self._send_ctl(f"i {self._keep}\n".replace("i \n", "i\n"))
+        self._sync_next = True
 
     def _send_ctl(self, line: str) -> None:
         """One line to the watcher: a single small write to a pipe is atomic and, with
